@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# `make test`: unit tests and integration tests against the local control plane.
+# Starts the plane when it is not running and stops it afterwards if this
+# script started it; fails loudly when the plane cannot start.
+set -euo pipefail
+
+HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HACK_DIR/.." && pwd)
+# shellcheck source=lib.sh
+source "$HACK_DIR/lib.sh"
+# shellcheck source=cluster-lib.sh
+source "$HACK_DIR/cluster-lib.sh"
+cd "$ROOT"
+
+started_plane=0
+if plane_is_up; then
+	log "using the running control plane ($(cat "$RUN_DIR/server"))"
+else
+	log "starting the local control plane for the tests"
+	if ! "$HACK_DIR/cluster-up.sh"; then
+		log "the local control plane could not start; integration tests cannot run"
+		exit 1
+	fi
+	started_plane=1
+fi
+stop_plane() {
+	if ((started_plane)); then
+		log "stopping the control plane this run started"
+		"$HACK_DIR/cluster-down.sh" || true
+	fi
+}
+trap stop_plane EXIT
+
+export EPHEMERA_KUBECONFIG=$KUBECONFIG_PATH
+export EPHEMERA_KUBECTL=$BIN_DIR/kubectl
+log "building tests"
+cargo test --locked --no-run 2>&1 | grep -vE '^\s+(Compiling|Checking|Downloaded?|Fresh) ' || true
+log "running unit and integration tests"
+cargo test --locked --all-targets
+log "all tests passed"

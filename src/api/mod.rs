@@ -1,0 +1,37 @@
+//! The ephemera API: group `ephemera.dev`, version `v1alpha1`.
+//!
+//! Both kinds are cluster-scoped. The OpenAPI schema and the CEL validation
+//! rules come from these types, so the API server refuses bad specs with a
+//! message a person understands before the controller ever sees them.
+
+pub mod duration;
+pub mod installation;
+pub mod labels;
+pub mod profile;
+
+pub use installation::{
+    CredentialsSecretRef, DatabaseEngine, DatabaseSpec, DatabaseStorage, EnvVar, EnvVarSource,
+    FilestoreSpec, FilestoreType, Phase, SecretKeyRef, SecretRef, TestInstallation,
+    TestInstallationSpec, TestInstallationStatus,
+};
+pub use profile::{
+    InstallationProfile, InstallationProfileSpec, ProfileDatabase, ProfileEnvVar, ProfileFilestore,
+    ProfileIngress, ProfileTtl, SeedSpec, SizeClass,
+};
+
+/// The API group of every ephemera kind.
+pub const GROUP: &str = "ephemera.dev";
+
+/// The CRDs of this API as one multi-document YAML stream, as
+/// `ephemera crd` prints it and `crds/` stores it.
+pub fn crds_yaml() -> String {
+    use kube::CustomResourceExt;
+    let docs = [
+        serde_yaml::to_string(&TestInstallation::crd()),
+        serde_yaml::to_string(&InstallationProfile::crd()),
+    ];
+    docs.into_iter()
+        .map(|doc| doc.expect("CRDs always serialize to YAML"))
+        .map(|doc| format!("---\n{doc}"))
+        .collect()
+}

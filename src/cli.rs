@@ -1,0 +1,41 @@
+//! Command-line interface: `ephemera <subcommand>`.
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ephemera",
+    version,
+    about = "Ephemeral test installations on Kubernetes"
+)]
+pub struct Cli {
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "EPHEMERA_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the CustomResourceDefinitions as YAML (for `kubectl apply -f -`).
+    Crd,
+    /// Print the version of this binary.
+    Version,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crate::api::crds_yaml());
+            Ok(())
+        }
+        Command::Version => {
+            println!("ephemera {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! ephemera: ephemeral test installations on Kubernetes.
+//!
+//! The binary `ephemera` is a thin command-line layer over this library; see
+//! `cli` for its subcommands.
+
+pub mod api;
+pub mod cli;
+pub mod telemetry;

@@ -1,0 +1,135 @@
+//! Shared helpers for integration tests against the local control plane
+//! (`make cluster-up`). Each test binary includes this with `mod support;`.
+#![allow(dead_code)] // not every test binary uses every helper
+
+use std::{
+    fmt::Debug,
+    future::Future,
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::{
+    Api, Client, Config,
+    api::{DeleteParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+
+/// Path of the kubeconfig of the local control plane: `EPHEMERA_KUBECONFIG`
+/// when set, else `.cluster/kubeconfig` in the repository.
+pub fn kubeconfig_path() -> PathBuf {
+    std::env::var_os("EPHEMERA_KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cluster/kubeconfig"))
+}
+
+/// A client for the local control plane. Panics with what to do when the
+/// plane is not running: these tests never fall back to anything else.
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|err| {
+        panic!(
+            "cannot read the local control plane's kubeconfig at {}: {err}\n\
+             start the plane with `make cluster-up` (or run `make test`, which starts it)",
+            path.display()
+        )
+    });
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig of the local control plane is invalid");
+    Client::try_from(config).expect("cannot build a Kubernetes client")
+}
+
+/// A name no other test (or earlier run) uses: `PREFIX-<pid>-<counter>-<random>`,
+/// a valid DNS label for prefixes of up to 30 characters.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let name = format!(
+        "{prefix}-{:x}-{n}-{:x}",
+        std::process::id(),
+        nanos & 0xfffff
+    );
+    assert!(
+        name.len() <= 63,
+        "unique name {name} is longer than a DNS label"
+    );
+    name
+}
+
+/// Polls `probe` until it yields `Ok(value)`, every 200 ms, for at most
+/// `timeout`. `Err(state)` describes what was seen; on time-out the test fails
+/// with that last state, so a failure says what was wrong, not just "timed out".
+pub async fn wait_for<T, S, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    S: Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, S>>,
+{
+    let start = Instant::now();
+    loop {
+        let last = match probe().await {
+            Ok(value) => return value,
+            Err(state) => state,
+        };
+        if start.elapsed() >= timeout {
+            panic!("timed out after {timeout:?} waiting for {what}; last state seen: {last:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A namespace for one test. Tests call `delete` at the end; namespaces that
+/// a failing test leaves behind carry the label `ephemera.dev/test=true`.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    /// Creates a uniquely named namespace and waits until its `default`
+    /// ServiceAccount exists, since pods are refused before that.
+    pub async fn create(client: &Client, prefix: &str) -> Self {
+        let name = unique_name(prefix);
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "labels": { "ephemera.dev/test": "true" } }
+        }))
+        .unwrap();
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|err| panic!("creating namespace {name}: {err}"));
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+        wait_for(
+            &format!("the default ServiceAccount in {name}"),
+            Duration::from_secs(30),
+            || async {
+                accounts
+                    .get_opt("default")
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| "absent".to_string())
+            },
+        )
+        .await;
+        Self {
+            name,
+            client: client.clone(),
+        }
+    }
+
+    /// Deletes the namespace without waiting for it to be gone.
+    pub async fn delete(self) {
+        Api::<Namespace>::all(self.client)
+            .delete(&self.name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|err| panic!("deleting namespace {}: {err}", self.name));
+    }
+}
