@@ -3,6 +3,7 @@
 //! The binary `ephemera` is a thin command-line layer over this library; see
 //! `cli` for its subcommands.
 
+pub mod adapters;
 pub mod api;
 pub mod cli;
 pub mod telemetry;

@@ -4,6 +4,8 @@
 //! rules come from these types, so the API server refuses bad specs with a
 //! message a person understands before the controller ever sees them.
 
+pub mod conditions;
+pub mod credentials;
 pub mod duration;
 pub mod installation;
 pub mod labels;

@@ -1,0 +1,5 @@
+//! Thin adapters between people and TestInstallations. They only create,
+//! patch or delete TestInstallations and watch their status; they never touch
+//! the objects an installation is made of.
+
+pub mod notify;
