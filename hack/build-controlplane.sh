@@ -6,7 +6,7 @@
 #
 # Cache: ${EPHEMERA_CACHE_DIR:-~/.cache/ephemera}/controlplane/<key>, where the
 # key names every pinned version, the Go version and a hash of the wrapper
-# modules and of this script. A build runs under a lock, goes into a temporary
+# modules and of the pinned versions. A build runs under a lock, goes into a temporary
 # directory and is moved into place only when complete, so an interrupted build
 # leaves nothing that looks finished; the next run removes its leftovers.
 set -euo pipefail
@@ -29,8 +29,10 @@ LOG_DIR=${EPHEMERA_BUILD_LOG_DIR:-$HACK_DIR/../.cluster/logs}
 mkdir -p "$LOG_DIR"
 LOG_DIR=$(cd "$LOG_DIR" && pwd)
 
-inputs_hash=$(cat "$HACK_DIR/versions.env" "$HACK_DIR/k8sbin/go.mod" "$HACK_DIR/etcdbin/go.mod" \
-	"$HACK_DIR/build-controlplane.sh" | sha256sum | cut -c1-12)
+# Bump CACHE_REVISION when a change to this script changes what it produces.
+CACHE_REVISION=1
+inputs_hash=$( (echo "$CACHE_REVISION" && cat "$HACK_DIR/versions.env" "$HACK_DIR/k8sbin/go.mod" \
+	"$HACK_DIR/etcdbin/go.mod") | sha256sum | cut -c1-12)
 KEY="k8s-${KUBE_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}_${GO_VERSION}_${inputs_hash}"
 CACHE_ROOT=${EPHEMERA_CACHE_DIR:-$HOME/.cache/ephemera}
 DEST="$CACHE_ROOT/controlplane/$KEY"
