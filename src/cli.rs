@@ -21,6 +21,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the controller that turns TestInstallations into installations.
+    Controller {
+        /// Controller settings (YAML); defaults suit the local control plane.
+        #[arg(long, env = "EPHEMERA_CONFIG")]
+        config: Option<std::path::PathBuf>,
+        /// Address of /healthz, /readyz and /metrics.
+        #[arg(long, default_value = "127.0.0.1:8080", env = "EPHEMERA_LISTEN")]
+        listen: std::net::SocketAddr,
+    },
     /// Print the CustomResourceDefinitions as YAML (for `kubectl apply -f -`).
     Crd,
     /// Print the version of this binary.
@@ -29,6 +38,16 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Controller { config, listen } => {
+            let config = match config {
+                Some(path) => crate::controller::config::ControllerConfig::load(&path)?,
+                None => crate::controller::config::ControllerConfig::default(),
+            };
+            let client = kube::Client::try_default().await.map_err(|err| {
+                anyhow::anyhow!("cannot reach Kubernetes (KUBECONFIG or in-cluster config): {err}")
+            })?;
+            crate::controller::run(client, config, listen).await
+        }
         Command::Crd => {
             print!("{}", crate::api::crds_yaml());
             Ok(())

@@ -1,0 +1,189 @@
+//! The controller: reconciles TestInstallations into running installations.
+//!
+//! Children are namespaced while their owner is cluster-scoped, so `.owns()`
+//! cannot map them back (it looks the owner up in the child's namespace);
+//! children are watched by the `ephemera.dev/installation` label instead.
+
+pub mod apply;
+pub mod build;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod metrics;
+pub mod observe;
+pub mod plan;
+pub mod reconcile;
+pub mod status;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    batch::v1::Job,
+    core::v1::{Namespace, Pod},
+    networking::v1::Ingress,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::ListParams,
+    core::DeserializeGuard,
+    runtime::{Controller, controller, reflector::ObjectRef, watcher},
+};
+use prometheus_client::registry::Registry;
+
+use crate::{
+    api::{InstallationProfile, Phase, TestInstallation, labels},
+    telemetry,
+};
+use config::ControllerConfig;
+use context::Context;
+use metrics::{Metrics, PhaseLabels};
+
+type Guarded = DeserializeGuard<TestInstallation>;
+
+/// Maps a labelled child to its installation.
+fn installation_of<K: Resource>(child: K) -> Option<ObjectRef<Guarded>> {
+    child
+        .labels()
+        .get(labels::INSTALLATION)
+        .map(|name| ObjectRef::new(name))
+}
+
+fn children_config() -> watcher::Config {
+    watcher::Config::default()
+        .labels(&format!(
+            "{},{}={}",
+            labels::INSTALLATION,
+            labels::MANAGED_BY_KEY,
+            labels::MANAGED_BY_VALUE
+        ))
+        .any_semantic()
+}
+
+/// Runs the controller until SIGTERM/Ctrl-C, serving probes and metrics on
+/// `listen`.
+pub async fn run(
+    client: Client,
+    config: ControllerConfig,
+    listen: SocketAddr,
+) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let health = telemetry::Health::default();
+    let router = telemetry::probe_routes(health.clone(), Arc::new(registry));
+    let server = tokio::spawn(telemetry::serve(
+        listen,
+        router,
+        telemetry::shutdown_signal(),
+    ));
+
+    let installations: Api<Guarded> = Api::all(client.clone());
+    if let Err(err) = Api::<TestInstallation>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+    {
+        anyhow::bail!(
+            "cannot list TestInstallations ({err}); are the CRDs installed? `ephemera crd | kubectl apply --server-side -f -`"
+        );
+    }
+
+    let concurrency = config.concurrency;
+    let ctx = Arc::new(Context::new(client.clone(), config, metrics.clone()));
+    let controller = Controller::new(installations, watcher::Config::default().any_semantic())
+        .with_config(controller::Config::default().concurrency(concurrency));
+    let store = controller.store();
+    let profile_store = store.clone();
+    let controller = controller
+        .watches(
+            Api::<Deployment>::all(client.clone()),
+            children_config(),
+            installation_of,
+        )
+        .watches(
+            Api::<StatefulSet>::all(client.clone()),
+            children_config(),
+            installation_of,
+        )
+        .watches(
+            Api::<Job>::all(client.clone()),
+            children_config(),
+            installation_of,
+        )
+        .watches(
+            Api::<Ingress>::all(client.clone()),
+            children_config(),
+            installation_of,
+        )
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default()
+                .labels(labels::INSTALLATION)
+                .any_semantic(),
+            installation_of,
+        )
+        .watches(
+            Api::<Namespace>::all(client.clone()),
+            children_config(),
+            installation_of,
+        )
+        .watches(
+            Api::<InstallationProfile>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            move |profile| {
+                let name = profile.name_any();
+                profile_store
+                    .state()
+                    .into_iter()
+                    .filter(|guard| {
+                        guard
+                            .0
+                            .as_ref()
+                            .is_ok_and(|ti| plan::profile_name(ti) == name)
+                    })
+                    .map(|guard| ObjectRef::from_obj(guard.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(telemetry::shutdown_signal());
+
+    let gauge_store = store.clone();
+    let gauge_metrics = metrics.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            let mut counts = std::collections::BTreeMap::new();
+            for guard in gauge_store.state() {
+                if let Ok(ti) = &guard.0 {
+                    *counts
+                        .entry(ti.phase().unwrap_or(Phase::Pending))
+                        .or_insert(0i64) += 1;
+                }
+            }
+            for phase in Phase::ALL {
+                gauge_metrics
+                    .installations
+                    .get_or_create(&PhaseLabels {
+                        phase: phase.to_string(),
+                    })
+                    .set(counts.get(&phase).copied().unwrap_or(0));
+            }
+        }
+    });
+
+    health.set_ready(true);
+    tracing::info!("controller started");
+    controller
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(%err, "reconcile stream event");
+            }
+        })
+        .await;
+    health.set_ready(false);
+    tracing::info!("controller stopped");
+    server.abort();
+    Ok(())
+}

@@ -1,0 +1,422 @@
+//! One reconcile pass of a TestInstallation: validate and resolve the
+//! profile → build (pure) → server-side apply → prune → observe → status
+//! (pure) → write the status only when it changed → requeue at the next
+//! deadline.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    api::core::v1::{Namespace, Secret},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+    core::DeserializeGuard,
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+    },
+};
+
+use super::{
+    apply,
+    build::{self, BuildInput, ExternalSecrets, GeneratedSecrets},
+    context::Context,
+    error::Result,
+    observe::{self, NamespaceState},
+    plan::{self, Plan},
+    status::{self, Situation},
+};
+use crate::api::{
+    InstallationProfile, Phase, TestInstallation, TestInstallationStatus, credentials,
+};
+
+/// Finalizer that keeps a TestInstallation until its namespace is gone, so a
+/// new installation of the same name never meets a terminating namespace.
+pub const FINALIZER: &str = "ephemera.dev/namespace-cleanup";
+
+/// How often an installation is looked at with nothing else happening.
+const RESYNC: Duration = Duration::from_secs(600);
+/// Retry interval while waiting on something outside the installation.
+const WAIT_RETRY: Duration = Duration::from_secs(2);
+
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<TestInstallation>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let installation = match &guard.0 {
+        Ok(installation) => installation,
+        Err(invalid) => {
+            tracing::warn!(error = %invalid, "skipping a TestInstallation that cannot be read");
+            return Ok(Action::await_change());
+        }
+    };
+    let started = std::time::Instant::now();
+    ctx.metrics.reconciles.inc();
+    let result = reconcile_installation(installation, &ctx).await;
+    ctx.metrics.observe_duration(started.elapsed());
+    match &result {
+        Ok(_) => ctx.reset_backoff(&installation.name_any()),
+        Err(err) => {
+            ctx.metrics
+                .failures
+                .get_or_create(&super::metrics::ErrorLabels {
+                    error: err.metric_label(),
+                })
+                .inc();
+        }
+    }
+    result
+}
+
+pub fn error_policy(
+    guard: Arc<DeserializeGuard<TestInstallation>>,
+    error: &super::error::Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let name = guard.0.as_ref().map(|ti| ti.name_any()).unwrap_or_default();
+    let delay = ctx.next_backoff(&name);
+    tracing::warn!(installation = %name, %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+#[tracing::instrument(skip_all, fields(installation = %installation.name_any()))]
+async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) -> Result<Action> {
+    let api: Api<TestInstallation> = Api::all(ctx.client.clone());
+    let name = installation.name_any();
+    if installation.metadata.deletion_timestamp.is_some() {
+        return cleanup(installation, ctx).await;
+    }
+    if !installation.finalizers().iter().any(|f| f == FINALIZER) {
+        add_finalizer(&api, installation).await?;
+    }
+
+    let profile_name = plan::profile_name(installation);
+    let profiles: Api<InstallationProfile> = Api::all(ctx.client.clone());
+    let Some(profile) = profiles.get_opt(profile_name).await? else {
+        let message = if installation.spec.profile.is_some() {
+            format!(
+                "InstallationProfile {profile_name:?} does not exist; create it or name another profile"
+            )
+        } else {
+            "no profile named and no InstallationProfile \"default\" exists; create one or set spec.profile".to_string()
+        };
+        return stalled(ctx, installation, "ProfileNotFound", message).await;
+    };
+    let plan = match plan::plan(installation, &profile, &ctx.config) {
+        Ok(plan) => plan,
+        Err(err) => return stalled(ctx, installation, err.reason(), err.to_string()).await,
+    };
+
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let uid = installation.uid().unwrap_or_default();
+    match observe::namespace_state(namespaces.get_opt(&plan.namespace).await?.as_ref(), &uid) {
+        NamespaceState::Terminating => {
+            let message = format!(
+                "waiting for namespace {} of an earlier installation named {name} to be deleted",
+                plan.namespace
+            );
+            return waiting(ctx, installation, "WaitingForPreviousNamespace", message).await;
+        }
+        NamespaceState::Foreign { owner } if owner.starts_with("TestInstallation ") => {
+            let message = format!(
+                "waiting for namespace {} of an earlier installation named {name} to be deleted",
+                plan.namespace
+            );
+            return waiting(ctx, installation, "WaitingForPreviousNamespace", message).await;
+        }
+        NamespaceState::Foreign { owner } => {
+            let message = format!(
+                "namespace {} already exists and belongs to {owner}; ephemera will not take it over",
+                plan.namespace
+            );
+            return stalled(ctx, installation, "NamespaceConflict", message).await;
+        }
+        NamespaceState::Absent | NamespaceState::Ours => {}
+    }
+
+    let external = match read_external_secrets(ctx, &plan).await? {
+        Ok(external) => external,
+        Err(message) => return stalled(ctx, installation, "SecretNotFound", message).await,
+    };
+    let generated = read_generated_secrets(ctx, &plan.namespace).await?;
+    let app_version = plan.version.clone();
+    let input = BuildInput {
+        plan: &plan,
+        owner: owner_reference(installation),
+        generated: &generated,
+        external: &external,
+        app_version: &app_version,
+        seed: false,
+    };
+    let children = match build::children(&input) {
+        Ok(children) => children,
+        Err(err) => return stalled(ctx, installation, err.reason(), err.to_string()).await,
+    };
+
+    apply::apply_namespace(
+        &ctx.client,
+        &build::namespace::namespace(&plan, input.owner.clone()),
+    )
+    .await?;
+    apply::apply_all(&ctx.client, &plan.namespace, &children).await?;
+    let pruned = apply::prune(&ctx.client, &plan.namespace, &name, &children).await?;
+    if !pruned.is_empty() {
+        tracing::info!(?pruned, "removed objects no longer desired");
+    }
+
+    let observed = observe::observe(&ctx.client, &plan.namespace, &uid, &name).await?;
+    let situation = Situation::Applied {
+        plan: &plan,
+        observed: &observed,
+        app_version: &app_version,
+    };
+    let new_status = status::compute(installation, &situation, Timestamp::now());
+    write_status(ctx, installation, new_status).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+fn owner_reference(installation: &TestInstallation) -> OwnerReference {
+    installation
+        .controller_owner_ref(&())
+        .expect("a stored TestInstallation has a name and uid")
+}
+
+async fn add_finalizer(api: &Api<TestInstallation>, installation: &TestInstallation) -> Result<()> {
+    // A JSON patch with a test on the resourceVersion: never adds it twice.
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        { "op": "test", "path": "/metadata/resourceVersion", "value": installation.resource_version() },
+        if installation.finalizers().is_empty() {
+            serde_json::json!({ "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] })
+        } else {
+            serde_json::json!({ "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER })
+        }
+    ]))
+    .expect("static JSON patch");
+    api.patch(
+        &installation.name_any(),
+        &PatchParams::default(),
+        &Patch::<()>::Json(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletion: delete the namespace, wait until it is gone, then let the
+/// TestInstallation go.
+async fn cleanup(installation: &TestInstallation, ctx: &Context) -> Result<Action> {
+    if !installation.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let name = installation.name_any();
+    let namespace = plan::namespace_name(&ctx.config, &name);
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let uid = installation.uid().unwrap_or_default();
+    match observe::namespace_state(namespaces.get_opt(&namespace).await?.as_ref(), &uid) {
+        NamespaceState::Ours => {
+            namespaces
+                .delete(&namespace, &DeleteParams::background())
+                .await?;
+            let message = format!("deleting namespace {namespace}");
+            let status = status::compute(
+                installation,
+                &Situation::Terminating { message },
+                Timestamp::now(),
+            );
+            write_status(ctx, installation, status).await?;
+            Ok(Action::requeue(WAIT_RETRY))
+        }
+        NamespaceState::Terminating => {
+            let message = format!("waiting for namespace {namespace} to be deleted");
+            let status = status::compute(
+                installation,
+                &Situation::Terminating { message },
+                Timestamp::now(),
+            );
+            write_status(ctx, installation, status).await?;
+            Ok(Action::requeue(WAIT_RETRY))
+        }
+        NamespaceState::Absent | NamespaceState::Foreign { .. } => {
+            remove_finalizer(ctx, installation).await?;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+async fn remove_finalizer(ctx: &Context, installation: &TestInstallation) -> Result<()> {
+    let api: Api<TestInstallation> = Api::all(ctx.client.clone());
+    let Some(index) = installation
+        .finalizers()
+        .iter()
+        .position(|f| f == FINALIZER)
+    else {
+        return Ok(());
+    };
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        { "op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER },
+        { "op": "remove", "path": format!("/metadata/finalizers/{index}") }
+    ]))
+    .expect("static JSON patch");
+    match api
+        .patch(
+            &installation.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn stalled(
+    ctx: &Context,
+    installation: &TestInstallation,
+    reason: &str,
+    message: String,
+) -> Result<Action> {
+    let status = status::compute(
+        installation,
+        &Situation::Stalled { reason, message },
+        Timestamp::now(),
+    );
+    write_status(ctx, installation, status).await?;
+    // Profiles are watched; Secrets outside the namespace are not, so look
+    // again now and then.
+    Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+async fn waiting(
+    ctx: &Context,
+    installation: &TestInstallation,
+    reason: &str,
+    message: String,
+) -> Result<Action> {
+    let status = status::compute(
+        installation,
+        &Situation::Waiting { reason, message },
+        Timestamp::now(),
+    );
+    write_status(ctx, installation, status).await?;
+    Ok(Action::requeue(WAIT_RETRY))
+}
+
+/// Writes the status when it differs from the stored one, and publishes an
+/// Event when the phase changed.
+async fn write_status(
+    ctx: &Context,
+    installation: &TestInstallation,
+    status: TestInstallationStatus,
+) -> Result<()> {
+    let previous = installation.status.clone().unwrap_or_default();
+    if previous == status {
+        return Ok(());
+    }
+    let api: Api<TestInstallation> = Api::all(ctx.client.clone());
+    let patch = serde_json::json!({
+        "apiVersion": "ephemera.dev/v1alpha1",
+        "kind": "TestInstallation",
+        "status": status,
+    });
+    api.patch_status(
+        &installation.name_any(),
+        &apply::apply_params(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    if previous.phase != status.phase {
+        publish_transition(ctx, installation, previous.phase, &status).await;
+    }
+    if previous.ready_at.is_none() {
+        if let (Some(ready), Some(created)) =
+            (&status.ready_at, &installation.metadata.creation_timestamp)
+        {
+            let seconds = ready.0.duration_since(created.0).as_secs_f64();
+            ctx.metrics.time_to_ready.observe(seconds.max(0.0));
+        }
+    }
+    Ok(())
+}
+
+async fn publish_transition(
+    ctx: &Context,
+    installation: &TestInstallation,
+    from: Option<Phase>,
+    status: &TestInstallationStatus,
+) {
+    let Some(to) = status.phase else { return };
+    let type_ = if to == Phase::Failed {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    let note = status.message.clone().unwrap_or_default();
+    let event = Event {
+        type_,
+        reason: to.to_string(),
+        note: Some(truncate(&note, 1000)),
+        action: from.map_or("Create".to_string(), |from| format!("{from}To{to}")),
+        secondary: None,
+    };
+    if let Err(err) = ctx
+        .recorder
+        .publish(&event, &installation.object_ref(&()))
+        .await
+    {
+        tracing::warn!(%err, "publishing an event failed");
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// Reads the Secrets the plan references (only from allowed namespaces,
+/// which `plan` checked). `Err(message)` when one is missing.
+async fn read_external_secrets(
+    ctx: &Context,
+    plan: &Plan,
+) -> Result<std::result::Result<ExternalSecrets, String>> {
+    let mut external = ExternalSecrets::default();
+    for (namespace, name) in plan.referenced_secrets() {
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        let Some(secret) = api.get_opt(&name).await? else {
+            return Ok(Err(format!(
+                "referenced secret {namespace}/{name} does not exist"
+            )));
+        };
+        let data: BTreeMap<String, String> = secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| String::from_utf8(v.0).ok().map(|v| (k, v)))
+            .collect();
+        external.0.insert((namespace, name), data);
+    }
+    Ok(Ok(external))
+}
+
+async fn read_generated_secrets(ctx: &Context, namespace: &str) -> Result<GeneratedSecrets> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let (creds, db, fs) = tokio::try_join!(
+        api.get_opt(credentials::SECRET_NAME),
+        api.get_opt(build::database::NAME),
+        api.get_opt(build::filestore::NAME),
+    )?;
+    Ok(GeneratedSecrets::reuse_or_generate(
+        creds.as_ref(),
+        db.as_ref(),
+        fs.as_ref(),
+    ))
+}
