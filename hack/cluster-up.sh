@@ -136,9 +136,12 @@ start_component kube-scheduler "$BIN_DIR/kube-scheduler" \
 	--kubeconfig="$KCFG" --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" \
 	--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics \
 	--kube-api-qps=5000 --kube-api-burst=10000 --leader-elect=false
+# kwok's default stages plus ours that make failures observable
+# (hack/kwok-failure-stages.yaml).
+{ cat "$BIN_CACHE/kwok-stages.yaml" && echo '---' && cat "$HACK_DIR/kwok-failure-stages.yaml"; } >"$RUN_DIR/kwok-stages.yaml"
 # No --node-port: kwok then serves nothing, so no extra listener exists.
 start_component kwok "$BIN_DIR/kwok" \
-	--kubeconfig="$KCFG" --config="$BIN_CACHE/kwok-stages.yaml" \
+	--kubeconfig="$KCFG" --config="$RUN_DIR/kwok-stages.yaml" \
 	--manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
 	--node-lease-duration-seconds=40 --cidr=10.244.0.0/16 --node-ip=10.240.0.1
 

@@ -28,6 +28,10 @@ pub struct ControllerConfig {
     pub max_per_requester: Option<u32>,
     /// How often namespaces left without an installation are looked for.
     pub orphan_sweep_interval: String,
+    /// Label selector: only TestInstallations matching it are reconciled
+    /// (for running a canary controller beside the main one, or one
+    /// controller per test binary). Empty means all.
+    pub installation_selector: Option<String>,
 }
 
 impl Default for ControllerConfig {
@@ -43,6 +47,7 @@ impl Default for ControllerConfig {
             max_installations: None,
             max_per_requester: None,
             orphan_sweep_interval: "5m".into(),
+            installation_selector: None,
         }
     }
 }

@@ -89,8 +89,12 @@ pub async fn run(
     }
 
     let concurrency = config.concurrency;
+    let mut installations_config = watcher::Config::default().any_semantic();
+    if let Some(selector) = &config.installation_selector {
+        installations_config = installations_config.labels(selector);
+    }
     let ctx = Arc::new(Context::new(client.clone(), config, metrics.clone()));
-    let controller = Controller::new(installations, watcher::Config::default().any_semantic())
+    let controller = Controller::new(installations, installations_config)
         .with_config(controller::Config::default().concurrency(concurrency));
     let store = controller.store();
     let profile_store = store.clone();

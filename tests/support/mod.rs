@@ -133,3 +133,80 @@ impl TestNamespace {
             .unwrap_or_else(|err| panic!("deleting namespace {}: {err}", self.name));
     }
 }
+
+/// Installs (or updates) the CRDs of `crds/` by server-side apply and waits
+/// until they are established.
+pub async fn install_crds(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    use kube::runtime::wait::{await_condition, conditions};
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for doc in ephemera::api::crds_yaml()
+        .split("---\n")
+        .filter(|d| !d.trim().is_empty())
+    {
+        let crd: CustomResourceDefinition =
+            serde_yaml::from_str(doc).expect("generated CRD parses");
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("ephemera-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("applying CRD {name}: {err}"));
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not established within 30s"))
+        .unwrap();
+    }
+}
+
+/// A controller for this test binary, running on its own thread and runtime
+/// for the whole test process. It only reconciles TestInstallations labelled
+/// `ephemera.dev/test-run=<the returned value>`, so test binaries running at
+/// the same time never share installations.
+pub fn controller_for_this_binary() -> &'static str {
+    controller_with(|_| {})
+}
+
+/// Like `controller_for_this_binary`, with settings changed by `adjust`; the
+/// first call in a test binary decides them.
+pub fn controller_with(
+    adjust: impl FnOnce(&mut ephemera::controller::config::ControllerConfig),
+) -> &'static str {
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        let run = unique_name("run");
+        let mut config = ephemera::controller::config::ControllerConfig::default();
+        config.installation_selector = Some(format!("{TEST_RUN_LABEL}={run}"));
+        adjust(&mut config);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime for the controller");
+            runtime.block_on(async move {
+                let client = client().await;
+                install_crds(&client).await;
+                ready_tx.send(()).unwrap();
+                let listen = "127.0.0.1:0".parse().unwrap();
+                if let Err(err) = ephemera::controller::run(client, config, listen).await {
+                    panic!("controller stopped: {err:#}");
+                }
+            });
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("controller thread did not start");
+        run
+    })
+}
+
+/// Label that assigns a TestInstallation to one test binary's controller.
+pub const TEST_RUN_LABEL: &str = "ephemera.dev/test-run";
