@@ -102,16 +102,22 @@ async fn metrics(State(state): State<ProbeState>) -> impl IntoResponse {
     }
 }
 
-/// Binds `addr` and serves `router` until `shutdown` resolves.
+/// Binds `addr` for `serve`, with an error that names the address.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot listen on {addr}: {err}"))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|err| anyhow::anyhow!("cannot listen on {addr}: {err}"))?;
-    tracing::info!(%addr, "serving HTTP");
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving HTTP");
+    }
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -70,7 +70,8 @@ pub struct InstallationProfileSpec {
     pub run_as_non_root: bool,
 
     /// Environment for the app. Values are templates that may use
-    /// `{{ name }}`, `{{ url }}`, `{{ host }}`, `{{ version }}`,
+    /// `{{ name }}`, `{{ namespace }}`, `{{ url }}`, `{{ host }}`,
+    /// `{{ serviceUrl }}` (the app inside the cluster), `{{ version }}`,
     /// `{{ database.url }}`, `{{ database.host }}`, `{{ database.port }}`,
     /// `{{ database.user }}`, `{{ database.password }}`, `{{ database.name }}`,
     /// `{{ database.engine }}`, `{{ filestore.endpoint }}`,

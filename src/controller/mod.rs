@@ -68,15 +68,35 @@ pub async fn run(
     config: ControllerConfig,
     listen: SocketAddr,
 ) -> anyhow::Result<()> {
+    let listener = telemetry::bind(listen).await?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    run_with(
+        client,
+        config,
+        listener,
+        registry,
+        metrics,
+        telemetry::shutdown_signal(),
+    )
+    .await
+}
+
+/// Runs the controller until `shutdown` resolves, serving probes and the
+/// metrics of `registry` (where `metrics` are registered) on `listener`.
+pub async fn run_with(
+    client: Client,
+    config: ControllerConfig,
+    listener: tokio::net::TcpListener,
+    registry: Registry,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown)
+        as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>);
     let health = telemetry::Health::default();
     let router = telemetry::probe_routes(health.clone(), Arc::new(registry));
-    let server = tokio::spawn(telemetry::serve(
-        listen,
-        router,
-        telemetry::shutdown_signal(),
-    ));
+    let server = tokio::spawn(telemetry::serve(listener, router, shutdown.clone()));
 
     let installations: Api<Guarded> = Api::all(client.clone());
     if let Err(err) = Api::<TestInstallation>::all(client.clone())
@@ -149,11 +169,11 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         )
-        .graceful_shutdown_on(telemetry::shutdown_signal());
+        .graceful_shutdown_on(shutdown.clone());
 
     let gauge_store = store.clone();
     let gauge_metrics = metrics.clone();
-    tokio::spawn(async move {
+    let gauges = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         loop {
             tick.tick().await;
@@ -187,7 +207,8 @@ pub async fn run(
         })
         .await;
     health.set_ready(false);
+    gauges.abort();
     tracing::info!("controller stopped");
-    server.abort();
+    let _ = server.await;
     Ok(())
 }

@@ -40,6 +40,10 @@ pub fn template_values(input: &BuildInput) -> Result<BTreeMap<String, String>, B
         ("namespace".to_string(), plan.namespace.clone()),
         ("url".to_string(), plan.url.clone()),
         ("host".to_string(), plan.host.clone()),
+        (
+            "serviceUrl".to_string(),
+            format!("http://{NAME}.{}.svc:{SERVICE_PORT}", plan.namespace),
+        ),
         ("version".to_string(), input.app_version.to_string()),
         (
             format!("credentials.{}", credentials::ADMIN_USER),
