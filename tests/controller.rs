@@ -445,3 +445,137 @@ async fn kubectl_wait_for_ready_works_without_custom_scripts() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn size_and_engine_changes_reshape_the_installation() {
+    let client = client().await;
+    controller_for_this_binary();
+    let profile = unique_name("shape");
+    create_profile(&client, &profile, app_profile()).await;
+    let name = unique_name("shape");
+    create_installation(
+        &client,
+        &name,
+        TestInstallationSpec {
+            profile: Some(profile.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    wait_for_phase(&client, &name, Phase::Ready).await;
+    let ns = format!("ti-{name}");
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &ns);
+    let small_quota = quotas.get("quota").await.unwrap().spec.unwrap().hard.unwrap();
+
+    let api: Api<TestInstallation> = Api::all(client.clone());
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "size": "miniHA", "database": { "engine": "mysql" } } })),
+    )
+    .await
+    .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    wait_for("2 app replicas on mysql, Ready", READY_TIMEOUT, || async {
+        let ti = api.get(&name).await.map_err(|e| e.to_string())?;
+        let d = deployments.get("app").await.map_err(|e| e.to_string())?;
+        let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+        let image = stateful_sets
+            .get("database")
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .and_then(|s| s.template.spec)
+            .and_then(|p| p.containers[0].image.clone())
+            .unwrap_or_default();
+        if ready == 2 && image.contains("mysql") && ti.phase() == Some(Phase::Ready) {
+            Ok(())
+        } else {
+            Err(format!("ready={ready} image={image} phase={:?}", ti.phase()))
+        }
+    })
+    .await;
+    let big_quota = quotas.get("quota").await.unwrap().spec.unwrap().hard.unwrap();
+    assert_ne!(small_quota["requests.cpu"], big_quota["requests.cpu"]);
+    let db_url = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get("database")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["url"]
+        .clone();
+    assert!(String::from_utf8(db_url.0).unwrap().starts_with("mysql://"));
+
+    // No database at all: the database objects are pruned.
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "database": { "engine": "none" } } })),
+    )
+    .await
+    .unwrap();
+    // The profile's env still needs {{ database.url }}: that is said, not guessed.
+    wait_for("ProfileTemplateInvalid", READY_TIMEOUT, || async {
+        let ti = api.get(&name).await.map_err(|e| e.to_string())?;
+        match ti.condition("Stalled") {
+            Some(c) if c.status == "True" && c.reason == "ProfileTemplateInvalid" && c.message.contains("DATASOURCE") => Ok(()),
+            _ => Err(format!("{:#?}", ti.status)),
+        }
+    })
+    .await;
+    let mut spec = app_profile();
+    spec.env.retain(|e| e.name != "DATASOURCE");
+    Api::<InstallationProfile>::all(client.clone())
+        .patch(&profile, &PatchParams::default(), &Patch::Merge(json!({ "spec": { "env": spec.env } })))
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    wait_for("the database objects to be pruned", READY_TIMEOUT, || async {
+        let sts = stateful_sets.get_opt("database").await.map_err(|e| e.to_string())?;
+        let svc = services.get_opt("database").await.map_err(|e| e.to_string())?;
+        let secret = secrets.get_opt("database").await.map_err(|e| e.to_string())?;
+        if sts.is_none() && svc.is_none() && secret.is_none() {
+            Ok(())
+        } else {
+            Err(format!("sts={} svc={} secret={}", sts.is_some(), svc.is_some(), secret.is_some()))
+        }
+    })
+    .await;
+    let ti = wait_for_phase(&client, &name, Phase::Ready).await;
+    assert_eq!(condition(&ti, "DatabaseReady").reason, "NotRequired");
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn fixing_a_missing_image_recovers_without_manual_steps() {
+    let client = client().await;
+    controller_for_this_binary();
+    let profile = unique_name("fix");
+    create_profile(&client, &profile, app_profile()).await;
+    let name = unique_name("fix");
+    create_installation(
+        &client,
+        &name,
+        TestInstallationSpec {
+            profile: Some(profile),
+            image: Some("missing.invalid/team/app".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    wait_for_phase(&client, &name, Phase::Failed).await;
+    let api: Api<TestInstallation> = Api::all(client.clone());
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "image": "registry.example/team/app", "version": "1.0.1" } })),
+    )
+    .await
+    .unwrap();
+    let ti = wait_for_phase(&client, &name, Phase::Ready).await;
+    assert_eq!(ti.status.as_ref().unwrap().version.as_deref(), Some("1.0.1"));
+    assert_eq!(condition(&ti, "AppReady").reason, "Running");
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}
