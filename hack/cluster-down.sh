@@ -12,8 +12,10 @@ source "$HACK_DIR/lib.sh"
 source "$HACK_DIR/cluster-lib.sh"
 
 stopped=0
-for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
-	name=${COMPONENTS[i]}
+# The demo's controller first, then the plane in reverse start order.
+STOP_ORDER=(ephemera)
+for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do STOP_ORDER+=("${COMPONENTS[i]}"); done
+for name in "${STOP_ORDER[@]}"; do
 	if pid=$(component_pid "$name"); then
 		kill -TERM "$pid" 2>/dev/null || true
 		for _ in $(seq 1 50); do

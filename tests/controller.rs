@@ -465,7 +465,14 @@ async fn size_and_engine_changes_reshape_the_installation() {
     wait_for_phase(&client, &name, Phase::Ready).await;
     let ns = format!("ti-{name}");
     let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &ns);
-    let small_quota = quotas.get("quota").await.unwrap().spec.unwrap().hard.unwrap();
+    let small_quota = quotas
+        .get("quota")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .hard
+        .unwrap();
 
     let api: Api<TestInstallation> = Api::all(client.clone());
     api.patch(
@@ -492,11 +499,21 @@ async fn size_and_engine_changes_reshape_the_installation() {
         if ready == 2 && image.contains("mysql") && ti.phase() == Some(Phase::Ready) {
             Ok(())
         } else {
-            Err(format!("ready={ready} image={image} phase={:?}", ti.phase()))
+            Err(format!(
+                "ready={ready} image={image} phase={:?}",
+                ti.phase()
+            ))
         }
     })
     .await;
-    let big_quota = quotas.get("quota").await.unwrap().spec.unwrap().hard.unwrap();
+    let big_quota = quotas
+        .get("quota")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .hard
+        .unwrap();
     assert_ne!(small_quota["requests.cpu"], big_quota["requests.cpu"]);
     let db_url = Api::<Secret>::namespaced(client.clone(), &ns)
         .get("database")
@@ -519,7 +536,13 @@ async fn size_and_engine_changes_reshape_the_installation() {
     wait_for("ProfileTemplateInvalid", READY_TIMEOUT, || async {
         let ti = api.get(&name).await.map_err(|e| e.to_string())?;
         match ti.condition("Stalled") {
-            Some(c) if c.status == "True" && c.reason == "ProfileTemplateInvalid" && c.message.contains("DATASOURCE") => Ok(()),
+            Some(c)
+                if c.status == "True"
+                    && c.reason == "ProfileTemplateInvalid"
+                    && c.message.contains("DATASOURCE") =>
+            {
+                Ok(())
+            }
             _ => Err(format!("{:#?}", ti.status)),
         }
     })
@@ -527,21 +550,43 @@ async fn size_and_engine_changes_reshape_the_installation() {
     let mut spec = app_profile();
     spec.env.retain(|e| e.name != "DATASOURCE");
     Api::<InstallationProfile>::all(client.clone())
-        .patch(&profile, &PatchParams::default(), &Patch::Merge(json!({ "spec": { "env": spec.env } })))
+        .patch(
+            &profile,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "env": spec.env } })),
+        )
         .await
         .unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    wait_for("the database objects to be pruned", READY_TIMEOUT, || async {
-        let sts = stateful_sets.get_opt("database").await.map_err(|e| e.to_string())?;
-        let svc = services.get_opt("database").await.map_err(|e| e.to_string())?;
-        let secret = secrets.get_opt("database").await.map_err(|e| e.to_string())?;
-        if sts.is_none() && svc.is_none() && secret.is_none() {
-            Ok(())
-        } else {
-            Err(format!("sts={} svc={} secret={}", sts.is_some(), svc.is_some(), secret.is_some()))
-        }
-    })
+    wait_for(
+        "the database objects to be pruned",
+        READY_TIMEOUT,
+        || async {
+            let sts = stateful_sets
+                .get_opt("database")
+                .await
+                .map_err(|e| e.to_string())?;
+            let svc = services
+                .get_opt("database")
+                .await
+                .map_err(|e| e.to_string())?;
+            let secret = secrets
+                .get_opt("database")
+                .await
+                .map_err(|e| e.to_string())?;
+            if sts.is_none() && svc.is_none() && secret.is_none() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "sts={} svc={} secret={}",
+                    sts.is_some(),
+                    svc.is_some(),
+                    secret.is_some()
+                ))
+            }
+        },
+    )
     .await;
     let ti = wait_for_phase(&client, &name, Phase::Ready).await;
     assert_eq!(condition(&ti, "DatabaseReady").reason, "NotRequired");
@@ -570,12 +615,17 @@ async fn fixing_a_missing_image_recovers_without_manual_steps() {
     api.patch(
         &name,
         &PatchParams::default(),
-        &Patch::Merge(json!({ "spec": { "image": "registry.example/team/app", "version": "1.0.1" } })),
+        &Patch::Merge(
+            json!({ "spec": { "image": "registry.example/team/app", "version": "1.0.1" } }),
+        ),
     )
     .await
     .unwrap();
     let ti = wait_for_phase(&client, &name, Phase::Ready).await;
-    assert_eq!(ti.status.as_ref().unwrap().version.as_deref(), Some("1.0.1"));
+    assert_eq!(
+        ti.status.as_ref().unwrap().version.as_deref(),
+        Some("1.0.1")
+    );
     assert_eq!(condition(&ti, "AppReady").reason, "Running");
     api.delete(&name, &DeleteParams::default()).await.unwrap();
 }

@@ -12,7 +12,9 @@ use std::{
 };
 
 use ephemera::{
-    api::{InstallationProfile, InstallationProfileSpec, Phase, TestInstallation, TestInstallationSpec},
+    api::{
+        InstallationProfile, InstallationProfileSpec, Phase, TestInstallation, TestInstallationSpec,
+    },
     controller::{config::ControllerConfig, metrics::Metrics},
 };
 use k8s_openapi::api::{
@@ -64,8 +66,10 @@ struct RunningController {
 }
 
 async fn start_controller(client: &Client, run: &str) -> RunningController {
-    let mut config = ControllerConfig::default();
-    config.installation_selector = Some(format!("{TEST_RUN_LABEL}={run}"));
+    let config = ControllerConfig {
+        installation_selector: Some(format!("{TEST_RUN_LABEL}={run}")),
+        ..Default::default()
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut registry = Registry::default();
@@ -94,7 +98,9 @@ async fn stop_controller(controller: RunningController) {
 }
 
 async fn get(port: u16, path: &str) -> (u16, String) {
-    let response = reqwest::get(format!("http://127.0.0.1:{port}{path}")).await.unwrap();
+    let response = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .unwrap();
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
@@ -125,11 +131,23 @@ async fn snapshot(client: &Client, names: &[String]) -> BTreeMap<String, String>
     }
     let mut out = BTreeMap::new();
     for name in names {
-        let ti = Api::<TestInstallation>::all(client.clone()).get(name).await.unwrap();
-        out.insert(format!("TestInstallation/{name}"), ti.resource_version().unwrap());
+        let ti = Api::<TestInstallation>::all(client.clone())
+            .get(name)
+            .await
+            .unwrap();
+        out.insert(
+            format!("TestInstallation/{name}"),
+            ti.resource_version().unwrap(),
+        );
         let ns = format!("ti-{name}");
-        let namespace = Api::<Namespace>::all(client.clone()).get(&ns).await.unwrap();
-        out.insert(format!("Namespace/{ns}"), namespace.resource_version().unwrap());
+        let namespace = Api::<Namespace>::all(client.clone())
+            .get(&ns)
+            .await
+            .unwrap();
+        out.insert(
+            format!("Namespace/{ns}"),
+            namespace.resource_version().unwrap(),
+        );
         collect::<Secret>(client, &ns, &mut out).await;
         collect::<Service>(client, &ns, &mut out).await;
         collect::<Deployment>(client, &ns, &mut out).await;
@@ -162,7 +180,10 @@ async fn restart_writes_nothing_and_no_credential_leaks() {
     }))
     .unwrap();
     Api::<InstallationProfile>::all(client.clone())
-        .create(&PostParams::default(), &InstallationProfile::new(&profile, profile_spec))
+        .create(
+            &PostParams::default(),
+            &InstallationProfile::new(&profile, profile_spec),
+        )
         .await
         .unwrap();
     let api: Api<TestInstallation> = Api::all(client.clone());
@@ -181,48 +202,86 @@ async fn restart_writes_nothing_and_no_credential_leaks() {
     for name in &names {
         wait_for(&format!("{name} Ready"), TIMEOUT, || async {
             let ti = api.get(name).await.map_err(|e| e.to_string())?;
-            if ti.phase() == Some(Phase::Ready) { Ok(()) } else { Err(format!("{:?}", ti.status)) }
+            if ti.phase() == Some(Phase::Ready) {
+                Ok(())
+            } else {
+                Err(format!("{:?}", ti.status))
+            }
         })
         .await;
     }
     let (code, _) = get(first.port, "/readyz").await;
     assert_eq!(code, 200);
     let (_, text) = get(first.port, "/metrics").await;
-    assert!(metric(&text, "ephemera_controller_reconciles_total") >= 3.0, "{text}");
-    assert!(text.contains("ephemera_controller_time_to_ready_seconds_count"), "{text}");
+    assert!(
+        metric(&text, "ephemera_controller_reconciles_total") >= 3.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("ephemera_controller_time_to_ready_seconds_count"),
+        "{text}"
+    );
     stop_controller(first).await;
 
     let before = snapshot(&client, &names).await;
     let second = start_controller(&client, &run).await;
-    wait_for("the restarted controller to reconcile every installation", TIMEOUT, || async {
-        let (_, text) = get(second.port, "/metrics").await;
-        let passes = metric(&text, "ephemera_controller_reconcile_duration_seconds_count");
-        if passes >= names.len() as f64 { Ok(()) } else { Err(format!("{passes} passes")) }
-    })
+    wait_for(
+        "the restarted controller to reconcile every installation",
+        TIMEOUT,
+        || async {
+            let (_, text) = get(second.port, "/metrics").await;
+            let passes = metric(
+                &text,
+                "ephemera_controller_reconcile_duration_seconds_count",
+            );
+            if passes >= names.len() as f64 {
+                Ok(())
+            } else {
+                Err(format!("{passes} passes"))
+            }
+        },
+    )
     .await;
     let after = snapshot(&client, &names).await;
     stop_controller(second).await;
-    let writes: Vec<&String> = before.keys().filter(|k| before.get(*k) != after.get(*k)).collect();
+    let writes: Vec<&String> = before
+        .keys()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .collect();
     println!(
         "restart over {} unchanged installations ({} objects): {} writes",
         names.len(),
         before.len(),
         writes.len()
     );
-    assert!(writes.is_empty(), "the restarted controller wrote {writes:?}");
+    assert!(
+        writes.is_empty(),
+        "the restarted controller wrote {writes:?}"
+    );
 
     // No credential value in the logs, the status or the events.
     let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("controller started"), "logs were not captured");
+    assert!(
+        logs.contains("controller started"),
+        "logs were not captured"
+    );
     let events: Vec<Event> = Api::<Event>::all(client.clone())
         .list(&ListParams::default())
         .await
         .unwrap()
         .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_ref()).is_some_and(|n| names.contains(n)))
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .and_then(|r| r.name.as_ref())
+                .is_some_and(|n| names.contains(n))
+        })
         .collect();
-    assert!(!events.is_empty(), "no events were published for the installations");
+    assert!(
+        !events.is_empty(),
+        "no events were published for the installations"
+    );
     let events_text = serde_json::to_string(&events).unwrap();
     for name in &names {
         let ns = format!("ti-{name}");
@@ -235,8 +294,14 @@ async fn restart_writes_nothing_and_no_credential_leaks() {
                     continue; // user names and ports, not secrets
                 }
                 assert!(!logs.contains(&value), "{secret}/{key} appears in the logs");
-                assert!(!status.contains(&value), "{secret}/{key} appears in the status");
-                assert!(!events_text.contains(&value), "{secret}/{key} appears in an event");
+                assert!(
+                    !status.contains(&value),
+                    "{secret}/{key} appears in the status"
+                );
+                assert!(
+                    !events_text.contains(&value),
+                    "{secret}/{key} appears in an event"
+                );
             }
         }
         api.delete(name, &DeleteParams::default()).await.unwrap();

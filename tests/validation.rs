@@ -6,7 +6,7 @@ mod support;
 use ephemera::api::{InstallationProfile, TestInstallation};
 use kube::{
     Api,
-    api::{PostParams, DynamicObject},
+    api::{DynamicObject, PostParams},
 };
 use serde_json::{Value, json};
 use support::{client, install_crds, unique_name};
@@ -17,7 +17,10 @@ async fn refused_installation(name: &str, spec: Value) -> String {
     let client = client().await;
     install_crds(&client).await;
     let api: Api<TestInstallation> = Api::all(client.clone());
-    let raw: Api<DynamicObject> = Api::all_with(client.clone(), &kube::api::ApiResource::erase::<TestInstallation>(&()));
+    let raw: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &kube::api::ApiResource::erase::<TestInstallation>(&()),
+    );
     let object: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "ephemera.dev/v1alpha1",
         "kind": "TestInstallation",
@@ -29,7 +32,10 @@ async fn refused_installation(name: &str, spec: Value) -> String {
         .create(&PostParams::default(), &object)
         .await
         .expect_err("the API server accepted an invalid TestInstallation");
-    assert!(api.get_opt(name).await.unwrap().is_none(), "a refused object exists");
+    assert!(
+        api.get_opt(name).await.unwrap().is_none(),
+        "a refused object exists"
+    );
     match err {
         kube::Error::Api(status) => {
             assert_eq!(status.code, 422, "{status:?}");
@@ -42,8 +48,10 @@ async fn refused_installation(name: &str, spec: Value) -> String {
 async fn refused_profile(spec: Value) -> String {
     let client = client().await;
     install_crds(&client).await;
-    let raw: Api<DynamicObject> =
-        Api::all_with(client.clone(), &kube::api::ApiResource::erase::<InstallationProfile>(&()));
+    let raw: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &kube::api::ApiResource::erase::<InstallationProfile>(&()),
+    );
     let object: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "ephemera.dev/v1alpha1",
         "kind": "InstallationProfile",
@@ -58,14 +66,20 @@ async fn refused_profile(spec: Value) -> String {
 }
 
 fn assert_mentions(message: &str, expected: &str) {
-    assert!(message.contains(expected), "expected {expected:?} in: {message}");
+    assert!(
+        message.contains(expected),
+        "expected {expected:?} in: {message}"
+    );
 }
 
 #[tokio::test]
 async fn name_must_be_a_short_dns_label() {
     let long = format!("a{}", "b".repeat(45));
     let msg = refused_installation(&long, json!({})).await;
-    assert_mentions(&msg, "metadata.name must be a DNS label of at most 40 characters");
+    assert_mentions(
+        &msg,
+        "metadata.name must be a DNS label of at most 40 characters",
+    );
     let msg = refused_installation("ends-with-dash-", json!({})).await;
     assert_mentions(&msg, "metadata.name must be a DNS label");
 }
@@ -80,21 +94,40 @@ async fn ttl_must_be_a_positive_duration() {
 
 #[tokio::test]
 async fn image_and_versions_are_checked() {
-    let msg = refused_installation(&unique_name("img"), json!({ "image": "ghcr.io/org/app:1.0" })).await;
-    assert_mentions(&msg, "image must be an image repository without tag or digest");
+    let msg = refused_installation(
+        &unique_name("img"),
+        json!({ "image": "ghcr.io/org/app:1.0" }),
+    )
+    .await;
+    assert_mentions(
+        &msg,
+        "image must be an image repository without tag or digest",
+    );
     let msg = refused_installation(&unique_name("ver"), json!({ "version": "has space" })).await;
     assert_mentions(&msg, "version must be an image tag");
     let msg = refused_installation(&unique_name("upf"), json!({ "upgradeFrom": "bad/tag" })).await;
     assert_mentions(&msg, "upgradeFrom must be an image tag");
-    let msg = refused_installation(&unique_name("same"), json!({ "version": "1.0", "upgradeFrom": "1.0" })).await;
+    let msg = refused_installation(
+        &unique_name("same"),
+        json!({ "version": "1.0", "upgradeFrom": "1.0" }),
+    )
+    .await;
     assert_mentions(&msg, "upgradeFrom must differ from version");
 }
 
 #[tokio::test]
 async fn enums_and_ranges_are_checked() {
-    let msg = refused_installation(&unique_name("eng"), json!({ "database": { "engine": "oracle" } })).await;
+    let msg = refused_installation(
+        &unique_name("eng"),
+        json!({ "database": { "engine": "oracle" } }),
+    )
+    .await;
     assert_mentions(&msg, "Unsupported value: \"oracle\"");
-    let msg = refused_installation(&unique_name("fs"), json!({ "filestore": { "type": "nfs" } })).await;
+    let msg = refused_installation(
+        &unique_name("fs"),
+        json!({ "filestore": { "type": "nfs" } }),
+    )
+    .await;
     assert_mentions(&msg, "Unsupported value: \"nfs\"");
     let msg = refused_installation(&unique_name("rep"), json!({ "replicas": 50 })).await;
     assert_mentions(&msg, "should be less than or equal to 10");
@@ -102,45 +135,80 @@ async fn enums_and_ranges_are_checked() {
 
 #[tokio::test]
 async fn database_rules() {
-    let msg = refused_installation(&unique_name("ext"), json!({ "database": { "engine": "external" } })).await;
-    assert_mentions(&msg, "database.secretRef is required when engine is external");
+    let msg = refused_installation(
+        &unique_name("ext"),
+        json!({ "database": { "engine": "external" } }),
+    )
+    .await;
+    assert_mentions(
+        &msg,
+        "database.secretRef is required when engine is external",
+    );
     let msg = refused_installation(
         &unique_name("ref"),
         json!({ "database": { "engine": "postgres", "secretRef": { "name": "db", "namespace": "ephemera-system" } } }),
     )
     .await;
-    assert_mentions(&msg, "database.secretRef is required when engine is external, and only allowed then");
-    let msg = refused_installation(&unique_name("size"), json!({ "database": { "storageSize": "5Gi" } })).await;
-    assert_mentions(&msg, "database.storageSize is only allowed with storage: persistent");
+    assert_mentions(
+        &msg,
+        "database.secretRef is required when engine is external, and only allowed then",
+    );
+    let msg = refused_installation(
+        &unique_name("size"),
+        json!({ "database": { "storageSize": "5Gi" } }),
+    )
+    .await;
+    assert_mentions(
+        &msg,
+        "database.storageSize is only allowed with storage: persistent",
+    );
     let msg = refused_installation(
         &unique_name("sz"),
         json!({ "database": { "storage": "persistent", "storageSize": "lots" } }),
     )
     .await;
-    assert_mentions(&msg, "database.storageSize must be a size like 512Mi or 5Gi");
-    let msg = refused_installation(&unique_name("dbv"), json!({ "database": { "version": "16 beta" } })).await;
+    assert_mentions(
+        &msg,
+        "database.storageSize must be a size like 512Mi or 5Gi",
+    );
+    let msg = refused_installation(
+        &unique_name("dbv"),
+        json!({ "database": { "version": "16 beta" } }),
+    )
+    .await;
     assert_mentions(&msg, "database.version must be an image tag");
 }
 
 #[tokio::test]
 async fn filestore_rules() {
-    let msg = refused_installation(&unique_name("s3"), json!({ "filestore": { "type": "s3" } })).await;
+    let msg =
+        refused_installation(&unique_name("s3"), json!({ "filestore": { "type": "s3" } })).await;
     assert_mentions(&msg, "filestore.secretRef is required when type is s3");
 }
 
 #[tokio::test]
 async fn env_rules() {
-    let msg = refused_installation(&unique_name("envn"), json!({ "env": [{ "name": "1BAD", "value": "x" }] })).await;
+    let msg = refused_installation(
+        &unique_name("envn"),
+        json!({ "env": [{ "name": "1BAD", "value": "x" }] }),
+    )
+    .await;
     assert_mentions(&msg, "env names must start with a letter or '_'");
     let msg = refused_installation(&unique_name("envb"), json!({ "env": [{ "name": "A" }] })).await;
-    assert_mentions(&msg, "each env entry needs exactly one of value or valueFrom");
+    assert_mentions(
+        &msg,
+        "each env entry needs exactly one of value or valueFrom",
+    );
     let msg = refused_installation(
         &unique_name("envs"),
         json!({ "env": [{ "name": "DB_PASSWORD", "value": "hunter2" }] }),
     )
     .await;
     assert_mentions(&msg, "this env name looks like a secret");
-    assert!(!msg.contains("hunter2"), "the refusal echoes the secret: {msg}");
+    assert!(
+        !msg.contains("hunter2"),
+        "the refusal echoes the secret: {msg}"
+    );
     let msg = refused_installation(
         &unique_name("envd"),
         json!({ "env": [{ "name": "A", "value": "1" }, { "name": "A", "value": "2" }] }),
@@ -151,16 +219,36 @@ async fn env_rules() {
 
 #[tokio::test]
 async fn profile_rules() {
-    let msg = refused_profile(json!({ "image": "ghcr.io/org/app:latest", "defaultVersion": "1" })).await;
-    assert_mentions(&msg, "image must be an image repository without tag or digest");
-    let msg = refused_profile(json!({ "image": "app", "defaultVersion": "1", "healthPath": "health" })).await;
+    let msg =
+        refused_profile(json!({ "image": "ghcr.io/org/app:latest", "defaultVersion": "1" })).await;
+    assert_mentions(
+        &msg,
+        "image must be an image repository without tag or digest",
+    );
+    let msg =
+        refused_profile(json!({ "image": "app", "defaultVersion": "1", "healthPath": "health" }))
+            .await;
     assert_mentions(&msg, "healthPath must start with '/'");
-    let msg = refused_profile(json!({ "image": "app", "defaultVersion": "1", "ttl": { "default": "forever" } })).await;
+    let msg = refused_profile(
+        json!({ "image": "app", "defaultVersion": "1", "ttl": { "default": "forever" } }),
+    )
+    .await;
     assert_mentions(&msg, "ttl.default must be a duration like 48h");
-    let msg = refused_profile(json!({ "image": "app", "defaultVersion": "1", "ttl": { "max": "1 week" } })).await;
+    let msg = refused_profile(
+        json!({ "image": "app", "defaultVersion": "1", "ttl": { "max": "1 week" } }),
+    )
+    .await;
     assert_mentions(&msg, "ttl.max must be a duration like 7d");
-    let msg = refused_profile(json!({ "image": "app", "defaultVersion": "1", "env": [{ "name": "A" }] })).await;
-    assert_mentions(&msg, "each env entry needs exactly one of value or secretKeyRef");
-    let msg = refused_profile(json!({ "image": "app", "defaultVersion": "1", "env": [{ "name": "A-B", "value": "x" }] })).await;
+    let msg =
+        refused_profile(json!({ "image": "app", "defaultVersion": "1", "env": [{ "name": "A" }] }))
+            .await;
+    assert_mentions(
+        &msg,
+        "each env entry needs exactly one of value or secretKeyRef",
+    );
+    let msg = refused_profile(
+        json!({ "image": "app", "defaultVersion": "1", "env": [{ "name": "A-B", "value": "x" }] }),
+    )
+    .await;
     assert_mentions(&msg, "env names must start with a letter or '_'");
 }

@@ -23,17 +23,9 @@ use super::installation::{DatabaseEngine, DatabaseStorage, FilestoreType, Secret
     derive = "PartialEq",
     derive = "Default",
     doc = "The application template that TestInstallations are built from.",
-    printcolumn(name = "Image", type_ = "string", json_path = ".spec.image"),
-    printcolumn(
-        name = "Default-Version",
-        type_ = "string",
-        json_path = ".spec.defaultVersion"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.image"}"#,
+    printcolumn = r#"{"name":"Default-Version","type":"string","jsonPath":".spec.defaultVersion"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct InstallationProfileSpec {

@@ -331,13 +331,12 @@ async fn write_status(
     if previous.phase != status.phase {
         publish_transition(ctx, installation, previous.phase, &status).await;
     }
-    if previous.ready_at.is_none() {
-        if let (Some(ready), Some(created)) =
+    if previous.ready_at.is_none()
+        && let (Some(ready), Some(created)) =
             (&status.ready_at, &installation.metadata.creation_timestamp)
-        {
-            let seconds = ready.0.duration_since(created.0).as_secs_f64();
-            ctx.metrics.time_to_ready.observe(seconds.max(0.0));
-        }
+    {
+        let seconds = ready.0.duration_since(created.0).as_secs_f64();
+        ctx.metrics.time_to_ready.observe(seconds.max(0.0));
     }
     Ok(())
 }

@@ -181,8 +181,10 @@ pub fn controller_with(
     static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     RUN.get_or_init(|| {
         let run = unique_name("run");
-        let mut config = ephemera::controller::config::ControllerConfig::default();
-        config.installation_selector = Some(format!("{TEST_RUN_LABEL}={run}"));
+        let mut config = ephemera::controller::config::ControllerConfig {
+            installation_selector: Some(format!("{TEST_RUN_LABEL}={run}")),
+            ..Default::default()
+        };
         adjust(&mut config);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

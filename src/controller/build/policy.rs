@@ -133,7 +133,6 @@ pub fn limit_range(input: &BuildInput) -> LimitRange {
                 ..Default::default()
             }],
         }),
-        ..Default::default()
     }
 }
 
@@ -166,7 +165,6 @@ pub fn network_policy(input: &BuildInput) -> NetworkPolicy {
             }]),
             ..Default::default()
         }),
-        ..Default::default()
     }
 }
 
