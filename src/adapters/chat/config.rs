@@ -11,6 +11,11 @@ use crate::api::duration::parse_duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Config {
+    /// Names this adapter when several share a cluster (e.g. one per chat
+    /// server): it only tells about installations it created, which carry
+    /// this value in the `ephemera.dev/chat-instance` label.
+    #[serde(default = "default_instance")]
+    pub instance: String,
     #[serde(default)]
     pub mattermost: Option<MattermostConfig>,
     #[serde(default)]
@@ -160,7 +165,7 @@ impl std::fmt::Debug for Secret {
 
 impl Config {
     pub fn from_yaml(text: &str) -> anyhow::Result<Self> {
-        let config: Config = serde_yaml::from_str(text)?;
+        let mut config: Config = serde_yaml::from_str(text)?;
         if config.mattermost.is_none() && config.slack.is_none() {
             anyhow::bail!("configure at least one of `mattermost` or `slack`");
         }
@@ -169,11 +174,20 @@ impl Config {
         {
             anyhow::bail!("mattermost.commandTokens needs at least one token");
         }
+        if crate::adapters::chat::messenger::label_safe(&config.instance) != config.instance
+            || config.instance.is_empty()
+        {
+            anyhow::bail!(
+                "instance {:?} must be a label value: letters, digits, '-', '_', '.', at most 63",
+                config.instance
+            );
+        }
         if config.max_installations_per_user == 0 {
             anyhow::bail!("maxInstallationsPerUser must be at least 1");
         }
         if let Some(ttl) = &config.defaults.ttl {
-            parse_duration(ttl).map_err(|err| anyhow::anyhow!("defaults.ttl: {err}"))?;
+            let ttl = parse_duration(ttl).map_err(|err| anyhow::anyhow!("defaults.ttl: {err}"))?;
+            config.defaults.ttl = Some(crate::api::duration::format_duration(ttl));
         }
         Ok(config)
     }
@@ -235,6 +249,10 @@ pub struct MattermostSecrets {
 pub struct SlackSecrets {
     pub bot_token: Secret,
     pub signing_secret: Secret,
+}
+
+fn default_instance() -> String {
+    "default".into()
 }
 
 fn default_max_per_user() -> usize {

@@ -26,7 +26,8 @@ use serde_json::json;
 
 use super::{
     ANNOTATION_CHANNEL, ANNOTATION_COMMAND, ANNOTATION_PLATFORM, ANNOTATION_TEAM_ID,
-    ANNOTATION_USER_ID, ANNOTATION_USER_NAME, FIELD_MANAGER, FINALIZER, SOURCE_CHAT,
+    ANNOTATION_USER_ID, ANNOTATION_USER_NAME, FIELD_MANAGER, FINALIZER, LABEL_INSTANCE,
+    SOURCE_CHAT,
     auth::{self, AuthError, ReplayGuard},
     command::{self, Command, CreateArgs},
     config::{Config, Secrets},
@@ -414,6 +415,10 @@ impl Ctx<'_> {
         let labels = BTreeMap::from([
             (labels::REQUESTER.to_string(), requester.label_value()),
             (labels::SOURCE.to_string(), SOURCE_CHAT.to_string()),
+            (
+                LABEL_INSTANCE.to_string(),
+                self.state.config.instance.clone(),
+            ),
         ]);
         let mut annotations = BTreeMap::from([
             (

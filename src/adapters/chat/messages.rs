@@ -43,8 +43,7 @@ fn code(text: &str) -> String {
 pub fn when(ts: Timestamp, now: Timestamp) -> String {
     let clock = ts.strftime("%Y-%m-%d %H:%M UTC").to_string();
     let secs = ts.as_second() - now.as_second();
-    let rounded =
-        |s: i64| format_duration(Duration::from_secs(((s.unsigned_abs() + 59) / 60) * 60));
+    let rounded = |s: i64| format_duration(Duration::from_secs(s.unsigned_abs().div_ceil(60) * 60));
     if secs > 0 {
         format!("{clock} (in {})", rounded(secs))
     } else {

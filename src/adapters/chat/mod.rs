@@ -36,6 +36,9 @@ pub const ADAPTER: &str = "chat";
 /// Value of the `ephemera.dev/source` label on installations made from chat.
 pub const SOURCE_CHAT: &str = "chat";
 
+/// Label naming the adapter instance that created an installation.
+pub const LABEL_INSTANCE: &str = "ephemera.dev/chat-instance";
+
 pub const ANNOTATION_PLATFORM: &str = "ephemera.dev/chat-platform";
 pub const ANNOTATION_USER_ID: &str = "ephemera.dev/chat-user-id";
 pub const ANNOTATION_USER_NAME: &str = "ephemera.dev/chat-user-name";
@@ -92,6 +95,7 @@ pub async fn serve(
     }
     let notifier = notifier::Notifier::new(
         client.clone(),
+        config.instance.clone(),
         messengers,
         metrics.clone(),
         config.expiry_warning,

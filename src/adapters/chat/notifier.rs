@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::{
-    ADAPTER, ANNOTATION_PLATFORM, ANNOTATION_USER_ID, FINALIZER, SOURCE_CHAT,
+    ADAPTER, ANNOTATION_PLATFORM, ANNOTATION_USER_ID, FINALIZER, LABEL_INSTANCE, SOURCE_CHAT,
     http::ApiError,
     messages,
     messenger::{MessageRef, Messenger, Platform},
@@ -75,6 +75,7 @@ fn digest(text: &str) -> String {
 
 pub struct Notifier {
     client: Client,
+    instance: String,
     api: Api<TestInstallation>,
     messengers: HashMap<Platform, Arc<Messenger>>,
     metrics: Arc<Metrics>,
@@ -98,6 +99,7 @@ struct Audience {
 impl Notifier {
     pub fn new(
         client: Client,
+        instance: String,
         messengers: HashMap<Platform, Arc<Messenger>>,
         metrics: Arc<Metrics>,
         expiry_warning: Duration,
@@ -105,6 +107,7 @@ impl Notifier {
         Self {
             api: Api::all(client.clone()),
             client,
+            instance,
             messengers,
             metrics,
             expiry_warning,
@@ -117,7 +120,11 @@ impl Notifier {
 
     /// Runs until the surrounding task is dropped.
     pub async fn run(mut self) {
-        let selector = format!("{}={SOURCE_CHAT}", labels::SOURCE);
+        let selector = format!(
+            "{}={SOURCE_CHAT},{LABEL_INSTANCE}={}",
+            labels::SOURCE,
+            self.instance
+        );
         let mut events = installation_events(self.client.clone(), &selector).boxed();
         loop {
             let next = self.wakeups.values().min().copied();
