@@ -1332,8 +1332,8 @@ async fn bad_input(platform: Platform) {
         let reply = answer.assert_ephemeral();
         assert!(reply.contains(problem), "{text}: {reply}");
         assert!(
-            !reply.contains("hunter2") || !reply.contains("looks like"),
-            "{reply}"
+            !reply.contains("hunter2"),
+            "the refusal repeats no value: {reply}"
         );
     }
     assert!(get(&client, &name).await.is_none());
@@ -1383,11 +1383,8 @@ async fn throttled_and_failed(platform: Platform) {
         .filter(|c| c.path == post_path)
         .collect();
     assert_eq!(attempts.len(), 2, "{attempts:#?}");
-    assert_eq!(
-        (attempts[0].status, attempts[1].status),
-        (429, attempts[1].status)
-    );
-    assert!(attempts[1].status < 300);
+    assert_eq!(attempts[0].status, 429, "{attempts:#?}");
+    assert!(attempts[1].status < 300, "{attempts:#?}");
     let pause = attempts[1].at - attempts[0].at;
     assert!(
         pause >= Duration::from_millis(950),
