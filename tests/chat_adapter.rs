@@ -149,8 +149,9 @@ struct Call {
 #[derive(Default)]
 struct FakeState {
     calls: Vec<Call>,
-    /// Path → how many more requests get 429 with `Retry-After: 1`.
-    throttle: HashMap<String, u32>,
+    /// Path → how many more requests get this error status (429 comes with
+    /// `Retry-After: 1`).
+    throttle: HashMap<String, (u32, StatusCode)>,
     next_id: u32,
 }
 
@@ -183,12 +184,12 @@ impl FakeChat {
         format!("http://{}", self.addr)
     }
 
-    fn throttle(&self, path: &str, times: u32) {
+    fn fail(&self, path: &str, status: StatusCode, times: u32) {
         self.state
             .lock()
             .unwrap()
             .throttle
-            .insert(path.to_string(), times);
+            .insert(path.to_string(), (times, status));
     }
 
     fn calls(&self) -> Vec<Call> {
@@ -288,18 +289,17 @@ async fn fake_api(
         created_id: None,
         at: Instant::now(),
     };
-    if let Some(left) = state.throttle.get_mut(&path)
+    if let Some((left, status)) = state.throttle.get_mut(&path)
         && *left > 0
     {
         *left -= 1;
-        call.status = 429;
+        let status = *status;
+        call.status = status.as_u16();
         state.calls.push(call);
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            [("retry-after", "1")],
-            "slow down",
-        )
-            .into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return (status, [("retry-after", "1")], "slow down").into_response();
+        }
+        return (status, "try later").into_response();
     }
     state.next_id += 1;
     let n = state.next_id;
@@ -952,6 +952,13 @@ async fn lifecycle(platform: Platform) {
         assert!(!answer.text().contains(&credentials.user_password));
     }
 
+    // The installation itself holds no credential (status, annotations).
+    let stored = serde_json::to_string(&get(&client, &name).await.unwrap()).unwrap();
+    assert!(
+        !stored.contains(&credentials.admin_password)
+            && !stored.contains(&credentials.user_password)
+    );
+
     // Delete: told once, and the finalizer lets the installation go.
     let answer = adapter.command(&alice, &format!("delete {name}")).await;
     assert!(answer.assert_ephemeral().contains("Deleting"), "{answer:?}");
@@ -1367,7 +1374,14 @@ async fn throttled_and_failed(platform: Platform) {
         Platform::Mattermost => "/api/v4/posts",
         Platform::Slack => "/api/chat.postMessage",
     };
-    setup.fake.throttle(post_path, 1);
+    setup.fake.fail(post_path, StatusCode::TOO_MANY_REQUESTS, 1);
+    let open_path = match platform {
+        Platform::Mattermost => "/api/v4/channels/direct",
+        Platform::Slack => "/api/conversations.open",
+    };
+    setup
+        .fake
+        .fail(open_path, StatusCode::SERVICE_UNAVAILABLE, 2);
     let adapter = setup.start(&client).await;
     let dave = User::new(platform, "dave");
     let name = short_name("thr");
@@ -1382,6 +1396,15 @@ async fn throttled_and_failed(platform: Platform) {
         .into_iter()
         .filter(|c| c.path == post_path)
         .collect();
+    let opens: Vec<u16> = setup
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.path == open_path)
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(opens.len(), 3, "two 503s, then success: {opens:?}");
+    assert_eq!(&opens[..2], &[503, 503]);
     assert_eq!(attempts.len(), 2, "{attempts:#?}");
     assert_eq!(attempts[0].status, 429, "{attempts:#?}");
     assert!(attempts[1].status < 300, "{attempts:#?}");

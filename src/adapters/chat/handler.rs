@@ -492,7 +492,10 @@ impl Ctx<'_> {
             Ok(list) => {
                 let mut items = list.items;
                 items.sort_by_key(|ti| ti.name_any());
-                (Outcome::Ok, messages::list(&items, all, now))
+                (
+                    Outcome::Ok,
+                    messages::list(&items, all, self.requester.platform.flavor(), now),
+                )
             }
             Err(err) => cluster_error(&err),
         }

@@ -196,6 +196,14 @@ pub fn expiry_warning(ti: &TestInstallation, flavor: Flavor, now: Timestamp) -> 
     )
 }
 
+/// The progress message's last state when deleted before it was ready.
+pub fn progress_deleted(ti: &TestInstallation, flavor: Flavor) -> String {
+    format!(
+        "🗑️ {} was deleted before it was ready.",
+        flavor.bold(&ti.name_any())
+    )
+}
+
 pub fn deleted(ti: &TestInstallation, flavor: Flavor) -> String {
     format!(
         "🗑️ {} is being deleted, with all its data.",
@@ -277,7 +285,8 @@ pub fn status(ti: &TestInstallation, now: Timestamp) -> String {
     lines.join("\n")
 }
 
-pub fn list(items: &[TestInstallation], all: bool, now: Timestamp) -> String {
+/// Mattermost renders a table; Slack has none, so one line per installation.
+pub fn list(items: &[TestInstallation], all: bool, flavor: Flavor, now: Timestamp) -> String {
     if items.is_empty() {
         return if all {
             "There are no installations.".into()
@@ -285,32 +294,50 @@ pub fn list(items: &[TestInstallation], all: bool, now: Timestamp) -> String {
             "You have no installations.".into()
         };
     }
-    let mut lines = vec![if all {
-        "| Name | Phase | URL | Expires | Requested by |\n|---|---|---|---|---|".to_string()
-    } else {
-        "| Name | Phase | URL | Expires |\n|---|---|---|---|".to_string()
-    }];
+    let mut lines = Vec::new();
+    if flavor == Flavor::Mattermost {
+        lines.push(if all {
+            "| Name | Phase | URL | Expires | Requested by |\n|---|---|---|---|---|".to_string()
+        } else {
+            "| Name | Phase | URL | Expires |\n|---|---|---|---|".to_string()
+        });
+    }
     for ti in items {
         let status = ti.status.clone().unwrap_or_default();
-        let mut row = vec![
-            ti.name_any(),
-            status.phase.map(|p| p.as_str()).unwrap_or("Pending").into(),
-            status.url.unwrap_or_default(),
-            status
-                .expires_at
-                .map(|t| when(t.0, now))
-                .unwrap_or_default(),
-        ];
-        if all {
-            row.push(
-                ti.annotations()
-                    .get(super::ANNOTATION_USER_NAME)
-                    .cloned()
-                    .or_else(|| ti.labels().get(labels::REQUESTER).cloned())
-                    .unwrap_or_default(),
-            );
-        }
-        lines.push(format!("| {} |", row.join(" | ")));
+        let name = ti.name_any();
+        let phase = status.phase.map(|p| p.as_str()).unwrap_or("Pending");
+        let url = status.url.unwrap_or_default();
+        let expires = status
+            .expires_at
+            .map(|t| when(t.0, now))
+            .unwrap_or_default();
+        let owner = all.then(|| {
+            ti.annotations()
+                .get(super::ANNOTATION_USER_NAME)
+                .cloned()
+                .or_else(|| ti.labels().get(labels::REQUESTER).cloned())
+                .unwrap_or_default()
+        });
+        lines.push(match flavor {
+            Flavor::Mattermost => {
+                let mut row = vec![name, phase.to_string(), url, expires];
+                row.extend(owner);
+                format!("| {} |", row.join(" | "))
+            }
+            Flavor::Slack => {
+                let mut parts = vec![format!("• `{name}` {phase}")];
+                if !url.is_empty() {
+                    parts.push(format!("<{url}>"));
+                }
+                if !expires.is_empty() {
+                    parts.push(format!("expires {expires}"));
+                }
+                if let Some(owner) = owner {
+                    parts.push(format!("by {owner}"));
+                }
+                parts.join(" · ")
+            }
+        });
     }
     lines.join("\n")
 }
@@ -398,6 +425,27 @@ mod tests {
         );
         ti.status.as_mut().unwrap().message = None;
         assert_eq!(failure_reason(&ti), "ImagePullBackOff");
+    }
+
+    #[test]
+    fn lists_as_a_table_or_lines() {
+        let now = Timestamp::from_second(1_000_000).unwrap();
+        let items = [installation()];
+        let table = list(&items, true, Flavor::Mattermost, now);
+        assert!(
+            table.starts_with("| Name | Phase | URL | Expires | Requested by |"),
+            "{table}"
+        );
+        assert!(table.contains("| demo42 | Provisioning | https://demo42.example.test |"));
+        let lines = list(&items, false, Flavor::Slack, now);
+        assert!(
+            lines.starts_with("• `demo42` Provisioning · <https://demo42.example.test>"),
+            "{lines}"
+        );
+        assert_eq!(
+            list(&[], false, Flavor::Slack, now),
+            "You have no installations."
+        );
     }
 
     #[test]

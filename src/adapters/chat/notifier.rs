@@ -215,6 +215,10 @@ impl Notifier {
         let now = Timestamp::now();
 
         if ti.metadata.deletion_timestamp.is_some() {
+            if told.progress.is_some() && !told.ready && told.failed.is_none() {
+                let text = messages::progress_deleted(ti, flavor);
+                self.show_progress(ti, &audience, &mut told, text).await?;
+            }
             if !told.deleted {
                 self.say(
                     &audience,
