@@ -22,14 +22,15 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::{
-    ADAPTER, ANNOTATION_PLATFORM, ANNOTATION_USER_ID, FINALIZER, LABEL_INSTANCE, SOURCE_CHAT,
+    ADAPTER, ANNOTATION_PLATFORM, ANNOTATION_USER_ID, FIELD_MANAGER, FINALIZER, LABEL_INSTANCE,
+    SOURCE_CHAT,
     http::ApiError,
     messages,
     messenger::{MessageRef, Messenger, Platform},
     metrics::Metrics,
 };
 use crate::{
-    adapters::notify::{InstallationEvent, installation_events, recalled, remember},
+    adapters::notify::{InstallationEvent, installation_events, recalled, remember_with},
     api::{Phase, TestInstallation, credentials::Credentials, labels},
 };
 
@@ -66,6 +67,13 @@ enum NotifyError {
     Kube(#[from] kube::Error),
     #[error("{0}")]
     NotYet(String),
+}
+
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
 }
 
 /// Short digest to tell texts apart without storing them.
@@ -385,7 +393,7 @@ impl Notifier {
         if let Some(uid) = ti.uid() {
             self.told.insert(uid, told.clone());
         }
-        match remember(&self.api, &ti.name_any(), ADAPTER, told).await {
+        match remember_with(&self.api, &ti.name_any(), ADAPTER, told, &patch_params()).await {
             Ok(()) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(err) => Err(err.into()),
