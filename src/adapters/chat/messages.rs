@@ -222,7 +222,7 @@ fn trigger(ti: &TestInstallation) -> String {
 // ---- answers to commands (ephemeral) ----
 
 pub fn help(trigger: &str) -> String {
-    let mut lines = vec![format!("Throw-away test installations. Commands:")];
+    let mut lines = vec!["Throw-away test installations. Commands:".to_string()];
     for verb in Verb::ALL {
         lines.push(format!(
             "• `{trigger} {}`: {}",
