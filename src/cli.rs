@@ -34,6 +34,16 @@ pub enum Command {
     Crd,
     /// Print the version of this binary.
     Version,
+    /// Serve Mattermost and Slack slash commands and tell requesters about
+    /// their installations by direct message.
+    Chat {
+        /// Address to serve the command endpoints and probes on.
+        #[arg(long, default_value = "0.0.0.0:8080", env = "EPHEMERA_CHAT_LISTEN")]
+        listen: std::net::SocketAddr,
+        /// The adapter's YAML configuration (see examples/chat-config.yaml).
+        #[arg(long, env = "EPHEMERA_CHAT_CONFIG")]
+        config: std::path::PathBuf,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -56,5 +66,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("ephemera {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Chat { listen, config } => crate::adapters::chat::run(listen, &config).await,
     }
 }

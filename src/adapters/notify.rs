@@ -41,12 +41,22 @@ pub async fn remember<T: Serialize>(
     adapter: &str,
     memory: &T,
 ) -> kube::Result<()> {
+    remember_with(api, name, adapter, memory, &PatchParams::default()).await
+}
+
+/// [`remember`] with the adapter's own patch parameters (its field manager).
+pub async fn remember_with<T: Serialize>(
+    api: &Api<TestInstallation>,
+    name: &str,
+    adapter: &str,
+    memory: &T,
+    params: &PatchParams,
+) -> kube::Result<()> {
     let value = serde_json::to_string(memory).map_err(kube::Error::SerdeError)?;
     let patch = serde_json::json!({
         "metadata": { "annotations": { memory_annotation(adapter): value } }
     });
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    api.patch(name, params, &Patch::Merge(&patch)).await?;
     Ok(())
 }
 

@@ -1,0 +1,98 @@
+//! Mattermost: the slash command's request and answer, and the REST API v4
+//! calls the bot makes for direct messages.
+
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use super::{
+    config::Secret,
+    http::{self, ApiError},
+    messenger::MessageRef,
+};
+
+/// The bot's REST client.
+pub struct MattermostApi {
+    base: String,
+    token: Secret,
+    http: reqwest::Client,
+    bot_id: OnceCell<String>,
+}
+
+#[derive(Deserialize)]
+struct WithId {
+    id: String,
+}
+
+impl MattermostApi {
+    pub fn new(site_url: &str, token: Secret) -> Self {
+        Self {
+            base: format!("{}/api/v4", site_url.trim_end_matches('/')),
+            token,
+            http: http::client(),
+            bot_id: OnceCell::new(),
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(self.token.expose())
+    }
+
+    async fn id_from(what: &'static str, response: reqwest::Response) -> Result<String, ApiError> {
+        response
+            .json::<WithId>()
+            .await
+            .map(|w| w.id)
+            .map_err(|source| ApiError::Transport { what, source })
+    }
+
+    async fn bot_id(&self) -> Result<&str, ApiError> {
+        self.bot_id
+            .get_or_try_init(|| async {
+                let what = "mattermost users/me";
+                let response =
+                    http::send(what, || self.request(reqwest::Method::GET, "/users/me")).await?;
+                Self::id_from(what, response).await
+            })
+            .await
+            .map(String::as_str)
+    }
+
+    /// The direct-message channel between the bot and `user_id`.
+    pub async fn open_dm(&self, user_id: &str) -> Result<String, ApiError> {
+        let bot = self.bot_id().await?.to_string();
+        let what = "mattermost channels/direct";
+        let body = json!([bot, user_id]);
+        let response = http::send(what, || {
+            self.request(reqwest::Method::POST, "/channels/direct")
+                .json(&body)
+        })
+        .await?;
+        Self::id_from(what, response).await
+    }
+
+    pub async fn post(&self, channel: &str, text: &str) -> Result<MessageRef, ApiError> {
+        let what = "mattermost posts";
+        let body = json!({ "channel_id": channel, "message": text });
+        let response = http::send(what, || {
+            self.request(reqwest::Method::POST, "/posts").json(&body)
+        })
+        .await?;
+        Ok(MessageRef {
+            channel: channel.to_string(),
+            id: Self::id_from(what, response).await?,
+        })
+    }
+
+    pub async fn update(&self, message: &MessageRef, text: &str) -> Result<(), ApiError> {
+        let body = json!({ "message": text });
+        let path = format!("/posts/{}/patch", message.id);
+        http::send("mattermost posts patch", || {
+            self.request(reqwest::Method::PUT, &path).json(&body)
+        })
+        .await?;
+        Ok(())
+    }
+}

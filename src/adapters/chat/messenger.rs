@@ -1,0 +1,138 @@
+//! Who asked, on which platform, and how to send them a direct message.
+
+use serde::{Deserialize, Serialize};
+
+use super::{http::ApiError, mattermost::MattermostApi, messages::Flavor, slack::SlackApi};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Mattermost,
+    Slack,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Mattermost => "mattermost",
+            Platform::Slack => "slack",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "mattermost" => Some(Platform::Mattermost),
+            "slack" => Some(Platform::Slack),
+            _ => None,
+        }
+    }
+
+    pub fn flavor(self) -> Flavor {
+        match self {
+            Platform::Mattermost => Flavor::Mattermost,
+            Platform::Slack => Flavor::Slack,
+        }
+    }
+}
+
+/// The person behind a slash command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requester {
+    pub platform: Platform,
+    pub team_id: String,
+    pub user_id: String,
+    pub user_name: String,
+}
+
+impl Requester {
+    /// The `ephemera.dev/requester` label value: `mattermost.<user id>` or
+    /// `slack.<team id>.<user id>` (Slack user ids are per workspace),
+    /// reduced to what a label value may hold.
+    pub fn label_value(&self) -> String {
+        let raw = match self.platform {
+            Platform::Mattermost => format!("mattermost.{}", self.user_id),
+            Platform::Slack => format!("slack.{}.{}", self.team_id, self.user_id),
+        };
+        label_safe(&raw)
+    }
+}
+
+/// `[A-Za-z0-9_.-]`, at most 63 characters, starting and ending with an
+/// alphanumeric character.
+pub fn label_safe(raw: &str) -> String {
+    let mapped: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(63)
+        .collect();
+    mapped
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+/// A message that can be edited later: its channel and id (Slack: `ts`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRef {
+    pub channel: String,
+    pub id: String,
+}
+
+/// Sends direct messages on one platform.
+pub enum Messenger {
+    Mattermost(MattermostApi),
+    Slack(SlackApi),
+}
+
+impl Messenger {
+    pub async fn open_dm(&self, user_id: &str) -> Result<String, ApiError> {
+        match self {
+            Messenger::Mattermost(api) => api.open_dm(user_id).await,
+            Messenger::Slack(api) => api.open_dm(user_id).await,
+        }
+    }
+
+    pub async fn post(&self, channel: &str, text: &str) -> Result<MessageRef, ApiError> {
+        match self {
+            Messenger::Mattermost(api) => api.post(channel, text).await,
+            Messenger::Slack(api) => api.post(channel, text).await,
+        }
+    }
+
+    pub async fn update(&self, message: &MessageRef, text: &str) -> Result<(), ApiError> {
+        match self {
+            Messenger::Mattermost(api) => api.update(message, text).await,
+            Messenger::Slack(api) => api.update(message, text).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requester_labels_are_label_safe() {
+        let mm = Requester {
+            platform: Platform::Mattermost,
+            team_id: "t".into(),
+            user_id: "8xk3q1tbd3r4pngx1b6tfp6o3e".into(),
+            user_name: "alice".into(),
+        };
+        assert_eq!(mm.label_value(), "mattermost.8xk3q1tbd3r4pngx1b6tfp6o3e");
+        let slack = Requester {
+            platform: Platform::Slack,
+            team_id: "T0001".into(),
+            user_id: "U/02 x".into(),
+            user_name: "bob".into(),
+        };
+        assert_eq!(slack.label_value(), "slack.T0001.U_02_x");
+        assert_eq!(label_safe(&format!("{}!", "a".repeat(70))).len(), 63);
+        assert_eq!(label_safe("-x-"), "x");
+    }
+}

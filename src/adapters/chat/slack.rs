@@ -1,0 +1,100 @@
+//! Slack: the slash command's request and answer, and the Web API calls the
+//! bot makes for direct messages.
+
+use serde_json::{Value, json};
+
+use super::{
+    config::Secret,
+    http::{self, ApiError},
+    messenger::MessageRef,
+};
+
+/// The bot's Web API client.
+pub struct SlackApi {
+    base: String,
+    token: Secret,
+    http: reqwest::Client,
+}
+
+impl SlackApi {
+    pub fn new(api_url: &str, token: Secret) -> Self {
+        Self {
+            base: api_url.trim_end_matches('/').to_string(),
+            token,
+            http: http::client(),
+        }
+    }
+
+    /// Calls a Web API method with a JSON body; Slack reports failures as
+    /// `{"ok": false, "error": ...}` with HTTP 200.
+    async fn call(&self, what: &'static str, method: &str, body: Value) -> Result<Value, ApiError> {
+        let url = format!("{}/{method}", self.base);
+        let response = http::send(what, || {
+            self.http
+                .post(&url)
+                .bearer_auth(self.token.expose())
+                .json(&body)
+        })
+        .await?;
+        let value: Value = response
+            .json()
+            .await
+            .map_err(|source| ApiError::Transport { what, source })?;
+        if value["ok"].as_bool() == Some(true) {
+            Ok(value)
+        } else {
+            Err(ApiError::Refused {
+                what,
+                message: value["error"]
+                    .as_str()
+                    .unwrap_or("unknown error")
+                    .to_string(),
+            })
+        }
+    }
+
+    pub async fn open_dm(&self, user_id: &str) -> Result<String, ApiError> {
+        let what = "slack conversations.open";
+        let value = self
+            .call(what, "conversations.open", json!({ "users": user_id }))
+            .await?;
+        value["channel"]["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::Refused {
+                what,
+                message: "no channel id in the answer".into(),
+            })
+    }
+
+    pub async fn post(&self, channel: &str, text: &str) -> Result<MessageRef, ApiError> {
+        let what = "slack chat.postMessage";
+        let value = self
+            .call(
+                what,
+                "chat.postMessage",
+                json!({ "channel": channel, "text": text }),
+            )
+            .await?;
+        match (value["channel"].as_str(), value["ts"].as_str()) {
+            (Some(channel), Some(ts)) => Ok(MessageRef {
+                channel: channel.to_string(),
+                id: ts.to_string(),
+            }),
+            _ => Err(ApiError::Refused {
+                what,
+                message: "no channel or ts in the answer".into(),
+            }),
+        }
+    }
+
+    pub async fn update(&self, message: &MessageRef, text: &str) -> Result<(), ApiError> {
+        self.call(
+            "slack chat.update",
+            "chat.update",
+            json!({ "channel": message.channel, "ts": message.id, "text": text }),
+        )
+        .await?;
+        Ok(())
+    }
+}

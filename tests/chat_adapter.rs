@@ -1,0 +1,1477 @@
+//! The chat adapter against the real local control plane, with local HTTP
+//! servers playing Mattermost's and Slack's APIs and recording what they get.
+//!
+//! The controller is not part of these tests: `StandInController` writes the
+//! status a controller would write, which is all the adapter reads.
+
+mod support;
+
+use std::{
+    collections::HashMap,
+    io::Write,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex, OnceLock},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderMap, Method, StatusCode, Uri},
+    response::{IntoResponse, Response},
+};
+use ephemera::{
+    adapters::chat::{
+        self, FINALIZER, LABEL_INSTANCE,
+        auth::slack_signature,
+        config::Config,
+        messenger::{Platform, Requester},
+    },
+    api::{
+        TestInstallation, conditions,
+        credentials::{Credentials, SECRET_NAME},
+        labels,
+    },
+};
+use k8s_openapi::{
+    api::core::v1::Secret,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use support::{TestNamespace, client, unique_name, wait_for};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+const COMMAND_TOKEN: &str = "mm-command-token-0123456789";
+const OLD_COMMAND_TOKEN: &str = "mm-command-token-previous";
+const SIGNING_SECRET: &str = "slack-signing-secret-abcdef";
+const BOT_TOKEN: &str = "bot-token-xyz";
+
+// ---------------------------------------------------------------- logs ----
+
+/// Everything the adapter logs in this test binary, to prove no credential
+/// is ever in it.
+fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("debug,hyper=info,hyper_util=info,h2=info,tower=info")
+            .with_writer(move || LogWriter(writer.clone()))
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buffer
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs_text() -> String {
+    String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned()
+}
+
+// ---------------------------------------------------------------- CRDs ----
+
+/// Installs the CRDs by server-side apply (idempotent) and waits until the
+/// API server serves them, so the tests work on a fresh control plane.
+async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply("ephemera-tests").force();
+    for doc in ephemera::api::crds_yaml().split("\n---\n") {
+        let doc = doc.trim_start_matches("---\n");
+        if doc.trim().is_empty() {
+            continue;
+        }
+        let crd: CustomResourceDefinition = serde_yaml::from_str(doc).expect("CRD YAML");
+        let name = crd.name_any();
+        crds.patch(&name, &params, &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|err| panic!("applying CRD {name}: {err}"));
+        wait_for(&format!("CRD {name} established"), TIMEOUT, || async {
+            let crd = crds.get(&name).await.map_err(|e| e.to_string())?;
+            let established = crd
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            if established {
+                Ok(())
+            } else {
+                Err(format!("{:?}", crd.status))
+            }
+        })
+        .await;
+    }
+    let api: Api<TestInstallation> = Api::all(client.clone());
+    wait_for("TestInstallations served", TIMEOUT, || async {
+        api.list(&ListParams::default().limit(1))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+}
+
+// ------------------------------------------------- fake chat platform ----
+
+#[derive(Debug, Clone)]
+struct Call {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    body: Value,
+    status: u16,
+    /// The id the fake gave a new message (Mattermost post id, Slack ts).
+    created_id: Option<String>,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct FakeState {
+    calls: Vec<Call>,
+    /// Path → how many more requests get this error status (429 comes with
+    /// `Retry-After: 1`).
+    throttle: HashMap<String, (u32, StatusCode)>,
+    next_id: u32,
+}
+
+/// Plays Mattermost's REST API v4 and Slack's Web API on 127.0.0.1.
+#[derive(Clone)]
+struct FakeChat {
+    addr: SocketAddr,
+    state: Arc<Mutex<FakeState>>,
+}
+
+/// A message as the requester sees it in the end.
+#[derive(Debug, Clone)]
+struct Message {
+    id: String,
+    channel: String,
+    text: String,
+}
+
+impl FakeChat {
+    async fn start() -> Self {
+        let state = Arc::new(Mutex::new(FakeState::default()));
+        let app = Router::new().fallback(fake_api).with_state(state.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { addr, state }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn fail(&self, path: &str, status: StatusCode, times: u32) {
+        self.state
+            .lock()
+            .unwrap()
+            .throttle
+            .insert(path.to_string(), (times, status));
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// New messages (successful posts), in order.
+    fn posts(&self) -> Vec<Message> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.created_id.is_some())
+            .map(|c| Message {
+                id: c.created_id.clone().unwrap(),
+                channel: c.body["channel_id"]
+                    .as_str()
+                    .or(c.body["channel"].as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+                text: c.body["message"]
+                    .as_str()
+                    .or(c.body["text"].as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+            })
+            .collect()
+    }
+
+    /// Successful edits, in order: (message id, new text).
+    fn updates(&self) -> Vec<(String, String)> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.status == 200)
+            .filter_map(|c| {
+                if c.method == "PUT"
+                    && let Some(id) = c
+                        .path
+                        .strip_prefix("/api/v4/posts/")
+                        .and_then(|p| p.strip_suffix("/patch"))
+                {
+                    Some((id.to_string(), c.body["message"].as_str()?.to_string()))
+                } else if c.path == "/api/chat.update" {
+                    Some((
+                        c.body["ts"].as_str()?.to_string(),
+                        c.body["text"].as_str()?.to_string(),
+                    ))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn posts_containing(&self, needle: &str) -> Vec<Message> {
+        self.posts()
+            .into_iter()
+            .filter(|m| m.text.contains(needle))
+            .collect()
+    }
+
+    /// Waits until exactly... at least `n` posts contain `needle`.
+    async fn wait_for_posts(&self, needle: &str, n: usize) -> Vec<Message> {
+        wait_for(
+            &format!("{n} message(s) containing {needle:?}"),
+            TIMEOUT,
+            || async {
+                let found = self.posts_containing(needle);
+                if found.len() >= n {
+                    Ok(found)
+                } else {
+                    Err(self.posts())
+                }
+            },
+        )
+        .await
+    }
+}
+
+async fn fake_api(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut state = state.lock().unwrap();
+    let mut call = Call {
+        method: method.to_string(),
+        path: path.clone(),
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        body: body.clone(),
+        status: 200,
+        created_id: None,
+        at: Instant::now(),
+    };
+    if let Some((left, status)) = state.throttle.get_mut(&path)
+        && *left > 0
+    {
+        *left -= 1;
+        let status = *status;
+        call.status = status.as_u16();
+        state.calls.push(call);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return (status, [("retry-after", "1")], "slow down").into_response();
+        }
+        return (status, "try later").into_response();
+    }
+    state.next_id += 1;
+    let n = state.next_id;
+    let (status, reply) = match (method.as_str(), path.as_str()) {
+        ("GET", "/api/v4/users/me") => (StatusCode::OK, json!({ "id": "bot-user-id" })),
+        ("POST", "/api/v4/channels/direct") => (
+            StatusCode::CREATED,
+            json!({ "id": format!("dm-{}", body[1].as_str().unwrap_or("?")) }),
+        ),
+        ("POST", "/api/v4/posts") => {
+            let id = format!("post-{n}");
+            call.created_id = Some(id.clone());
+            (
+                StatusCode::CREATED,
+                json!({ "id": id, "channel_id": body["channel_id"] }),
+            )
+        }
+        ("PUT", p) if p.starts_with("/api/v4/posts/") && p.ends_with("/patch") => {
+            (StatusCode::OK, json!({ "id": "patched" }))
+        }
+        ("POST", "/api/conversations.open") => (
+            StatusCode::OK,
+            json!({ "ok": true, "channel": { "id": format!("D-{}", body["users"].as_str().unwrap_or("?")) } }),
+        ),
+        ("POST", "/api/chat.postMessage") => {
+            let ts = format!("1700000000.{n:06}");
+            call.created_id = Some(ts.clone());
+            (
+                StatusCode::OK,
+                json!({ "ok": true, "channel": body["channel"], "ts": ts }),
+            )
+        }
+        ("POST", "/api/chat.update") => (
+            StatusCode::OK,
+            json!({ "ok": true, "channel": body["channel"], "ts": body["ts"] }),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            json!({ "error": "no such endpoint" }),
+        ),
+    };
+    call.status = status.as_u16();
+    state.calls.push(call);
+    (status, Json(reply)).into_response()
+}
+
+// ------------------------------------------------------------- adapter ----
+
+/// The adapter's settings for one test: its own instance (so parallel tests
+/// never see each other's installations) and secrets in files.
+struct Setup {
+    instance: String,
+    fake: FakeChat,
+    dir: PathBuf,
+    max_per_user: usize,
+    admins: Vec<String>,
+}
+
+impl Setup {
+    async fn new(prefix: &str) -> Self {
+        let instance = unique_name(prefix);
+        let dir = std::env::temp_dir().join(format!("ephemera-chat-{instance}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, value) in [
+            ("bot", BOT_TOKEN),
+            ("command", COMMAND_TOKEN),
+            ("command-old", OLD_COMMAND_TOKEN),
+            ("signing", SIGNING_SECRET),
+        ] {
+            std::fs::write(dir.join(file), format!("{value}\n")).unwrap();
+        }
+        Self {
+            instance,
+            fake: FakeChat::start().await,
+            dir,
+            max_per_user: 3,
+            admins: vec![],
+        }
+    }
+
+    fn config(&self) -> Config {
+        let dir = self.dir.display();
+        let yaml = format!(
+            r#"
+instance: {instance}
+mattermost:
+  url: {url}
+  botToken: {{file: {dir}/bot}}
+  commandTokens:
+    - {{file: {dir}/command}}
+    - {{file: {dir}/command-old}}
+  allowedTeams: [team-a]
+slack:
+  apiUrl: {url}/api
+  botToken: {{file: {dir}/bot}}
+  signingSecret: {{file: {dir}/signing}}
+admins: {admins:?}
+maxInstallationsPerUser: {max}
+defaults: {{ttl: 24h}}
+"#,
+            instance = self.instance,
+            url = self.fake.url(),
+            admins = self.admins,
+            max = self.max_per_user,
+        );
+        Config::from_yaml(&yaml).expect("test config")
+    }
+
+    async fn start(&self, client: &Client) -> Adapter {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(chat::serve(
+            client.clone(),
+            self.config(),
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let http = reqwest::Client::new();
+        let base = format!("http://{addr}");
+        wait_for("the adapter to be ready", TIMEOUT, || async {
+            match http.get(format!("{base}/readyz")).send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(r.status().to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
+        Adapter {
+            base,
+            http,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Deletes every installation of this test's instance, finalizers
+    /// included (the adapter may be stopped).
+    async fn cleanup(&self, client: &Client) {
+        let api: Api<TestInstallation> = Api::all(client.clone());
+        let list = api
+            .list(&ListParams::default().labels(&format!("{LABEL_INSTANCE}={}", self.instance)))
+            .await
+            .unwrap();
+        for ti in list.items {
+            let _ = api
+                .patch(
+                    &ti.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+                )
+                .await;
+            let _ = api.delete(&ti.name_any(), &DeleteParams::default()).await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Adapter {
+    base: String,
+    http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Adapter {
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let result = tokio::time::timeout(TIMEOUT, self.task.take().unwrap())
+            .await
+            .expect("the adapter stops within the timeout")
+            .expect("the adapter task does not panic");
+        result.expect("the adapter stops cleanly");
+    }
+}
+
+/// A chat user on one platform.
+#[derive(Clone)]
+struct User {
+    platform: Platform,
+    team: String,
+    id: String,
+    name: String,
+}
+
+impl User {
+    fn new(platform: Platform, name: &str) -> Self {
+        let id = unique_name(name).replace('-', "");
+        let team = match platform {
+            Platform::Mattermost => "team-a".to_string(),
+            Platform::Slack => "T0TEAM".to_string(),
+        };
+        Self {
+            platform,
+            team,
+            id,
+            name: name.to_string(),
+        }
+    }
+
+    fn requester_label(&self) -> String {
+        Requester {
+            platform: self.platform,
+            team_id: self.team.clone(),
+            user_id: self.id.clone(),
+            user_name: self.name.clone(),
+        }
+        .label_value()
+    }
+}
+
+/// An answer from the command endpoint.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: Value,
+    elapsed: Duration,
+}
+
+impl Answer {
+    fn text(&self) -> &str {
+        self.body["text"].as_str().unwrap_or_default()
+    }
+
+    fn assert_ephemeral(&self) -> &str {
+        assert_eq!(self.status, 200, "{self:?}");
+        assert_eq!(self.body["response_type"], "ephemeral", "{self:?}");
+        self.text()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn form(user: &User, text: &str, trigger_id: &str) -> String {
+    serde_urlencoded::to_string([
+        ("token", "ignored-in-favour-of-the-header"),
+        ("team_id", user.team.as_str()),
+        ("team_domain", "example"),
+        ("channel_id", "C1"),
+        ("channel_name", "town-square"),
+        ("user_id", user.id.as_str()),
+        ("user_name", user.name.as_str()),
+        ("command", "/testenv"),
+        ("text", text),
+        ("trigger_id", trigger_id),
+        ("response_url", "http://127.0.0.1:9/hooks/unused"),
+    ])
+    .unwrap()
+}
+
+/// How a request is (mis)authenticated.
+#[derive(Clone, Copy, Debug)]
+enum Auth<'a> {
+    Good,
+    MattermostToken(Option<&'a str>),
+    /// Slack: signed with this secret at `now - age` seconds.
+    Slack {
+        secret: &'a str,
+        age: u64,
+    },
+    SlackUnsigned,
+}
+
+impl Adapter {
+    async fn command(&self, user: &User, text: &str) -> Answer {
+        self.command_with(user, text, &unique_name("trig"), Auth::Good)
+            .await
+    }
+
+    async fn command_with(
+        &self,
+        user: &User,
+        text: &str,
+        trigger_id: &str,
+        auth: Auth<'_>,
+    ) -> Answer {
+        let body = form(user, text, trigger_id);
+        self.send_raw(user.platform, body.into_bytes(), auth).await
+    }
+
+    async fn send_raw(&self, platform: Platform, body: Vec<u8>, auth: Auth<'_>) -> Answer {
+        let path = match platform {
+            Platform::Mattermost => "/mattermost/command",
+            Platform::Slack => "/slack/command",
+        };
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded");
+        match (platform, auth) {
+            (Platform::Mattermost, Auth::Good) => {
+                request = request.header("authorization", format!("Token {COMMAND_TOKEN}"));
+            }
+            (_, Auth::MattermostToken(Some(token))) => {
+                request = request.header("authorization", format!("Token {token}"));
+            }
+            (Platform::Slack, Auth::Good) => {
+                let ts = unix_now();
+                request = request
+                    .header("x-slack-request-timestamp", ts.to_string())
+                    .header(
+                        "x-slack-signature",
+                        slack_signature(SIGNING_SECRET, ts, &body),
+                    );
+            }
+            (_, Auth::Slack { secret, age }) => {
+                let ts = unix_now() - age;
+                request = request
+                    .header("x-slack-request-timestamp", ts.to_string())
+                    .header("x-slack-signature", slack_signature(secret, ts, &body));
+            }
+            _ => {}
+        }
+        let start = Instant::now();
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .expect("the adapter answers");
+        let elapsed = start.elapsed();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer {
+            status,
+            body,
+            elapsed,
+        }
+    }
+
+    async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+// ------------------------------------------- stand-in for the controller ----
+
+/// Writes what the controller would write: `/status` of a TestInstallation
+/// and the `credentials` Secret. Swap this for the real controller once it is
+/// on the branch; the adapter only reads status and that Secret.
+struct StandInController {
+    client: Client,
+    api: Api<TestInstallation>,
+    ns: TestNamespace,
+}
+
+impl StandInController {
+    async fn new(client: &Client) -> Self {
+        Self {
+            client: client.clone(),
+            api: Api::all(client.clone()),
+            ns: TestNamespace::create(client, "chat-ctl").await,
+        }
+    }
+
+    async fn patch_status(&self, name: &str, status: Value) {
+        self.api
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await
+            .unwrap_or_else(|err| panic!("patching the status of {name}: {err}"));
+    }
+
+    fn condition(type_: &str, ready: bool) -> Value {
+        json!({
+            "type": type_,
+            "status": if ready { "True" } else { "False" },
+            "reason": if ready { "Ready" } else { "Starting" },
+            "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        })
+    }
+
+    async fn provisioning(&self, name: &str, ready_parts: &[&str]) {
+        let parts = [
+            conditions::DATABASE_READY,
+            conditions::FILESTORE_READY,
+            conditions::APP_READY,
+            conditions::INGRESS_READY,
+        ];
+        let conditions: Vec<Value> = parts
+            .iter()
+            .map(|p| Self::condition(p, ready_parts.contains(p)))
+            .chain([Self::condition(conditions::READY, false)])
+            .collect();
+        self.patch_status(
+            name,
+            json!({
+                "phase": "Provisioning",
+                "observedGeneration": 1,
+                "message": format!("{} of 4 parts ready", ready_parts.len()),
+                "conditions": conditions,
+            }),
+        )
+        .await;
+    }
+
+    /// Ready, with the credentials Secret in place first.
+    async fn ready(&self, name: &str, credentials: &Credentials) {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns.name);
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(SECRET_NAME.into()),
+                ..Default::default()
+            },
+            data: Some(credentials.to_data()),
+            ..Default::default()
+        };
+        match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(err) => panic!("creating the credentials Secret: {err}"),
+        }
+        let all = [
+            conditions::DATABASE_READY,
+            conditions::FILESTORE_READY,
+            conditions::APP_READY,
+            conditions::INGRESS_READY,
+            conditions::READY,
+        ];
+        let expires = Timestamp::from_second(unix_now() as i64 + 24 * 3600).unwrap();
+        self.patch_status(
+            name,
+            json!({
+                "phase": "Ready",
+                "message": "Ready",
+                "conditions": all.iter().map(|p| Self::condition(p, true)).collect::<Vec<_>>(),
+                "url": format!("https://{name}.ephemera.test"),
+                "version": "9.11.0",
+                "namespace": self.ns.name,
+                "credentialsSecret": { "namespace": self.ns.name, "name": SECRET_NAME },
+                "readyAt": Timestamp::now().to_string(),
+                "expiresAt": expires.to_string(),
+            }),
+        )
+        .await;
+    }
+
+    async fn failed(&self, name: &str, message: &str) {
+        self.patch_status(
+            name,
+            json!({
+                "phase": "Failed",
+                "message": message,
+                "conditions": [
+                    Self::condition(conditions::READY, false),
+                    { "type": conditions::STALLED, "status": "True", "reason": "ImagePullBackOff",
+                      "message": message, "lastTransitionTime": "2026-01-01T00:00:00Z" },
+                ],
+            }),
+        )
+        .await;
+    }
+
+    async fn expires_in(&self, name: &str, secs: i64) {
+        let at = Timestamp::from_second(unix_now() as i64 + secs).unwrap();
+        self.patch_status(name, json!({ "expiresAt": at.to_string() }))
+            .await;
+    }
+
+    async fn finish(self) {
+        self.ns.delete().await;
+    }
+}
+
+fn credentials_for(name: &str) -> Credentials {
+    Credentials {
+        admin_user: "sysadmin".into(),
+        admin_password: format!("Adm1n-{name}-pw"),
+        user: "user-1".into(),
+        user_password: format!("Us3r-{name}-pw"),
+    }
+}
+
+async fn get(client: &Client, name: &str) -> Option<TestInstallation> {
+    Api::<TestInstallation>::all(client.clone())
+        .get_opt(name)
+        .await
+        .unwrap()
+}
+
+fn short_name(prefix: &str) -> String {
+    // unique_name is PREFIX-<pid>-<n>-<rand>; keep it within 40 characters.
+    let name = unique_name(prefix);
+    assert!(name.len() <= 40, "{name}");
+    name
+}
+
+// --------------------------------------------------------------- tests ----
+
+/// create → immediate ephemeral answer → progress DM edited in place →
+/// (adapter restarted while the installation becomes Ready) → exactly one DM
+/// with URL and credentials → another restart tells nothing twice → expiry
+/// warning → delete tells once and lets the installation go.
+async fn lifecycle(platform: Platform) {
+    captured_logs();
+    let client = client().await;
+    install_crds(&client).await;
+    let setup = Setup::new("life").await;
+    let controller = StandInController::new(&client).await;
+    let alice = User::new(platform, "alice");
+    let name = short_name("demo");
+    let credentials = credentials_for(&name);
+
+    let adapter = setup.start(&client).await;
+    let answer = adapter
+        .command(
+            &alice,
+            &format!("create {name} --size miniHA --test-data --ttl 48h"),
+        )
+        .await;
+    let text = answer.assert_ephemeral();
+    assert!(text.contains(&format!("Creating `{name}`")), "{text}");
+    println!("{platform:?} create answered in {:?}", answer.elapsed);
+
+    let ti = get(&client, &name).await.expect("the installation exists");
+    assert_eq!(ti.labels()[labels::SOURCE], "chat");
+    assert_eq!(ti.labels()[labels::REQUESTER], alice.requester_label());
+    assert_eq!(ti.labels()[LABEL_INSTANCE], setup.instance);
+    assert_eq!(ti.annotations()["ephemera.dev/chat-user-name"], "alice");
+    assert!(ti.finalizers().contains(&FINALIZER.to_string()));
+    assert_eq!(ti.spec.size.as_deref(), Some("miniHA"));
+    assert_eq!(ti.spec.ttl.as_deref(), Some("2d"));
+    assert!(ti.spec.test_data);
+    let managers: Vec<_> = ti
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        managers.contains(&"ephemera-chat".to_string()),
+        "{managers:?}"
+    );
+
+    // The progress message appears in the DM, then is edited in place.
+    let progress = setup.fake.wait_for_posts("Setting up", 1).await[0].clone();
+    let dm = match platform {
+        Platform::Mattermost => format!("dm-{}", alice.id),
+        Platform::Slack => format!("D-{}", alice.id),
+    };
+    assert_eq!(progress.channel, dm);
+    controller
+        .provisioning(&name, &[conditions::DATABASE_READY])
+        .await;
+    wait_for("the progress message edited", TIMEOUT, || async {
+        let updates = setup.fake.updates();
+        match updates.iter().find(|(_, t)| t.contains("✅ database")) {
+            Some((id, _)) => Ok(id.clone()),
+            None => Err(updates),
+        }
+    })
+    .await;
+
+    // Restart mid-way: the installation becomes Ready while the adapter is down.
+    adapter.stop().await;
+    controller
+        .provisioning(&name, &[conditions::DATABASE_READY, conditions::APP_READY])
+        .await;
+    controller.ready(&name, &credentials).await;
+    let adapter = setup.start(&client).await;
+
+    let ready = setup
+        .fake
+        .wait_for_posts(&credentials.admin_password, 1)
+        .await;
+    let ready = &ready[0];
+    assert!(
+        ready
+            .text
+            .contains(&format!("https://{name}.ephemera.test")),
+        "{ready:?}"
+    );
+    assert!(ready.text.contains(&credentials.user_password));
+    assert_eq!(ready.channel, dm);
+    let posts = setup.fake.posts();
+    assert_eq!(
+        posts
+            .iter()
+            .filter(|m| m.text.contains("Setting up"))
+            .count(),
+        1,
+        "one progress message: {posts:#?}"
+    );
+    let updates = setup.fake.updates();
+    assert!(
+        updates.iter().all(|(id, _)| *id == progress.id),
+        "every edit is of the progress message {}: {updates:#?}",
+        progress.id
+    );
+    assert!(
+        updates.last().unwrap().1.contains("is ready"),
+        "the progress message ends as ready: {updates:#?}"
+    );
+    let edits_before = updates.len();
+
+    // Another restart tells nothing again. The expiry warning that follows is
+    // a sync point: once it arrives, the restarted adapter has handled the
+    // installation's current state.
+    adapter.stop().await;
+    let adapter = setup.start(&client).await;
+    controller.expires_in(&name, 30 * 60).await;
+    setup.fake.wait_for_posts("expires", 1).await;
+    assert_eq!(
+        setup
+            .fake
+            .posts_containing(&credentials.admin_password)
+            .len(),
+        1
+    );
+    assert_eq!(setup.fake.posts_containing("Setting up").len(), 1);
+    assert_eq!(setup.fake.posts_containing("expires").len(), 1);
+    assert_eq!(setup.fake.updates().len(), edits_before);
+    for call in setup.fake.calls() {
+        assert_eq!(
+            call.authorization.as_deref(),
+            Some(&*format!("Bearer {BOT_TOKEN}"))
+        );
+    }
+
+    // Status and list answers never carry credentials.
+    let status = adapter.command(&alice, &format!("status {name}")).await;
+    let text = status.assert_ephemeral();
+    assert!(
+        text.contains("Ready") && text.contains(&format!("https://{name}.ephemera.test")),
+        "{text}"
+    );
+    let list = adapter.command(&alice, "list").await;
+    assert!(list.assert_ephemeral().contains(&name));
+    for answer in [&status, &list] {
+        assert!(!answer.text().contains(&credentials.admin_password));
+        assert!(!answer.text().contains(&credentials.user_password));
+    }
+
+    // The installation itself holds no credential (status, annotations).
+    let stored = serde_json::to_string(&get(&client, &name).await.unwrap()).unwrap();
+    assert!(
+        !stored.contains(&credentials.admin_password)
+            && !stored.contains(&credentials.user_password)
+    );
+
+    // Delete: told once, and the finalizer lets the installation go.
+    let answer = adapter.command(&alice, &format!("delete {name}")).await;
+    assert!(answer.assert_ephemeral().contains("Deleting"), "{answer:?}");
+    setup.fake.wait_for_posts("being deleted", 1).await;
+    wait_for("the installation gone", TIMEOUT, || async {
+        match get(&client, &name).await {
+            None => Ok(()),
+            Some(ti) => Err(ti.metadata),
+        }
+    })
+    .await;
+    assert_eq!(setup.fake.posts_containing("being deleted").len(), 1);
+
+    // Nothing secret in logs or metrics; metrics count what this (third)
+    // adapter process did.
+    let metrics = adapter.metrics().await;
+    let p = platform.as_str();
+    for line in [
+        format!(
+            "ephemera_chat_commands_total{{platform=\"{p}\",command=\"delete\",outcome=\"ok\"}} 1"
+        ),
+        format!(
+            "ephemera_chat_notifications_total{{platform=\"{p}\",kind=\"expiring\",outcome=\"sent\"}} 1"
+        ),
+        format!(
+            "ephemera_chat_notifications_total{{platform=\"{p}\",kind=\"deleted\",outcome=\"sent\"}} 1"
+        ),
+    ] {
+        assert!(metrics.contains(&line), "{line} missing in {metrics}");
+    }
+    assert!(
+        !metrics.contains("kind=\"ready\""),
+        "the third process told nothing about Ready: {metrics}"
+    );
+    let logs = logs_text();
+    assert!(
+        logs.contains("handled a slash command"),
+        "logs are captured"
+    );
+    for secret in [
+        credentials.admin_password.as_str(),
+        credentials.user_password.as_str(),
+        BOT_TOKEN,
+        COMMAND_TOKEN,
+        SIGNING_SECRET,
+    ] {
+        assert!(!logs.contains(secret), "a secret is in the logs");
+        assert!(!metrics.contains(secret));
+    }
+    adapter.stop().await;
+    setup.cleanup(&client).await;
+    controller.finish().await;
+}
+
+#[tokio::test]
+async fn mattermost_create_to_ready_tells_once_across_restarts() {
+    lifecycle(Platform::Mattermost).await;
+}
+
+#[tokio::test]
+async fn slack_create_to_ready_tells_once_across_restarts() {
+    lifecycle(Platform::Slack).await;
+}
+
+/// Every authentication failure is refused with 401 and creates nothing.
+#[tokio::test]
+async fn unauthenticated_requests_are_refused_and_change_nothing() {
+    let client = client().await;
+    install_crds(&client).await;
+    let setup = Setup::new("auth").await;
+    let adapter = setup.start(&client).await;
+    let mm = User::new(Platform::Mattermost, "mallory");
+    let slack = User::new(Platform::Slack, "mallory");
+    let api: Api<TestInstallation> = Api::all(client.clone());
+
+    let mut attempts: Vec<(&str, Answer, String)> = Vec::new();
+    for (what, user, auth) in [
+        ("missing token", &mm, Auth::MattermostToken(None)),
+        ("wrong token", &mm, Auth::MattermostToken(Some("guess"))),
+        (
+            "token prefix",
+            &mm,
+            Auth::MattermostToken(Some(&COMMAND_TOKEN[..10])),
+        ),
+        ("unsigned", &slack, Auth::SlackUnsigned),
+        (
+            "bad signature",
+            &slack,
+            Auth::Slack {
+                secret: "not-the-secret",
+                age: 0,
+            },
+        ),
+        (
+            "stale timestamp",
+            &slack,
+            Auth::Slack {
+                secret: SIGNING_SECRET,
+                age: 301,
+            },
+        ),
+    ] {
+        let name = short_name("evil");
+        let answer = adapter
+            .command_with(user, &format!("create {name}"), &unique_name("t"), auth)
+            .await;
+        attempts.push((what, answer, name));
+    }
+
+    // A replayed trigger id: the first use works, the second (correctly
+    // signed, within the window) is refused.
+    for user in [&mm, &slack] {
+        let trigger = unique_name("replay");
+        let first = adapter
+            .command_with(user, "help", &trigger, Auth::Good)
+            .await;
+        assert!(first.assert_ephemeral().contains("Commands"), "{first:?}");
+        let name = short_name("evil");
+        let answer = adapter
+            .command_with(user, &format!("create {name}"), &trigger, Auth::Good)
+            .await;
+        attempts.push(("replayed trigger", answer, name));
+    }
+
+    for (what, answer, name) in &attempts {
+        assert_eq!(answer.status, 401, "{what}: {answer:?}");
+        assert!(
+            api.get_opt(name).await.unwrap().is_none(),
+            "{what} created {name}"
+        );
+    }
+
+    // The old token still works (rotation), and a foreign team is refused.
+    let old = adapter
+        .command_with(
+            &mm,
+            "help",
+            &unique_name("t"),
+            Auth::MattermostToken(Some(OLD_COMMAND_TOKEN)),
+        )
+        .await;
+    old.assert_ephemeral();
+    let mut outsider = User::new(Platform::Mattermost, "outsider");
+    outsider.team = "team-b".into();
+    let name = short_name("evil");
+    let answer = adapter.command(&outsider, &format!("create {name}")).await;
+    assert_eq!(answer.status, 403, "{answer:?}");
+    assert!(api.get_opt(&name).await.unwrap().is_none());
+
+    // An oversized body is refused before anything else.
+    let big = format!("{}&text=help", "x=1&".repeat(20_000));
+    let answer = adapter
+        .send_raw(Platform::Mattermost, big.into_bytes(), Auth::Good)
+        .await;
+    assert_eq!(answer.status, 413, "{answer:?}");
+
+    let metrics = adapter.metrics().await;
+    assert!(
+        metrics.contains(
+            "ephemera_chat_commands_total{platform=\"slack\",command=\"unknown\",outcome=\"unauthenticated\"} 4"
+        ),
+        "{metrics}"
+    );
+    adapter.stop().await;
+    setup.cleanup(&client).await;
+}
+
+/// Only the requester or an admin may change or delete; a per-user maximum;
+/// a taken name is answered clearly.
+async fn ownership_and_quota(platform: Platform) {
+    let client = client().await;
+    install_crds(&client).await;
+    let mut setup = Setup::new("own").await;
+    let admin = User::new(platform, "admin");
+    setup.admins = vec![admin.requester_label()];
+    setup.max_per_user = 2;
+    let adapter = setup.start(&client).await;
+    let alice = User::new(platform, "alice");
+    let bob = User::new(platform, "bob");
+    let first = short_name("own");
+    let second = short_name("own");
+
+    adapter
+        .command(&alice, &format!("create {first}"))
+        .await
+        .assert_ephemeral();
+    for verb in ["delete", "hibernate", "wake", "lock", "unlock"] {
+        let answer = adapter.command(&bob, &format!("{verb} {first}")).await;
+        let text = answer.assert_ephemeral();
+        assert!(
+            text.contains("Only the person who created"),
+            "{verb}: {text}"
+        );
+        assert!(text.contains("alice"), "{text}");
+    }
+    let answer = adapter.command(&bob, &format!("extend {first} 3d")).await;
+    assert!(
+        answer
+            .assert_ephemeral()
+            .contains("Only the person who created")
+    );
+    let ti = get(&client, &first).await.expect("still there");
+    assert!(ti.metadata.deletion_timestamp.is_none());
+    assert!(!ti.spec.hibernate && !ti.spec.deletion_locked);
+    assert_eq!(ti.spec.ttl.as_deref(), Some("1d"));
+
+    // A taken name, for someone else and for the owner.
+    let text = adapter.command(&bob, &format!("create {first}")).await;
+    assert!(text.assert_ephemeral().contains("is taken"), "{text:?}");
+    let text = adapter.command(&alice, &format!("create {first}")).await;
+    assert!(
+        text.assert_ephemeral()
+            .contains("You already have an installation named")
+    );
+
+    // The owner can hibernate, wake, lock, extend; a locked one is not deleted.
+    let answer = adapter.command(&alice, &format!("hibernate {first}")).await;
+    assert!(
+        answer.assert_ephemeral().contains("hibernating now"),
+        "{answer:?}"
+    );
+    assert!(get(&client, &first).await.unwrap().spec.hibernate);
+    adapter
+        .command(&alice, &format!("wake {first}"))
+        .await
+        .assert_ephemeral();
+    assert!(!get(&client, &first).await.unwrap().spec.hibernate);
+    let answer = adapter.command(&alice, &format!("extend {first} 3d")).await;
+    assert!(
+        answer.assert_ephemeral().contains("now lives until"),
+        "{answer:?}"
+    );
+    let ttl = get(&client, &first).await.unwrap().spec.ttl.unwrap();
+    assert!(ttl == "3d" || ttl == "3d1m", "ttl is {ttl}");
+    let answer = adapter.command(&alice, &format!("extend {first} 1h")).await;
+    assert!(
+        answer.assert_ephemeral().contains("nothing changed"),
+        "{answer:?}"
+    );
+    adapter
+        .command(&alice, &format!("lock {first}"))
+        .await
+        .assert_ephemeral();
+    assert!(get(&client, &first).await.unwrap().spec.deletion_locked);
+    let answer = adapter.command(&alice, &format!("delete {first}")).await;
+    assert!(
+        answer
+            .assert_ephemeral()
+            .contains("locked against deletion")
+    );
+    assert!(
+        get(&client, &first)
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_none()
+    );
+
+    // An admin may act on anyone's installation.
+    let answer = adapter.command(&admin, &format!("unlock {first}")).await;
+    assert!(
+        answer.assert_ephemeral().contains("may be deleted again"),
+        "{answer:?}"
+    );
+    assert!(!get(&client, &first).await.unwrap().spec.deletion_locked);
+
+    // The per-user maximum.
+    adapter
+        .command(&alice, &format!("create {second}"))
+        .await
+        .assert_ephemeral();
+    let third = short_name("own");
+    let answer = adapter.command(&alice, &format!("create {third}")).await;
+    let text = answer.assert_ephemeral();
+    assert!(text.contains("You already have 2 installations"), "{text}");
+    assert!(get(&client, &third).await.is_none());
+    // Bob's quota is his own.
+    let bobs = short_name("own");
+    adapter
+        .command(&bob, &format!("create {bobs}"))
+        .await
+        .assert_ephemeral();
+    assert!(get(&client, &bobs).await.is_some());
+
+    let mine = adapter.command(&alice, "list").await;
+    let text = mine.assert_ephemeral();
+    assert!(
+        text.contains(&first) && text.contains(&second) && !text.contains(&bobs),
+        "{text}"
+    );
+    let all = adapter.command(&alice, "list --all").await;
+    assert!(all.assert_ephemeral().contains(&bobs));
+
+    adapter.stop().await;
+    setup.cleanup(&client).await;
+}
+
+#[tokio::test]
+async fn mattermost_ownership_and_quota() {
+    ownership_and_quota(Platform::Mattermost).await;
+}
+
+#[tokio::test]
+async fn slack_ownership_and_quota() {
+    ownership_and_quota(Platform::Slack).await;
+}
+
+/// Each grammar error gets its own message and the usage line; values the
+/// API server refuses are answered with its rule's message. Nothing is created.
+async fn bad_input(platform: Platform) {
+    let client = client().await;
+    install_crds(&client).await;
+    let setup = Setup::new("bad").await;
+    let adapter = setup.start(&client).await;
+    let carol = User::new(platform, "carol");
+    let name = short_name("bad");
+    let cases = [
+        (
+            format!("create {name} --colour red"),
+            "unknown flag --colour",
+        ),
+        (format!("create {name} --size"), "--size needs a value"),
+        (
+            format!("create {name} --ttl forever"),
+            "--ttl: duration \"forever\"",
+        ),
+        (
+            format!("create {name} --database oracle"),
+            "--database \"oracle\" is not one of postgres, mysql, none",
+        ),
+        (
+            format!("create {name} --env NOEQUALS"),
+            "--env entry \"NOEQUALS\" is not KEY=VALUE",
+        ),
+        (
+            "create Bad_Name".to_string(),
+            "name \"Bad_Name\" must start with a lowercase letter",
+        ),
+        (
+            format!("create {name} extra"),
+            "unexpected argument \"extra\"",
+        ),
+        (format!("delete {name} --force"), "unknown flag --force"),
+        (format!("extend {name}"), "DURATION is missing"),
+        ("frobnicate".to_string(), "unknown command \"frobnicate\""),
+        (
+            format!("create '{name}"),
+            "the command has an unclosed quote",
+        ),
+    ];
+    for (text, problem) in &cases {
+        let answer = adapter.command(&carol, text).await;
+        let reply = answer.assert_ephemeral();
+        assert!(reply.contains(problem), "{text}: {reply}");
+        assert!(
+            reply.contains("Usage: `/testenv") || reply.contains("Commands:"),
+            "{text}: {reply}"
+        );
+    }
+    // Refused by the API server's CEL rules and schema, with their message.
+    let refused = [
+        (
+            format!("create {name} --env DB_PASSWORD=hunter2"),
+            "this env name looks like a secret",
+        ),
+        (
+            format!("create {name} --version 9.11 --upgrade-from 9.11"),
+            "upgradeFrom must differ from version",
+        ),
+        (
+            format!("create {name} --image UPPER/Case"),
+            "image must be an image repository without tag or digest",
+        ),
+    ];
+    for (text, problem) in &refused {
+        let answer = adapter.command(&carol, text).await;
+        let reply = answer.assert_ephemeral();
+        assert!(reply.contains(problem), "{text}: {reply}");
+        assert!(
+            !reply.contains("hunter2"),
+            "the refusal repeats no value: {reply}"
+        );
+    }
+    assert!(get(&client, &name).await.is_none());
+    let list = adapter.command(&carol, "list").await;
+    assert!(
+        list.assert_ephemeral()
+            .contains("You have no installations")
+    );
+    adapter.stop().await;
+    setup.cleanup(&client).await;
+}
+
+#[tokio::test]
+async fn mattermost_bad_input_creates_nothing() {
+    bad_input(Platform::Mattermost).await;
+}
+
+#[tokio::test]
+async fn slack_bad_input_creates_nothing() {
+    bad_input(Platform::Slack).await;
+}
+
+/// A 429 with `Retry-After` is retried after the pause the platform asked
+/// for; a failure is told with its reason and ends the progress message.
+async fn throttled_and_failed(platform: Platform) {
+    let client = client().await;
+    install_crds(&client).await;
+    let setup = Setup::new("thr").await;
+    let controller = StandInController::new(&client).await;
+    let post_path = match platform {
+        Platform::Mattermost => "/api/v4/posts",
+        Platform::Slack => "/api/chat.postMessage",
+    };
+    setup.fake.fail(post_path, StatusCode::TOO_MANY_REQUESTS, 1);
+    let open_path = match platform {
+        Platform::Mattermost => "/api/v4/channels/direct",
+        Platform::Slack => "/api/conversations.open",
+    };
+    setup
+        .fake
+        .fail(open_path, StatusCode::SERVICE_UNAVAILABLE, 2);
+    let adapter = setup.start(&client).await;
+    let dave = User::new(platform, "dave");
+    let name = short_name("thr");
+    adapter
+        .command(&dave, &format!("create {name}"))
+        .await
+        .assert_ephemeral();
+    let progress = setup.fake.wait_for_posts("Setting up", 1).await[0].clone();
+    let attempts: Vec<Call> = setup
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.path == post_path)
+        .collect();
+    let opens: Vec<u16> = setup
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.path == open_path)
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(opens.len(), 3, "two 503s, then success: {opens:?}");
+    assert_eq!(&opens[..2], &[503, 503]);
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!(attempts[0].status, 429, "{attempts:#?}");
+    assert!(attempts[1].status < 300, "{attempts:#?}");
+    let pause = attempts[1].at - attempts[0].at;
+    assert!(
+        pause >= Duration::from_millis(950),
+        "retried after {pause:?}"
+    );
+    println!("{platform:?}: retried after {pause:?} (Retry-After: 1)");
+
+    controller
+        .failed(&name, "image example.test/app:9.11.0 not found")
+        .await;
+    let failed = setup.fake.wait_for_posts("failed", 1).await;
+    assert!(
+        failed[0]
+            .text
+            .contains("image example.test/app:9.11.0 not found"),
+        "{failed:?}"
+    );
+    assert!(failed[0].text.contains("ImagePullBackOff"), "{failed:?}");
+    wait_for(
+        "the progress message to show the failure",
+        TIMEOUT,
+        || async {
+            let updates = setup.fake.updates();
+            if updates
+                .iter()
+                .any(|(id, text)| *id == progress.id && text.contains("failed"))
+            {
+                Ok(())
+            } else {
+                Err(updates)
+            }
+        },
+    )
+    .await;
+    adapter.stop().await;
+    setup.cleanup(&client).await;
+    controller.finish().await;
+}
+
+#[tokio::test]
+async fn mattermost_retries_429_and_tells_failures() {
+    throttled_and_failed(Platform::Mattermost).await;
+}
+
+#[tokio::test]
+async fn slack_retries_429_and_tells_failures() {
+    throttled_and_failed(Platform::Slack).await;
+}
+
+/// The adapter refuses to start with an empty secret.
+#[tokio::test]
+async fn refuses_to_start_with_an_empty_secret() {
+    let client = client().await;
+    install_crds(&client).await;
+    let setup = Setup::new("empty").await;
+    std::fs::write(setup.dir.join("signing"), "\n").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = chat::serve(client.clone(), setup.config(), listener, async {})
+        .await
+        .expect_err("an empty signing secret is refused");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("slack.signingSecret") && text.contains("empty"),
+        "{text}"
+    );
+    setup.cleanup(&client).await;
+}
