@@ -23,6 +23,12 @@ else
 	fi
 	started_plane=1
 fi
+# Each test binary runs its own controller for the installations it labels;
+# a demo controller reconciling everything would fight over them.
+if pid=$(component_pid ephemera); then
+	log "stopping the demo's controller (pid $pid) so the tests' controllers own their installations"
+	kill "$pid"
+fi
 stop_plane() {
 	if ((started_plane)); then
 		log "stopping the control plane this run started"
