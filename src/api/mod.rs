@@ -6,6 +6,7 @@
 
 pub mod conditions;
 pub mod credentials;
+pub mod deletion_lock;
 pub mod duration;
 pub mod installation;
 pub mod labels;
@@ -24,13 +25,24 @@ pub use profile::{
 /// The API group of every ephemera kind.
 pub const GROUP: &str = "ephemera.dev";
 
-/// The CRDs of this API as one multi-document YAML stream, as
-/// `ephemera crd` prints it and `crds/` stores it.
+/// The CRDs of this API, and the admission policy that enforces
+/// `deletionLocked`, as one multi-document YAML stream, as `ephemera crd`
+/// prints it and `crds/` stores it.
 pub fn crds_yaml() -> String {
-    use kube::CustomResourceExt;
+    use kube::{CustomResourceExt, Resource};
+    fn with_type<K: Resource<DynamicType = ()> + serde::Serialize>(
+        object: &K,
+    ) -> serde_yaml::Result<String> {
+        let mut value = serde_json::to_value(object).expect("objects serialize");
+        value["apiVersion"] = K::api_version(&()).into();
+        value["kind"] = K::kind(&()).into();
+        serde_yaml::to_string(&value)
+    }
     let docs = [
         serde_yaml::to_string(&TestInstallation::crd()),
         serde_yaml::to_string(&InstallationProfile::crd()),
+        with_type(&deletion_lock::policy()),
+        with_type(&deletion_lock::binding()),
     ];
     docs.into_iter()
         .map(|doc| doc.expect("CRDs always serialize to YAML"))

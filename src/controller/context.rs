@@ -1,14 +1,28 @@
 //! What every reconcile pass shares: the client, the config, the event
 //! recorder, the metrics and the per-object error backoff.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
-
-use kube::{
-    Client,
-    runtime::events::{Recorder, Reporter},
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Mutex,
+    time::Duration,
 };
 
-use super::{config::ControllerConfig, metrics::Metrics};
+use futures::channel::mpsc::UnboundedSender;
+use kube::{
+    Client, ResourceExt,
+    core::DeserializeGuard,
+    runtime::{
+        events::{Recorder, Reporter},
+        reflector::Store,
+    },
+};
+
+use super::{
+    config::ControllerConfig,
+    lifecycle::capacity::{self, Admission, Slot},
+    metrics::Metrics,
+};
+use crate::api::TestInstallation;
 
 pub struct Context {
     pub client: Client,
@@ -17,10 +31,23 @@ pub struct Context {
     pub metrics: Metrics,
     /// Consecutive failures per installation, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The installations this controller reconciles.
+    store: Store<DeserializeGuard<TestInstallation>>,
+    /// Installations admitted by this process; together with the store this
+    /// keeps two concurrent passes from both taking the last free slot.
+    admitted: Mutex<HashSet<String>>,
+    /// Wakes every installation when capacity frees up.
+    capacity_freed: UnboundedSender<()>,
 }
 
 impl Context {
-    pub fn new(client: Client, config: ControllerConfig, metrics: Metrics) -> Self {
+    pub fn new(
+        client: Client,
+        config: ControllerConfig,
+        metrics: Metrics,
+        store: Store<DeserializeGuard<TestInstallation>>,
+        capacity_freed: UnboundedSender<()>,
+    ) -> Self {
         let reporter = Reporter {
             controller: "ephemera-controller".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -31,6 +58,51 @@ impl Context {
             config,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            store,
+            admitted: Mutex::new(HashSet::new()),
+            capacity_freed,
+        }
+    }
+
+    /// Whether `installation` may start now (see `lifecycle::capacity`).
+    pub fn admit(&self, installation: &TestInstallation) -> Admission {
+        let limits = (self.config.max_installations, self.config.max_per_requester);
+        if limits == (None, None) {
+            return Admission::Admitted;
+        }
+        let mut admitted = self.admitted.lock().unwrap_or_else(|e| e.into_inner());
+        let name = installation.name_any();
+        let mut slots: Vec<Slot> = self
+            .store
+            .state()
+            .iter()
+            .filter_map(|guard| guard.0.as_ref().ok())
+            .filter(|ti| ti.name_any() != name)
+            .map(|ti| {
+                let started = ti.status.as_ref().is_some_and(|s| s.namespace.is_some());
+                Slot::of(ti, started || admitted.contains(&ti.name_any()))
+            })
+            .collect();
+        let started = installation
+            .status
+            .as_ref()
+            .is_some_and(|s| s.namespace.is_some());
+        slots.push(Slot::of(installation, started || admitted.contains(&name)));
+        let decision = capacity::admit(&name, &slots, limits.0, limits.1);
+        if decision == Admission::Admitted {
+            admitted.insert(name);
+        }
+        decision
+    }
+
+    /// An installation is gone: its capacity is free for the queue.
+    pub fn release(&self, name: &str) {
+        self.admitted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        if self.config.max_installations.is_some() || self.config.max_per_requester.is_some() {
+            let _ = self.capacity_freed.unbounded_send(());
         }
     }
 

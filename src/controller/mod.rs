@@ -9,6 +9,7 @@ pub mod build;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod lifecycle;
 pub mod metrics;
 pub mod observe;
 pub mod plan;
@@ -113,10 +114,18 @@ pub async fn run_with(
     if let Some(selector) = &config.installation_selector {
         installations_config = installations_config.labels(selector);
     }
-    let ctx = Arc::new(Context::new(client.clone(), config, metrics.clone()));
+    let sweep_interval = crate::api::duration::parse_duration(&config.orphan_sweep_interval)?;
     let controller = Controller::new(installations, installations_config)
         .with_config(controller::Config::default().concurrency(concurrency));
     let store = controller.store();
+    let (capacity_freed, capacity_wakeups) = futures::channel::mpsc::unbounded();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config,
+        metrics.clone(),
+        store.clone(),
+        capacity_freed,
+    ));
     let profile_store = store.clone();
     let controller = controller
         .watches(
@@ -169,7 +178,23 @@ pub async fn run_with(
                     .collect::<Vec<_>>()
             },
         )
+        .reconcile_all_on(capacity_wakeups)
         .graceful_shutdown_on(shutdown.clone());
+
+    let sweep_ctx = ctx.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(sweep_interval);
+        loop {
+            tick.tick().await;
+            match lifecycle::sweep::sweep(&sweep_ctx.client, &sweep_ctx.recorder).await {
+                Ok(deleted) if !deleted.is_empty() => {
+                    tracing::info!(count = deleted.len(), "orphan sweep deleted namespaces")
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(%err, "orphan sweep failed; will try again"),
+            }
+        }
+    });
 
     let gauge_store = store.clone();
     let gauge_metrics = metrics.clone();
@@ -208,6 +233,7 @@ pub async fn run_with(
         .await;
     health.set_ready(false);
     gauges.abort();
+    sweeper.abort();
     tracing::info!("controller stopped");
     let _ = server.await;
     Ok(())

@@ -55,6 +55,9 @@ pub struct JobState {
     /// Reason and message of the Failed condition.
     pub reason: Option<String>,
     pub message: Option<String>,
+    /// How the last failed attempt's container ended, e.g. "exit code 1
+    /// (Error): seed command exited with status 1".
+    pub last_failure: Option<String>,
 }
 
 /// A container that cannot run, as its pod reports it.
@@ -174,7 +177,29 @@ pub fn job_state(job: &Job) -> JobState {
         failures: status.failed.unwrap_or(0),
         reason: failed.and_then(|c| c.reason.clone()),
         message: failed.and_then(|c| c.message.clone()),
+        last_failure: None,
     }
+}
+
+/// How a failed pod's first container ended.
+pub fn pod_failure(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() != Some("Failed") {
+        return None;
+    }
+    let terminated = status
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find_map(|cs| cs.state.as_ref()?.terminated.clone())?;
+    let mut text = format!("exit code {}", terminated.exit_code);
+    if let Some(reason) = terminated.reason {
+        text.push_str(&format!(" ({reason})"));
+    }
+    if let Some(message) = terminated.message.filter(|m| !m.is_empty()) {
+        text.push_str(&format!(": {message}"));
+    }
+    Some(text)
 }
 
 /// Containers of a pod that wait for a reason that needs a person.
@@ -241,7 +266,17 @@ pub async fn observe(
         database: db.as_ref().map(stateful_set_state),
         filestore: fs.as_ref().map(deployment_state),
         bucket_job: bucket.as_ref().map(job_state),
-        seed_job: seed_job.as_ref().map(job_state),
+        seed_job: seed_job.as_ref().map(|job| JobState {
+            last_failure: pod_list
+                .items
+                .iter()
+                .filter(|p| {
+                    p.labels().get(labels::COMPONENT).map(String::as_str) == Some(seed::NAME)
+                })
+                .filter_map(pod_failure)
+                .last(),
+            ..job_state(job)
+        }),
         ingress: ing.is_some(),
         problems: pod_list.items.iter().flat_map(pod_problems).collect(),
     })

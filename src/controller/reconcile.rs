@@ -25,6 +25,11 @@ use super::{
     build::{self, BuildInput, ExternalSecrets, GeneratedSecrets},
     context::Context,
     error::Result,
+    lifecycle::{
+        capacity::Admission,
+        expiry::{self, Expiry},
+        seed, upgrade,
+    },
     observe::{self, NamespaceState},
     plan::{self, Plan},
     status::{self, Situation},
@@ -141,15 +146,20 @@ async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) 
         Ok(external) => external,
         Err(message) => return stalled(ctx, installation, "SecretNotFound", message).await,
     };
+    if let Admission::Queued { message } = ctx.admit(installation) {
+        return waiting_for_capacity(ctx, installation, &plan, message).await;
+    }
+
     let generated = read_generated_secrets(ctx, &plan.namespace).await?;
-    let app_version = plan.version.clone();
+    let stage = upgrade::stage(installation, plan.upgrade_from.as_deref(), &plan.version);
+    let app_version = stage.app_version(&plan.version).to_string();
     let input = BuildInput {
         plan: &plan,
         owner: owner_reference(installation),
         generated: &generated,
         external: &external,
         app_version: &app_version,
-        seed: false,
+        seed: seed::job_wanted(installation, plan.seed.is_some()),
     };
     let children = match build::children(&input) {
         Ok(children) => children,
@@ -172,10 +182,99 @@ async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) 
         plan: &plan,
         observed: &observed,
         app_version: &app_version,
+        upgrade: &stage,
     };
-    let new_status = status::compute(installation, &situation, Timestamp::now());
-    write_status(ctx, installation, new_status).await?;
-    Ok(Action::requeue(RESYNC))
+    let now = Timestamp::now();
+    let new_status = status::compute(installation, &situation, now);
+    finish(ctx, installation, new_status, RESYNC, now).await
+}
+
+/// Applies the expiry decision to a freshly computed status, writes it, and
+/// returns when to look again: at the deadline, or after `requeue`.
+async fn finish(
+    ctx: &Context,
+    installation: &TestInstallation,
+    mut new_status: TestInstallationStatus,
+    requeue: Duration,
+    now: Timestamp,
+) -> Result<Action> {
+    let locked = installation.spec.deletion_locked;
+    match expiry::decide(new_status.expires_at.as_ref().map(|t| t.0), locked, now) {
+        Expiry::Due => {
+            expire(ctx, installation).await?;
+            Ok(Action::await_change())
+        }
+        Expiry::DueButLocked => {
+            let expired = new_status
+                .expires_at
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default();
+            new_status.message = Some(format!(
+                "expired at {expired} but kept because deletionLocked is true; unlock it or raise ttl"
+            ));
+            write_status(ctx, installation, new_status).await?;
+            Ok(Action::requeue(requeue))
+        }
+        Expiry::In(left) => {
+            write_status(ctx, installation, new_status).await?;
+            Ok(Action::requeue(left.min(requeue)))
+        }
+        Expiry::Unknown => {
+            write_status(ctx, installation, new_status).await?;
+            Ok(Action::requeue(requeue))
+        }
+    }
+}
+
+async fn expire(ctx: &Context, installation: &TestInstallation) -> Result<()> {
+    let name = installation.name_any();
+    let ttl = installation
+        .spec
+        .ttl
+        .clone()
+        .unwrap_or_else(|| "the profile's default ttl".into());
+    tracing::info!(installation = %name, %ttl, "deleting the installation: its ttl has passed");
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Expired".into(),
+        note: Some(format!(
+            "{name} reached the end of its ttl ({ttl}) and is being deleted"
+        )),
+        action: "Expire".into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx
+        .recorder
+        .publish(&event, &installation.object_ref(&()))
+        .await
+    {
+        tracing::warn!(%err, "publishing the expiry event failed");
+    }
+    let api: Api<TestInstallation> = Api::all(ctx.client.clone());
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Queued for capacity: Pending with `QuotaExceeded`; still expires.
+async fn waiting_for_capacity(
+    ctx: &Context,
+    installation: &TestInstallation,
+    plan: &Plan,
+    message: String,
+) -> Result<Action> {
+    let now = Timestamp::now();
+    let situation = Situation::Waiting {
+        reason: "QuotaExceeded",
+        message,
+    };
+    let mut new_status = status::compute(installation, &situation, now);
+    new_status.expires_at = status::expires_at(installation, plan);
+    // Woken when capacity frees up; the requeue is only a safety net.
+    finish(ctx, installation, new_status, Duration::from_secs(60), now).await
 }
 
 fn owner_reference(installation: &TestInstallation) -> OwnerReference {
@@ -240,6 +339,7 @@ async fn cleanup(installation: &TestInstallation, ctx: &Context) -> Result<Actio
         }
         NamespaceState::Absent | NamespaceState::Foreign { .. } => {
             remove_finalizer(ctx, installation).await?;
+            ctx.release(&name);
             Ok(Action::await_change())
         }
     }

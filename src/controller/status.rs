@@ -8,6 +8,7 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 
+use super::lifecycle::upgrade::{self, UpgradeStage};
 use super::observe::{JobState, Observed, PodProblem, WorkloadState};
 use super::plan::Plan;
 use crate::api::{
@@ -29,6 +30,7 @@ pub enum Situation<'a> {
         observed: &'a Observed,
         /// The version the app was asked to run in this pass.
         app_version: &'a str,
+        upgrade: &'a UpgradeStage,
     },
     /// Being deleted.
     Terminating { message: String },
@@ -206,6 +208,117 @@ pub fn ingress_condition(plan: &Plan, observed: &Observed) -> PartCondition {
     }
 }
 
+/// `DataSeeded`, when test data was asked for.
+pub fn seed_condition(
+    installation: &TestInstallation,
+    plan: &Plan,
+    observed: &Observed,
+) -> Option<PartCondition> {
+    plan.seed.as_ref()?;
+    let already = installation
+        .condition(c::DATA_SEEDED)
+        .is_some_and(|c| c.status == "True");
+    Some(match &observed.seed_job {
+        _ if already => PartCondition::ok(c::DATA_SEEDED, "Seeded", "test data was loaded"),
+        Some(job) if job.succeeded => {
+            PartCondition::ok(c::DATA_SEEDED, "Seeded", "test data was loaded")
+        }
+        Some(job) if job.failed => {
+            let mut message = format!(
+                "the seed command failed after {} attempt(s)",
+                job.failures.max(1)
+            );
+            if let Some(reason) = &job.reason {
+                message.push_str(&format!(" ({reason}"));
+                if let Some(m) = &job.message {
+                    message.push_str(&format!(": {m}"));
+                }
+                message.push(')');
+            }
+            if let Some(last) = &job.last_failure {
+                message.push_str(&format!("; last attempt: {last}"));
+            }
+            PartCondition::not_yet(c::DATA_SEEDED, "SeedFailed", message)
+        }
+        Some(job) => PartCondition::not_yet(
+            c::DATA_SEEDED,
+            "Seeding",
+            if job.failures > 0 {
+                format!(
+                    "loading test data (attempt {} failed, retrying)",
+                    job.failures
+                )
+            } else {
+                "loading test data".to_string()
+            },
+        ),
+        None => PartCondition::not_yet(
+            c::DATA_SEEDED,
+            "WaitingForApp",
+            "test data is loaded once the app is ready",
+        ),
+    })
+}
+
+/// `Upgraded`, for upgrade tests, given whether the app part is ready and
+/// (when asked for) seeded in this pass.
+pub fn upgrade_condition(
+    stage: &UpgradeStage,
+    app: &PartCondition,
+    seeded: bool,
+) -> Option<PartCondition> {
+    Some(match stage {
+        UpgradeStage::None => return None,
+        UpgradeStage::RunningFrom { from, to } if app.ready && seeded => PartCondition::not_yet(
+            c::UPGRADED,
+            upgrade::REASON_UPGRADING,
+            format!("{from} is ready; upgrading to {to}"),
+        ),
+        UpgradeStage::RunningFrom { from, to } => PartCondition::not_yet(
+            c::UPGRADED,
+            upgrade::REASON_RUNNING_PREVIOUS,
+            format!("running {from} first; the upgrade to {to} starts once it is ready"),
+        ),
+        UpgradeStage::RollingTo { from, to } | UpgradeStage::Done { from, to } if app.ready => {
+            PartCondition::ok(
+                c::UPGRADED,
+                upgrade::REASON_UPGRADED,
+                format!("upgraded from {from} to {to}"),
+            )
+        }
+        UpgradeStage::RollingTo { to, .. } if !is_progress(&app.reason) => PartCondition::not_yet(
+            c::UPGRADED,
+            upgrade::REASON_FAILED,
+            format!("the upgrade to {to} failed: {}", app.message),
+        ),
+        UpgradeStage::RollingTo { from, to } => PartCondition::not_yet(
+            c::UPGRADED,
+            upgrade::REASON_UPGRADING,
+            format!("upgrading from {from} to {to}"),
+        ),
+        UpgradeStage::Done { from, to } => PartCondition::ok(
+            c::UPGRADED,
+            upgrade::REASON_UPGRADED,
+            format!("upgraded from {from} to {to}"),
+        ),
+    })
+}
+
+/// Reasons of parts that are on their way, as opposed to stuck.
+fn is_progress(reason: &str) -> bool {
+    matches!(
+        reason,
+        "Creating"
+            | "Starting"
+            | "Hibernated"
+            | "CreatingBucket"
+            | "Seeding"
+            | "WaitingForApp"
+            | upgrade::REASON_RUNNING_PREVIOUS
+            | upgrade::REASON_UPGRADING
+    )
+}
+
 /// Merges a new condition into the existing ones, keeping
 /// `lastTransitionTime` when the status did not change.
 pub fn set_condition(conditions: &mut Vec<Condition>, new: Condition) {
@@ -241,6 +354,13 @@ fn condition(
         observed_generation: generation,
         last_transition_time: now.clone(),
     }
+}
+
+/// Creation time plus the ttl.
+pub fn expires_at(installation: &TestInstallation, plan: &Plan) -> Option<Time> {
+    let created = installation.metadata.creation_timestamp.as_ref()?;
+    let ttl = k8s_openapi::jiff::SignedDuration::from_secs(plan.ttl.as_secs() as i64);
+    created.0.checked_add(ttl).ok().map(Time)
 }
 
 /// The whole status for this pass.
@@ -289,34 +409,35 @@ pub fn compute(
             plan,
             observed,
             app_version,
+            upgrade,
         } => {
-            let parts = [
+            let app = app_condition(plan, observed, app_version);
+            let seed = seed_condition(installation, plan, observed);
+            let seeded = seed.as_ref().is_none_or(|s| s.ready);
+            let upgraded = upgrade_condition(upgrade, &app, seeded);
+            let mut parts = vec![
                 database_condition(plan, observed),
                 filestore_condition(plan, observed),
-                app_condition(plan, observed, app_version),
+                app,
                 ingress_condition(plan, observed),
             ];
+            parts.extend(seed);
+            let upgrading = upgraded
+                .as_ref()
+                .is_some_and(|u| u.reason == upgrade::REASON_UPGRADING);
+            parts.extend(upgraded);
             for part in &parts {
                 set(part.type_, part.ready, &part.reason, &part.message);
             }
             let waiting: Vec<&PartCondition> = parts.iter().filter(|p| !p.ready).collect();
-            let failing = parts.iter().find(|p| {
-                !p.ready
-                    && !matches!(
-                        p.reason.as_str(),
-                        "Creating" | "Starting" | "Hibernated" | "CreatingBucket"
-                    )
-            });
+            let failing = parts.iter().find(|p| !p.ready && !is_progress(&p.reason));
             status.namespace = Some(plan.namespace.clone());
             status.url = Some(plan.url.clone());
             status.credentials_secret = Some(CredentialsSecretRef {
                 namespace: plan.namespace.clone(),
                 name: credentials::SECRET_NAME.into(),
             });
-            if let Some(created) = installation.metadata.creation_timestamp.as_ref() {
-                let ttl = k8s_openapi::jiff::SignedDuration::from_secs(plan.ttl.as_secs() as i64);
-                status.expires_at = created.0.checked_add(ttl).ok().map(Time);
-            }
+            status.expires_at = expires_at(installation, plan);
             if observed
                 .app
                 .as_ref()
@@ -356,12 +477,17 @@ pub fn compute(
                 set(c::RECONCILING, true, &failing.reason, &failing.message);
             } else {
                 let names: Vec<String> = waiting.iter().map(|p| p.message.clone()).collect();
-                let message = format!("Provisioning: {}", names.join("; "));
-                status.phase = Some(Phase::Provisioning);
+                let (phase, word) = if upgrading {
+                    (Phase::Upgrading, "Upgrading")
+                } else {
+                    (Phase::Provisioning, "Provisioning")
+                };
+                let message = format!("{word}: {}", names.join("; "));
+                status.phase = Some(phase);
                 status.message = Some(message.clone());
-                set(c::READY, false, "Provisioning", &message);
-                set(c::STALLED, false, "Provisioning", &message);
-                set(c::RECONCILING, true, "Provisioning", &message);
+                set(c::READY, false, word, &message);
+                set(c::STALLED, false, word, &message);
+                set(c::RECONCILING, true, word, &message);
             }
         }
     }
@@ -421,6 +547,7 @@ mod tests {
             plan: &plan,
             observed: &observed,
             app_version: "1.0.0",
+            upgrade: &UpgradeStage::None,
         };
         let status = compute(&installation(), &situation, t("2026-11-22T10:01:00Z"));
         assert_eq!(status.phase, Some(Phase::Ready));
@@ -447,6 +574,7 @@ mod tests {
             plan: &plan,
             observed: &observed,
             app_version: "1.0.0",
+            upgrade: &UpgradeStage::None,
         };
         let mut ti = installation();
         let first = compute(&ti, &situation, t("2026-11-22T10:01:00Z"));
@@ -477,6 +605,7 @@ mod tests {
             plan: &plan,
             observed: &observed,
             app_version: "abc123",
+            upgrade: &UpgradeStage::None,
         };
         let status = compute(&installation(), &situation, t("2026-11-22T10:01:00Z"));
         assert_eq!(status.phase, Some(Phase::Failed));

@@ -134,34 +134,55 @@ impl TestNamespace {
     }
 }
 
-/// Installs (or updates) the CRDs of `crds/` by server-side apply and waits
-/// until they are established.
+/// Installs (or updates) what `crds/` holds, by server-side apply: the CRDs
+/// (waiting until they are established) and the deletion-lock admission
+/// policy with its binding.
 pub async fn install_crds(client: &Client) {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::api::{Patch, PatchParams};
     use kube::runtime::wait::{await_condition, conditions};
+    let params = PatchParams::apply("ephemera-tests").force();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for doc in ephemera::api::crds_yaml()
         .split("---\n")
         .filter(|d| !d.trim().is_empty())
     {
-        let crd: CustomResourceDefinition =
-            serde_yaml::from_str(doc).expect("generated CRD parses");
-        let name = crd.metadata.name.clone().unwrap();
-        crds.patch(
-            &name,
-            &PatchParams::apply("ephemera-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|err| panic!("applying CRD {name}: {err}"));
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            await_condition(crds.clone(), &name, conditions::is_crd_established()),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("CRD {name} not established within 30s"))
-        .unwrap();
+        let value: serde_yaml::Value = serde_yaml::from_str(doc).expect("generated YAML parses");
+        let name = value["metadata"]["name"].as_str().unwrap().to_string();
+        match value["kind"].as_str() {
+            Some("CustomResourceDefinition") => {
+                let crd: CustomResourceDefinition = serde_yaml::from_value(value).unwrap();
+                crds.patch(&name, &params, &Patch::Apply(&crd))
+                    .await
+                    .unwrap_or_else(|err| panic!("applying CRD {name}: {err}"));
+                tokio::time::timeout(
+                    Duration::from_secs(30),
+                    await_condition(crds.clone(), &name, conditions::is_crd_established()),
+                )
+                .await
+                .unwrap_or_else(|_| panic!("CRD {name} not established within 30s"))
+                .unwrap();
+            }
+            Some("ValidatingAdmissionPolicy") => {
+                let policy: ValidatingAdmissionPolicy = serde_yaml::from_value(value).unwrap();
+                Api::<ValidatingAdmissionPolicy>::all(client.clone())
+                    .patch(&name, &params, &Patch::Apply(&policy))
+                    .await
+                    .unwrap_or_else(|err| panic!("applying policy {name}: {err}"));
+            }
+            Some("ValidatingAdmissionPolicyBinding") => {
+                let binding: ValidatingAdmissionPolicyBinding =
+                    serde_yaml::from_value(value).unwrap();
+                Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+                    .patch(&name, &params, &Patch::Apply(&binding))
+                    .await
+                    .unwrap_or_else(|err| panic!("applying binding {name}: {err}"));
+            }
+            other => panic!("unexpected kind {other:?} in crds/"),
+        }
     }
 }
 
