@@ -270,11 +270,11 @@ pub async fn observe(
             last_failure: pod_list
                 .items
                 .iter()
+                .rev()
                 .filter(|p| {
                     p.labels().get(labels::COMPONENT).map(String::as_str) == Some(seed::NAME)
                 })
-                .filter_map(pod_failure)
-                .last(),
+                .find_map(pod_failure),
             ..job_state(job)
         }),
         ingress: ing.is_some(),
