@@ -590,11 +590,14 @@ impl Drop for Setup {
                 let client = client().await;
                 let api: Api<TestInstallation> = Api::all(client.clone());
                 let namespaces: Api<Namespace> = Api::all(client);
-                let selector = format!("{LABEL_INSTANCE}={instance}");
-                let Ok(list) = api.list(&ListParams::default().labels(&selector)).await else {
-                    return;
-                };
-                for ti in list.items {
+                let mut items = Vec::new();
+                for label in [LABEL_INSTANCE, HOLD_LABEL] {
+                    let selector = format!("{label}={instance}");
+                    if let Ok(list) = api.list(&ListParams::default().labels(&selector)).await {
+                        items.extend(list.items);
+                    }
+                }
+                for ti in items {
                     let name = ti.name_any();
                     let _ = api
                         .patch(
@@ -822,6 +825,10 @@ fn short_name(prefix: &str) -> String {
 
 // --------------------------------------------------------------- tests ----
 
+/// Labels the installation that holds another one's namespace with the
+/// test's adapter instance, for the clean-up of a failed test.
+const HOLD_LABEL: &str = "ephemera.dev/chat-test-hold";
+
 /// Holds `name` in Pending the way the controller really does: its namespace
 /// `ti-<name>` already exists and belongs to another TestInstallation (as
 /// when an earlier installation of that name is still being deleted). The
@@ -833,14 +840,15 @@ struct NamespaceHold {
 }
 
 impl NamespaceHold {
-    async fn new(client: &Client, name: &str) -> Self {
+    async fn new(client: &Client, setup: &Setup, name: &str) -> Self {
         let api: Api<TestInstallation> = Api::all(client.clone());
         let blocker = short_name("blocker");
+        let mut blocking = TestInstallation::new(&blocker, Default::default());
+        blocking
+            .labels_mut()
+            .insert(HOLD_LABEL.into(), setup.instance.clone());
         let owner = api
-            .create(
-                &PostParams::default(),
-                &TestInstallation::new(&blocker, Default::default()),
-            )
+            .create(&PostParams::default(), &blocking)
             .await
             .unwrap_or_else(|err| panic!("creating {blocker}: {err}"));
         let namespace = format!("ti-{name}");
@@ -895,7 +903,7 @@ async fn lifecycle(platform: Platform) {
     setup.expiry_warning = "60h";
     let alice = User::new(platform, "alice");
     let name = short_name("demo");
-    let hold = NamespaceHold::new(&client, &name).await;
+    let hold = NamespaceHold::new(&client, &setup, &name).await;
 
     let adapter = setup.start(&client).await;
     let answer = adapter
