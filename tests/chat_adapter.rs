@@ -1,8 +1,13 @@
-//! The chat adapter against the real local control plane, with local HTTP
-//! servers playing Mattermost's and Slack's APIs and recording what they get.
+//! The chat adapter against the real local control plane and the real
+//! controller, with local HTTP servers playing Mattermost's and Slack's APIs
+//! and recording what they get.
 //!
-//! The controller is not part of these tests: `StandInController` writes the
-//! status a controller would write, which is all the adapter reads.
+//! One controller runs per test binary (`support::controller_with`). It only
+//! reconciles installations whose `ephemera.dev/chat-instance` label is one of
+//! this binary's adapter instances; each test's adapter has an instance of its
+//! own, so tests never see each other's installations or messages. The
+//! controller writes `/status` and the `credentials` Secret; the tests read
+//! the expected credentials from that Secret.
 
 mod support;
 
@@ -11,7 +16,10 @@ use std::{
     io::Write,
     net::SocketAddr,
     path::PathBuf,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -29,22 +37,16 @@ use ephemera::{
         messenger::{Platform, Requester},
     },
     api::{
-        TestInstallation, conditions,
-        credentials::{Credentials, SECRET_NAME},
-        labels,
+        InstallationProfile, Phase, TestInstallation, conditions, credentials::Credentials, labels,
     },
 };
-use k8s_openapi::{
-    api::core::v1::Secret,
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-    jiff::Timestamp,
-};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
-use support::{TestNamespace, client, unique_name, wait_for};
+use support::{client, unique_name, wait_for};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,49 +89,113 @@ fn logs_text() -> String {
     String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned()
 }
 
-// ---------------------------------------------------------------- CRDs ----
+// --------------------------------------------------- plane and controller ----
 
-/// Installs the CRDs by server-side apply (idempotent) and waits until the
-/// API server serves them, so the tests work on a fresh control plane.
-async fn install_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let params = PatchParams::apply("ephemera-tests").force();
-    for doc in ephemera::api::crds_yaml().split("\n---\n") {
-        let doc = doc.trim_start_matches("---\n");
-        if doc.trim().is_empty() {
-            continue;
-        }
-        let crd: CustomResourceDefinition = serde_yaml::from_str(doc).expect("CRD YAML");
-        let name = crd.name_any();
-        crds.patch(&name, &params, &Patch::Apply(&crd))
-            .await
-            .unwrap_or_else(|err| panic!("applying CRD {name}: {err}"));
-        wait_for(&format!("CRD {name} established"), TIMEOUT, || async {
-            let crd = crds.get(&name).await.map_err(|e| e.to_string())?;
-            let established = crd
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                });
-            if established {
-                Ok(())
-            } else {
-                Err(format!("{:?}", crd.status))
-            }
-        })
-        .await;
-    }
-    let api: Api<TestInstallation> = Api::all(client.clone());
-    wait_for("TestInstallations served", TIMEOUT, || async {
-        api.list(&ListParams::default().limit(1))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+/// Adapter instances of this test binary; each `Setup` takes the next one.
+const INSTANCES: usize = 16;
+/// Profile every chat-created installation uses unless the command names one.
+/// Applied (idempotently) by every test; its content never changes, so test
+/// binaries running at the same time share it safely.
+const PROFILE: &str = "chat-adapter-tests";
+/// How long the controller may take to bring an installation to a phase, or
+/// to delete it (namespace included).
+const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The adapter instances of this test binary: `<unique>-0` … `<unique>-15`.
+fn instances() -> &'static [String] {
+    static INSTANCE_NAMES: OnceLock<Vec<String>> = OnceLock::new();
+    INSTANCE_NAMES.get_or_init(|| {
+        let run = unique_name("chat");
+        (0..INSTANCES).map(|i| format!("{run}-{i}")).collect()
     })
-    .await;
+}
+
+/// The next unused adapter instance of this test binary.
+fn next_instance() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let i = NEXT.fetch_add(1, Ordering::Relaxed);
+    instances()
+        .get(i)
+        .unwrap_or_else(|| {
+            panic!("more than {INSTANCES} adapters in one test binary; raise INSTANCES")
+        })
+        .clone()
+}
+
+/// The local control plane with the CRDs installed, the real controller
+/// running for this binary's adapter instances, and the test profile in
+/// place. Every test starts here.
+async fn plane() -> Client {
+    captured_logs();
+    let selector = format!("{LABEL_INSTANCE} in ({})", instances().join(","));
+    // Installs the CRDs before it returns; the first call in the binary
+    // decides the selector, and every call passes the same one.
+    support::controller_with(|config| config.installation_selector = Some(selector));
+    let client = client().await;
+    let profile: InstallationProfile = serde_json::from_value(json!({
+        "apiVersion": "ephemera.dev/v1alpha1",
+        "kind": "InstallationProfile",
+        "metadata": { "name": PROFILE },
+        "spec": {
+            "image": "registry.example/team/app",
+            "defaultVersion": "9.11.0",
+            "containerPort": 8065,
+            "healthPath": "/api/v4/system/ping",
+            "seed": { "command": ["/bin/sh", "-c", "echo seeding"] },
+            "env": [{ "name": "SITE_URL", "value": "{{ url }}" }]
+        }
+    }))
+    .expect("the test profile");
+    Api::<InstallationProfile>::all(client.clone())
+        .patch(
+            PROFILE,
+            &PatchParams::apply("ephemera-chat-tests").force(),
+            &Patch::Apply(&profile),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("applying InstallationProfile {PROFILE}: {err}"));
+    client
+}
+
+/// Waits until the installation has `phase`, and returns it.
+async fn wait_for_phase(client: &Client, name: &str, phase: Phase) -> TestInstallation {
+    let api: Api<TestInstallation> = Api::all(client.clone());
+    wait_for(
+        &format!("{name} to be {phase}"),
+        CONTROLLER_TIMEOUT,
+        || async {
+            let ti = api.get(name).await.map_err(|e| e.to_string())?;
+            if ti.phase() == Some(phase) {
+                Ok(ti)
+            } else {
+                Err(format!("{:#?}", ti.status))
+            }
+        },
+    )
+    .await
+}
+
+/// The credentials the controller wrote for `ti` (its `credentials` Secret).
+async fn credentials_of(client: &Client, ti: &TestInstallation) -> Credentials {
+    let reference = ti
+        .status
+        .as_ref()
+        .and_then(|s| s.credentials_secret.clone())
+        .unwrap_or_else(|| panic!("no status.credentialsSecret in {:#?}", ti.status));
+    let secret = Api::<Secret>::namespaced(client.clone(), &reference.namespace)
+        .get(&reference.name)
+        .await
+        .unwrap_or_else(|err| {
+            panic!(
+                "reading Secret {}/{}: {err}",
+                reference.namespace, reference.name
+            )
+        });
+    let credentials = Credentials::from_secret(&secret).expect("every credential key is set");
+    for value in [&credentials.admin_password, &credentials.user_password] {
+        assert!(value.len() >= 12, "a generated password is long enough");
+    }
+    credentials
 }
 
 // ------------------------------------------------- fake chat platform ----
@@ -356,11 +422,15 @@ struct Setup {
     dir: PathBuf,
     max_per_user: usize,
     admins: Vec<String>,
+    expiry_warning: &'static str,
+    /// Set once `cleanup` ran; until then, a panicking test's installations
+    /// are removed when the `Setup` is dropped.
+    cleaned: bool,
 }
 
 impl Setup {
-    async fn new(prefix: &str) -> Self {
-        let instance = unique_name(prefix);
+    async fn new() -> Self {
+        let instance = next_instance();
         let dir = std::env::temp_dir().join(format!("ephemera-chat-{instance}"));
         std::fs::create_dir_all(&dir).unwrap();
         for (file, value) in [
@@ -377,6 +447,8 @@ impl Setup {
             dir,
             max_per_user: 3,
             admins: vec![],
+            expiry_warning: "1h",
+            cleaned: false,
         }
     }
 
@@ -398,12 +470,14 @@ slack:
   signingSecret: {{file: {dir}/signing}}
 admins: {admins:?}
 maxInstallationsPerUser: {max}
-defaults: {{ttl: 24h}}
+defaults: {{profile: {PROFILE}, ttl: 24h}}
+expiryWarning: {warning}
 "#,
             instance = self.instance,
             url = self.fake.url(),
             admins = self.admins,
             max = self.max_per_user,
+            warning = self.expiry_warning,
         );
         Config::from_yaml(&yaml).expect("test config")
     }
@@ -438,25 +512,109 @@ defaults: {{ttl: 24h}}
         }
     }
 
-    /// Deletes every installation of this test's instance, finalizers
-    /// included (the adapter may be stopped).
-    async fn cleanup(&self, client: &Client) {
+    /// Deletes every installation of this test's instance and waits until
+    /// they are gone: the controller removes each namespace, and the running
+    /// adapter tells the deletion and lets the installation go. Call it while
+    /// the adapter runs.
+    async fn cleanup(&mut self, client: &Client) {
         let api: Api<TestInstallation> = Api::all(client.clone());
+        let selector = format!("{LABEL_INSTANCE}={}", self.instance);
         let list = api
-            .list(&ListParams::default().labels(&format!("{LABEL_INSTANCE}={}", self.instance)))
+            .list(&ListParams::default().labels(&selector))
             .await
             .unwrap();
-        for ti in list.items {
-            let _ = api
-                .patch(
-                    &ti.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
-                )
-                .await;
-            let _ = api.delete(&ti.name_any(), &DeleteParams::default()).await;
+        for ti in &list.items {
+            match api.delete(&ti.name_any(), &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(err) => panic!("deleting {}: {err}", ti.name_any()),
+            }
+        }
+        wait_for(
+            "this test's installations to be gone",
+            CONTROLLER_TIMEOUT,
+            || async {
+                let left = api
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|e| vec![e.to_string()])?;
+                if left.items.is_empty() {
+                    Ok(())
+                } else {
+                    Err(left
+                        .items
+                        .iter()
+                        .map(|ti| {
+                            format!(
+                                "{} finalizers={:?} phase={:?}",
+                                ti.name_any(),
+                                ti.finalizers(),
+                                ti.phase()
+                            )
+                        })
+                        .collect::<Vec<_>>())
+                }
+            },
+        )
+        .await;
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        for ti in &list.items {
+            let ns = format!("ti-{}", ti.name_any());
+            assert!(
+                namespaces.get_opt(&ns).await.unwrap().is_none(),
+                "namespace {ns} outlived its installation"
+            );
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        self.cleaned = true;
+    }
+}
+
+impl Drop for Setup {
+    /// A test that failed before `cleanup` leaves nothing behind either: its
+    /// installations lose their finalizers and are deleted, with their
+    /// namespaces (nothing else would: no controller reconciles this
+    /// instance any more once the test binary ends).
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        let instance = self.instance.clone();
+        let dir = self.dir.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for cleaning up");
+            runtime.block_on(async move {
+                let client = client().await;
+                let api: Api<TestInstallation> = Api::all(client.clone());
+                let namespaces: Api<Namespace> = Api::all(client);
+                let mut items = Vec::new();
+                for label in [LABEL_INSTANCE, HOLD_LABEL] {
+                    let selector = format!("{label}={instance}");
+                    if let Ok(list) = api.list(&ListParams::default().labels(&selector)).await {
+                        items.extend(list.items);
+                    }
+                }
+                for ti in items {
+                    let name = ti.name_any();
+                    let _ = api
+                        .patch(
+                            &name,
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+                        )
+                        .await;
+                    let _ = api.delete(&name, &DeleteParams::default()).await;
+                    let _ = namespaces
+                        .delete(&format!("ti-{name}"), &DeleteParams::default())
+                        .await;
+                }
+            });
+            let _ = std::fs::remove_dir_all(dir);
+        })
+        .join();
     }
 }
 
@@ -649,147 +807,7 @@ impl Adapter {
     }
 }
 
-// ------------------------------------------- stand-in for the controller ----
-
-/// Writes what the controller would write: `/status` of a TestInstallation
-/// and the `credentials` Secret. Swap this for the real controller once it is
-/// on the branch; the adapter only reads status and that Secret.
-struct StandInController {
-    client: Client,
-    api: Api<TestInstallation>,
-    ns: TestNamespace,
-}
-
-impl StandInController {
-    async fn new(client: &Client) -> Self {
-        Self {
-            client: client.clone(),
-            api: Api::all(client.clone()),
-            ns: TestNamespace::create(client, "chat-ctl").await,
-        }
-    }
-
-    async fn patch_status(&self, name: &str, status: Value) {
-        self.api
-            .patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": status })),
-            )
-            .await
-            .unwrap_or_else(|err| panic!("patching the status of {name}: {err}"));
-    }
-
-    fn condition(type_: &str, ready: bool) -> Value {
-        json!({
-            "type": type_,
-            "status": if ready { "True" } else { "False" },
-            "reason": if ready { "Ready" } else { "Starting" },
-            "message": "",
-            "lastTransitionTime": "2026-01-01T00:00:00Z",
-        })
-    }
-
-    async fn provisioning(&self, name: &str, ready_parts: &[&str]) {
-        let parts = [
-            conditions::DATABASE_READY,
-            conditions::FILESTORE_READY,
-            conditions::APP_READY,
-            conditions::INGRESS_READY,
-        ];
-        let conditions: Vec<Value> = parts
-            .iter()
-            .map(|p| Self::condition(p, ready_parts.contains(p)))
-            .chain([Self::condition(conditions::READY, false)])
-            .collect();
-        self.patch_status(
-            name,
-            json!({
-                "phase": "Provisioning",
-                "observedGeneration": 1,
-                "message": format!("{} of 4 parts ready", ready_parts.len()),
-                "conditions": conditions,
-            }),
-        )
-        .await;
-    }
-
-    /// Ready, with the credentials Secret in place first.
-    async fn ready(&self, name: &str, credentials: &Credentials) {
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns.name);
-        let secret = Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some(SECRET_NAME.into()),
-                ..Default::default()
-            },
-            data: Some(credentials.to_data()),
-            ..Default::default()
-        };
-        match secrets.create(&PostParams::default(), &secret).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(err) => panic!("creating the credentials Secret: {err}"),
-        }
-        let all = [
-            conditions::DATABASE_READY,
-            conditions::FILESTORE_READY,
-            conditions::APP_READY,
-            conditions::INGRESS_READY,
-            conditions::READY,
-        ];
-        let expires = Timestamp::from_second(unix_now() as i64 + 24 * 3600).unwrap();
-        self.patch_status(
-            name,
-            json!({
-                "phase": "Ready",
-                "message": "Ready",
-                "conditions": all.iter().map(|p| Self::condition(p, true)).collect::<Vec<_>>(),
-                "url": format!("https://{name}.ephemera.test"),
-                "version": "9.11.0",
-                "namespace": self.ns.name,
-                "credentialsSecret": { "namespace": self.ns.name, "name": SECRET_NAME },
-                "readyAt": Timestamp::now().to_string(),
-                "expiresAt": expires.to_string(),
-            }),
-        )
-        .await;
-    }
-
-    async fn failed(&self, name: &str, message: &str) {
-        self.patch_status(
-            name,
-            json!({
-                "phase": "Failed",
-                "message": message,
-                "conditions": [
-                    Self::condition(conditions::READY, false),
-                    { "type": conditions::STALLED, "status": "True", "reason": "ImagePullBackOff",
-                      "message": message, "lastTransitionTime": "2026-01-01T00:00:00Z" },
-                ],
-            }),
-        )
-        .await;
-    }
-
-    async fn expires_in(&self, name: &str, secs: i64) {
-        let at = Timestamp::from_second(unix_now() as i64 + secs).unwrap();
-        self.patch_status(name, json!({ "expiresAt": at.to_string() }))
-            .await;
-    }
-
-    async fn finish(self) {
-        self.ns.delete().await;
-    }
-}
-
-fn credentials_for(name: &str) -> Credentials {
-    Credentials {
-        admin_user: "sysadmin".into(),
-        admin_password: format!("Adm1n-{name}-pw"),
-        user: "user-1".into(),
-        user_password: format!("Us3r-{name}-pw"),
-    }
-}
+// ------------------------------------------------------------- helpers ----
 
 async fn get(client: &Client, name: &str) -> Option<TestInstallation> {
     Api::<TestInstallation>::all(client.clone())
@@ -807,19 +825,85 @@ fn short_name(prefix: &str) -> String {
 
 // --------------------------------------------------------------- tests ----
 
-/// create → immediate ephemeral answer → progress DM edited in place →
-/// (adapter restarted while the installation becomes Ready) → exactly one DM
-/// with URL and credentials → another restart tells nothing twice → expiry
-/// warning → delete tells once and lets the installation go.
+/// Labels the installation that holds another one's namespace with the
+/// test's adapter instance, for the clean-up of a failed test.
+const HOLD_LABEL: &str = "ephemera.dev/chat-test-hold";
+
+/// Holds `name` in Pending the way the controller really does: its namespace
+/// `ti-<name>` already exists and belongs to another TestInstallation (as
+/// when an earlier installation of that name is still being deleted). The
+/// other installation is labelled for no controller, so nothing touches it.
+struct NamespaceHold {
+    client: Client,
+    blocker: String,
+    namespace: String,
+}
+
+impl NamespaceHold {
+    async fn new(client: &Client, setup: &Setup, name: &str) -> Self {
+        let api: Api<TestInstallation> = Api::all(client.clone());
+        let blocker = short_name("blocker");
+        let mut blocking = TestInstallation::new(&blocker, Default::default());
+        blocking
+            .labels_mut()
+            .insert(HOLD_LABEL.into(), setup.instance.clone());
+        let owner = api
+            .create(&PostParams::default(), &blocking)
+            .await
+            .unwrap_or_else(|err| panic!("creating {blocker}: {err}"));
+        let namespace = format!("ti-{name}");
+        let ns: Namespace = serde_json::from_value(json!({
+            "metadata": {
+                "name": namespace,
+                "labels": { "ephemera.dev/test": "true" },
+                "ownerReferences": [{
+                    "apiVersion": "ephemera.dev/v1alpha1",
+                    "kind": "TestInstallation",
+                    "name": blocker,
+                    "uid": owner.uid().unwrap(),
+                }],
+            }
+        }))
+        .unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|err| panic!("creating namespace {namespace}: {err}"));
+        Self {
+            client: client.clone(),
+            blocker,
+            namespace,
+        }
+    }
+
+    /// Lets the installation go on: the namespace and its owner are deleted.
+    async fn release(self) {
+        Api::<Namespace>::all(self.client.clone())
+            .delete(&self.namespace, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|err| panic!("deleting namespace {}: {err}", self.namespace));
+        Api::<TestInstallation>::all(self.client.clone())
+            .delete(&self.blocker, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|err| panic!("deleting {}: {err}", self.blocker));
+    }
+}
+
+/// create → immediate ephemeral answer → progress DM edited in place while
+/// the controller holds the installation in Pending → (adapter stopped while
+/// the installation becomes Ready) → exactly one DM with the URL and the
+/// credentials of the real `credentials` Secret, the progress message ending
+/// as ready → another restart tells nothing twice → expiry warnings, one per
+/// `expiresAt` → delete tells once and lets the installation go.
 async fn lifecycle(platform: Platform) {
-    captured_logs();
-    let client = client().await;
-    install_crds(&client).await;
-    let setup = Setup::new("life").await;
-    let controller = StandInController::new(&client).await;
+    let client = plane().await;
+    let mut setup = Setup::new().await;
+    // Longer than the installation's lifetime, so each new `expiresAt`
+    // (from create, then from `extend`) is warned about at once.
+    setup.expiry_warning = "60h";
     let alice = User::new(platform, "alice");
     let name = short_name("demo");
-    let credentials = credentials_for(&name);
+    let hold = NamespaceHold::new(&client, &setup, &name).await;
 
     let adapter = setup.start(&client).await;
     let answer = adapter
@@ -838,6 +922,7 @@ async fn lifecycle(platform: Platform) {
     assert_eq!(ti.labels()[LABEL_INSTANCE], setup.instance);
     assert_eq!(ti.annotations()["ephemera.dev/chat-user-name"], "alice");
     assert!(ti.finalizers().contains(&FINALIZER.to_string()));
+    assert_eq!(ti.spec.profile.as_deref(), Some(PROFILE));
     assert_eq!(ti.spec.size.as_deref(), Some("miniHA"));
     assert_eq!(ti.spec.ttl.as_deref(), Some("2d"));
     assert!(ti.spec.test_data);
@@ -853,31 +938,44 @@ async fn lifecycle(platform: Platform) {
         "{managers:?}"
     );
 
-    // The progress message appears in the DM, then is edited in place.
+    // The progress message appears in the DM and follows the controller's
+    // status: Pending, waiting for the namespace.
     let progress = setup.fake.wait_for_posts("Setting up", 1).await[0].clone();
     let dm = match platform {
         Platform::Mattermost => format!("dm-{}", alice.id),
         Platform::Slack => format!("D-{}", alice.id),
     };
     assert_eq!(progress.channel, dm);
-    controller
-        .provisioning(&name, &[conditions::DATABASE_READY])
-        .await;
-    wait_for("the progress message edited", TIMEOUT, || async {
-        let updates = setup.fake.updates();
-        match updates.iter().find(|(_, t)| t.contains("✅ database")) {
-            Some((id, _)) => Ok(id.clone()),
-            None => Err(updates),
-        }
-    })
+    wait_for(
+        "the progress message to show the wait for the namespace",
+        TIMEOUT,
+        || async {
+            let shown = progress.text.contains("waiting for namespace")
+                || setup
+                    .fake
+                    .updates()
+                    .iter()
+                    .any(|(id, t)| *id == progress.id && t.contains("waiting for namespace"));
+            if shown {
+                Ok(())
+            } else {
+                Err((setup.fake.posts(), setup.fake.updates()))
+            }
+        },
+    )
     .await;
+    let held = get(&client, &name).await.unwrap();
+    assert_eq!(held.phase(), Some(Phase::Pending), "{:#?}", held.status);
 
     // Restart mid-way: the installation becomes Ready while the adapter is down.
     adapter.stop().await;
-    controller
-        .provisioning(&name, &[conditions::DATABASE_READY, conditions::APP_READY])
-        .await;
-    controller.ready(&name, &credentials).await;
+    hold.release().await;
+    let ready_ti = wait_for_phase(&client, &name, Phase::Ready).await;
+    let credentials = credentials_of(&client, &ready_ti).await;
+    let status = ready_ti.status.clone().unwrap();
+    let url = status.url.clone().expect("a Ready installation has a URL");
+    assert!(url.contains(&name), "{url}");
+    assert!(status.expires_at.is_some(), "{status:#?}");
     let adapter = setup.start(&client).await;
 
     let ready = setup
@@ -885,14 +983,23 @@ async fn lifecycle(platform: Platform) {
         .wait_for_posts(&credentials.admin_password, 1)
         .await;
     let ready = &ready[0];
-    assert!(
-        ready
-            .text
-            .contains(&format!("https://{name}.ephemera.test")),
-        "{ready:?}"
-    );
+    assert!(ready.text.contains(&url), "{ready:?}");
+    assert!(ready.text.contains("is ready"), "{ready:?}");
+    assert!(ready.text.contains(&credentials.admin_user), "{ready:?}");
+    assert!(ready.text.contains(&credentials.user), "{ready:?}");
     assert!(ready.text.contains(&credentials.user_password));
+    assert!(ready.text.contains("9.11.0"), "the version: {ready:?}");
     assert_eq!(ready.channel, dm);
+    // The first `expiresAt` is within the warning window: warned at once.
+    setup.fake.wait_for_posts("expires", 1).await;
+    wait_for("the progress message to end as ready", TIMEOUT, || async {
+        let updates = setup.fake.updates();
+        match updates.last() {
+            Some((id, text)) if *id == progress.id && text.contains("is ready") => Ok(()),
+            _ => Err(updates),
+        }
+    })
+    .await;
     let posts = setup.fake.posts();
     assert_eq!(
         posts
@@ -902,25 +1009,41 @@ async fn lifecycle(platform: Platform) {
         1,
         "one progress message: {posts:#?}"
     );
+    assert!(
+        posts
+            .iter()
+            .filter(|m| m.id != ready.id)
+            .all(|m| !m.text.contains(&credentials.admin_password)),
+        "the credentials are in one message only: {posts:#?}"
+    );
     let updates = setup.fake.updates();
     assert!(
         updates.iter().all(|(id, _)| *id == progress.id),
         "every edit is of the progress message {}: {updates:#?}",
         progress.id
     );
-    assert!(
-        updates.last().unwrap().1.contains("is ready"),
-        "the progress message ends as ready: {updates:#?}"
-    );
+    for (_, text) in &updates {
+        assert!(!text.contains(&credentials.admin_password));
+        assert!(!text.contains(&credentials.user_password));
+    }
     let edits_before = updates.len();
 
-    // Another restart tells nothing again. The expiry warning that follows is
-    // a sync point: once it arrives, the restarted adapter has handled the
-    // installation's current state.
+    // Another restart tells nothing again. `extend` gives a new `expiresAt`,
+    // and its warning is a sync point: once it arrives, the restarted adapter
+    // has handled the installation's current state.
     adapter.stop().await;
     let adapter = setup.start(&client).await;
-    controller.expires_in(&name, 30 * 60).await;
-    setup.fake.wait_for_posts("expires", 1).await;
+    let answer = adapter.command(&alice, &format!("extend {name} 54h")).await;
+    assert!(
+        answer.assert_ephemeral().contains("now lives until"),
+        "{answer:?}"
+    );
+    setup.fake.wait_for_posts("expires", 2).await;
+    let extended = get(&client, &name).await.unwrap().status.unwrap();
+    assert_ne!(
+        extended.expires_at, status.expires_at,
+        "the controller moved expiresAt"
+    );
     assert_eq!(
         setup
             .fake
@@ -929,7 +1052,7 @@ async fn lifecycle(platform: Platform) {
         1
     );
     assert_eq!(setup.fake.posts_containing("Setting up").len(), 1);
-    assert_eq!(setup.fake.posts_containing("expires").len(), 1);
+    assert_eq!(setup.fake.posts_containing("expires").len(), 2);
     assert_eq!(setup.fake.updates().len(), edits_before);
     for call in setup.fake.calls() {
         assert_eq!(
@@ -941,10 +1064,7 @@ async fn lifecycle(platform: Platform) {
     // Status and list answers never carry credentials.
     let status = adapter.command(&alice, &format!("status {name}")).await;
     let text = status.assert_ephemeral();
-    assert!(
-        text.contains("Ready") && text.contains(&format!("https://{name}.ephemera.test")),
-        "{text}"
-    );
+    assert!(text.contains("Ready") && text.contains(&url), "{text}");
     let list = adapter.command(&alice, "list").await;
     assert!(list.assert_ephemeral().contains(&name));
     for answer in [&status, &list] {
@@ -959,21 +1079,31 @@ async fn lifecycle(platform: Platform) {
             && !stored.contains(&credentials.user_password)
     );
 
-    // Delete: told once, and the finalizer lets the installation go.
+    // Delete: told once, the controller removes the namespace, and the
+    // adapter's finalizer lets the installation go.
     let answer = adapter.command(&alice, &format!("delete {name}")).await;
     assert!(answer.assert_ephemeral().contains("Deleting"), "{answer:?}");
     setup.fake.wait_for_posts("being deleted", 1).await;
-    wait_for("the installation gone", TIMEOUT, || async {
+    wait_for("the installation gone", CONTROLLER_TIMEOUT, || async {
         match get(&client, &name).await {
             None => Ok(()),
             Some(ti) => Err(ti.metadata),
         }
     })
     .await;
+    assert!(
+        Api::<Namespace>::all(client.clone())
+            .get_opt(&format!("ti-{name}"))
+            .await
+            .unwrap()
+            .is_none(),
+        "the namespace went first"
+    );
     assert_eq!(setup.fake.posts_containing("being deleted").len(), 1);
 
-    // Nothing secret in logs or metrics; metrics count what this (third)
-    // adapter process did.
+    // Nothing secret in logs (the adapter's and the controller's: they share
+    // this process) or metrics; metrics count what this (third) adapter
+    // process did.
     let metrics = adapter.metrics().await;
     let p = platform.as_str();
     for line in [
@@ -1008,9 +1138,8 @@ async fn lifecycle(platform: Platform) {
         assert!(!logs.contains(secret), "a secret is in the logs");
         assert!(!metrics.contains(secret));
     }
-    adapter.stop().await;
     setup.cleanup(&client).await;
-    controller.finish().await;
+    adapter.stop().await;
 }
 
 #[tokio::test]
@@ -1026,9 +1155,8 @@ async fn slack_create_to_ready_tells_once_across_restarts() {
 /// Every authentication failure is refused with 401 and creates nothing.
 #[tokio::test]
 async fn unauthenticated_requests_are_refused_and_change_nothing() {
-    let client = client().await;
-    install_crds(&client).await;
-    let setup = Setup::new("auth").await;
+    let client = plane().await;
+    let mut setup = Setup::new().await;
     let adapter = setup.start(&client).await;
     let mm = User::new(Platform::Mattermost, "mallory");
     let slack = User::new(Platform::Slack, "mallory");
@@ -1122,16 +1250,15 @@ async fn unauthenticated_requests_are_refused_and_change_nothing() {
         ),
         "{metrics}"
     );
-    adapter.stop().await;
     setup.cleanup(&client).await;
+    adapter.stop().await;
 }
 
 /// Only the requester or an admin may change or delete; a per-user maximum;
 /// a taken name is answered clearly.
 async fn ownership_and_quota(platform: Platform) {
-    let client = client().await;
-    install_crds(&client).await;
-    let mut setup = Setup::new("own").await;
+    let client = plane().await;
+    let mut setup = Setup::new().await;
     let admin = User::new(platform, "admin");
     setup.admins = vec![admin.requester_label()];
     setup.max_per_user = 2;
@@ -1253,8 +1380,8 @@ async fn ownership_and_quota(platform: Platform) {
     let all = adapter.command(&alice, "list --all").await;
     assert!(all.assert_ephemeral().contains(&bobs));
 
-    adapter.stop().await;
     setup.cleanup(&client).await;
+    adapter.stop().await;
 }
 
 #[tokio::test]
@@ -1270,9 +1397,8 @@ async fn slack_ownership_and_quota() {
 /// Each grammar error gets its own message and the usage line; values the
 /// API server refuses are answered with its rule's message. Nothing is created.
 async fn bad_input(platform: Platform) {
-    let client = client().await;
-    install_crds(&client).await;
-    let setup = Setup::new("bad").await;
+    let client = plane().await;
+    let mut setup = Setup::new().await;
     let adapter = setup.start(&client).await;
     let carol = User::new(platform, "carol");
     let name = short_name("bad");
@@ -1349,8 +1475,8 @@ async fn bad_input(platform: Platform) {
         list.assert_ephemeral()
             .contains("You have no installations")
     );
-    adapter.stop().await;
     setup.cleanup(&client).await;
+    adapter.stop().await;
 }
 
 #[tokio::test]
@@ -1364,12 +1490,11 @@ async fn slack_bad_input_creates_nothing() {
 }
 
 /// A 429 with `Retry-After` is retried after the pause the platform asked
-/// for; a failure is told with its reason and ends the progress message.
+/// for; a failure (the real controller's ImagePullBackOff) is told with its
+/// reason and ends the progress message.
 async fn throttled_and_failed(platform: Platform) {
-    let client = client().await;
-    install_crds(&client).await;
-    let setup = Setup::new("thr").await;
-    let controller = StandInController::new(&client).await;
+    let client = plane().await;
+    let mut setup = Setup::new().await;
     let post_path = match platform {
         Platform::Mattermost => "/api/v4/posts",
         Platform::Slack => "/api/chat.postMessage",
@@ -1385,8 +1510,12 @@ async fn throttled_and_failed(platform: Platform) {
     let adapter = setup.start(&client).await;
     let dave = User::new(platform, "dave");
     let name = short_name("thr");
+    // The local plane's fake kubelet cannot pull from missing.invalid.
     adapter
-        .command(&dave, &format!("create {name}"))
+        .command(
+            &dave,
+            &format!("create {name} --image missing.invalid/team/app"),
+        )
         .await
         .assert_ephemeral();
     let progress = setup.fake.wait_for_posts("Setting up", 1).await[0].clone();
@@ -1405,9 +1534,14 @@ async fn throttled_and_failed(platform: Platform) {
         .collect();
     assert_eq!(opens.len(), 3, "two 503s, then success: {opens:?}");
     assert_eq!(&opens[..2], &[503, 503]);
-    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert!(attempts.len() >= 2, "{attempts:#?}");
     assert_eq!(attempts[0].status, 429, "{attempts:#?}");
     assert!(attempts[1].status < 300, "{attempts:#?}");
+    assert_eq!(
+        attempts[1].created_id.as_deref(),
+        Some(progress.id.as_str()),
+        "the retried post is the progress message: {attempts:#?}"
+    );
     let pause = attempts[1].at - attempts[0].at;
     assert!(
         pause >= Duration::from_millis(950),
@@ -1415,17 +1549,20 @@ async fn throttled_and_failed(platform: Platform) {
     );
     println!("{platform:?}: retried after {pause:?} (Retry-After: 1)");
 
-    controller
-        .failed(&name, "image example.test/app:9.11.0 not found")
-        .await;
+    let ti = wait_for_phase(&client, &name, Phase::Failed).await;
+    let app = ti
+        .condition(conditions::APP_READY)
+        .unwrap_or_else(|| panic!("no AppReady in {:#?}", ti.status))
+        .clone();
+    assert_eq!(app.reason, "ImagePullBackOff", "{app:#?}");
     let failed = setup.fake.wait_for_posts("failed", 1).await;
+    assert_eq!(failed.len(), 1, "{failed:#?}");
     assert!(
-        failed[0]
-            .text
-            .contains("image example.test/app:9.11.0 not found"),
-        "{failed:?}"
+        failed[0].text.contains("missing.invalid/team/app:9.11.0"),
+        "the image is named: {failed:?}"
     );
     assert!(failed[0].text.contains("ImagePullBackOff"), "{failed:?}");
+    assert_eq!(failed[0].channel, progress.channel);
     wait_for(
         "the progress message to show the failure",
         TIMEOUT,
@@ -1442,9 +1579,16 @@ async fn throttled_and_failed(platform: Platform) {
         },
     )
     .await;
-    adapter.stop().await;
+    let updates = setup.fake.updates();
+    assert!(
+        updates.iter().all(|(id, _)| *id == progress.id),
+        "every edit is of the progress message: {updates:#?}"
+    );
     setup.cleanup(&client).await;
-    controller.finish().await;
+    // Told once about the failure, once about the deletion.
+    assert_eq!(setup.fake.posts_containing("failed").len(), 1);
+    assert_eq!(setup.fake.posts_containing("being deleted").len(), 1);
+    adapter.stop().await;
 }
 
 #[tokio::test]
@@ -1460,9 +1604,8 @@ async fn slack_retries_429_and_tells_failures() {
 /// The adapter refuses to start with an empty secret.
 #[tokio::test]
 async fn refuses_to_start_with_an_empty_secret() {
-    let client = client().await;
-    install_crds(&client).await;
-    let setup = Setup::new("empty").await;
+    let client = plane().await;
+    let mut setup = Setup::new().await;
     std::fs::write(setup.dir.join("signing"), "\n").unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let err = chat::serve(client.clone(), setup.config(), listener, async {})
