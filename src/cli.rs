@@ -25,6 +25,16 @@ pub enum Command {
     Crd,
     /// Print the version of this binary.
     Version,
+    /// Serve GitHub webhooks: PR labels and `/testenv` comments drive
+    /// TestInstallations; a sticky comment and a Deployment report them.
+    Github {
+        /// Address to serve the webhook, probes and metrics on.
+        #[arg(long, default_value = "0.0.0.0:8080", env = "EPHEMERA_LISTEN")]
+        listen: std::net::SocketAddr,
+        /// The adapter's YAML config (see docs/github.md).
+        #[arg(long, env = "EPHEMERA_GITHUB_CONFIG")]
+        config: std::path::PathBuf,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -37,5 +47,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("ephemera {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Github { listen, config } => crate::adapters::github::serve(listen, &config).await,
     }
 }

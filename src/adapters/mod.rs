@@ -2,4 +2,5 @@
 //! patch or delete TestInstallations and watch their status; they never touch
 //! the objects an installation is made of.
 
+pub mod github;
 pub mod notify;
