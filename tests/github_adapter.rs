@@ -1229,3 +1229,106 @@ async fn config_refuses_to_start_with_an_empty_secret() {
     let err = Config::from_yaml(&yaml).unwrap_err().to_string();
     assert!(err.contains("empty"), "{err}");
 }
+
+#[tokio::test]
+async fn a_full_queue_answers_503_and_the_redelivery_is_processed() {
+    let kube = client().await;
+    install_crds(&kube).await;
+    let gh = FakeGitHub::start(BOT, AuthMode::Token(TOKEN.into())).await;
+    let repo = format!("acme/{}", unique_name("queue"));
+    let config =
+        Config::from_yaml(&config_yaml(&gh, &[(&repo, false)], "queueCapacity: 1\n")).unwrap();
+    let adapter = Adapter::start(config, kube.clone()).await;
+    let api: Api<TestInstallation> = Api::all(kube.clone());
+    // The worker is held up by rate limits on the first reconcile.
+    gh.throttle(Method::GET, "/pulls/12", 3);
+    let pr = pull(&repo, 12, &sha('c'), &[LABEL], false);
+    gh.set_pull(&repo, pr.clone());
+    let event = pull_event("labeled", &pr, Some(LABEL), "dev");
+    let mut refused = None;
+    for i in 0..6 {
+        let delivery = format!("queue-{i}-{repo}");
+        let (status, text) = adapter.deliver_as("pull_request", &event, &delivery).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(text.contains("queue is full"), "{text}");
+            refused = Some(delivery);
+            break;
+        }
+        assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    }
+    let refused = refused.expect("a delivery was refused with 503 while the queue was full");
+    assert!(
+        adapter
+            .metrics()
+            .await
+            .contains(r#"event="pull_request",outcome="queue_full"} 1"#)
+    );
+    // GitHub's redelivery keeps the GUID; it is not mistaken for a duplicate.
+    let status = wait_for("the redelivery to be accepted", TIMEOUT, || async {
+        let (status, text) = adapter.deliver_as("pull_request", &event, &refused).await;
+        (status == StatusCode::ACCEPTED)
+            .then_some(status)
+            .ok_or(format!("{status} {text}"))
+    })
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let name = name_of(&repo, 12);
+    wait_installation(&api, &name, "the installation", |_| true).await;
+    cleanup(&api, &[&name]).await;
+    adapter.stop().await;
+}
+
+#[tokio::test]
+async fn ha_and_upgrade_labels_pick_size_and_the_profiles_default_version() {
+    let kube = client().await;
+    install_crds(&kube).await;
+    let profiles: Api<ephemera::api::InstallationProfile> = Api::all(kube.clone());
+    let profile = unique_name("prof");
+    let body: ephemera::api::InstallationProfile = serde_json::from_value(json!({
+        "apiVersion": "ephemera.dev/v1alpha1",
+        "kind": "InstallationProfile",
+        "metadata": { "name": profile },
+        "spec": { "image": "registry.test/app", "defaultVersion": "9.10.0" }
+    }))
+    .unwrap();
+    profiles
+        .create(&Default::default(), &body)
+        .await
+        .expect("create profile");
+    let gh = FakeGitHub::start(BOT, AuthMode::Token(TOKEN.into())).await;
+    let repo = format!("acme/{}", unique_name("labels"));
+    let yaml = config_yaml(&gh, &[(&repo, false)], "")
+        .replace("profile: generic", &format!("profile: {profile}"));
+    let adapter = Adapter::start(Config::from_yaml(&yaml).unwrap(), kube.clone()).await;
+    let api: Api<TestInstallation> = Api::all(kube.clone());
+
+    for (number, label) in [
+        (31, "Setup HA Test Server"),
+        (32, "Setup Upgrade Test Server"),
+    ] {
+        let pr = pull(&repo, number, &sha('9'), &[label], false);
+        gh.set_pull(&repo, pr.clone());
+        adapter
+            .deliver(
+                "pull_request",
+                &pull_event("labeled", &pr, Some(label), "dev"),
+            )
+            .await;
+    }
+    let ha = wait_installation(&api, &name_of(&repo, 31), "the HA installation", |_| true).await;
+    assert_eq!(ha.spec.size.as_deref(), Some("miniHA"));
+    assert_eq!(ha.spec.upgrade_from, None);
+    let up = wait_installation(
+        &api,
+        &name_of(&repo, 32),
+        "the upgrade installation",
+        |_| true,
+    )
+    .await;
+    assert_eq!(up.spec.upgrade_from.as_deref(), Some("9.10.0"));
+    assert_eq!(version(&up), Some("9999999"));
+    assert_eq!(up.spec.profile.as_deref(), Some(profile.as_str()));
+    cleanup(&api, &[&name_of(&repo, 31), &name_of(&repo, 32)]).await;
+    let _ = profiles.delete(&profile, &DeleteParams::default()).await;
+    adapter.stop().await;
+}
