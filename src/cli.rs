@@ -29,7 +29,7 @@ pub enum Command {
     /// TestInstallations; a sticky comment and a Deployment report them.
     Github {
         /// Address to serve the webhook, probes and metrics on.
-        #[arg(long, default_value = "0.0.0.0:8080", env = "EPHEMERA_LISTEN")]
+        #[arg(long, env = "EPHEMERA_LISTEN")]
         listen: std::net::SocketAddr,
         /// The adapter's YAML config (see docs/github.md).
         #[arg(long, env = "EPHEMERA_GITHUB_CONFIG")]

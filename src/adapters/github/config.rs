@@ -576,6 +576,29 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/github-config.yaml");
+        let mut raw: RawConfig =
+            serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(
+            raw.webhook_secrets[0].env.as_deref(),
+            Some("EPHEMERA_GITHUB_WEBHOOK_SECRET")
+        );
+        // The environment of the test run has no secrets; read them from a file.
+        let file = SecretSource {
+            env: None,
+            file: Some(secret_file("x")),
+            value: None,
+        };
+        raw.webhook_secrets = vec![file.clone()];
+        raw.auth.token = Some(file);
+        let config = Config::resolve(raw).unwrap();
+        assert_eq!(config.labels, default_labels());
+        assert!(config.repository("acme/docs-site").unwrap().allow_forks);
+        assert!(!config.repository("acme/webapp").unwrap().allow_forks);
+    }
+
+    #[test]
     fn active_label_follows_config_order() {
         let s = secret_file("x");
         let config = Config::from_yaml(&yaml(&s, "")).unwrap();

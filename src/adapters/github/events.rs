@@ -163,7 +163,6 @@ pub struct CommentIntent {
     pub repository: String,
     pub installation_id: Option<u64>,
     pub number: u64,
-    pub pr_open: bool,
     pub comment_id: u64,
     pub author: String,
     pub command: Result<Command, CommandError>,
@@ -234,6 +233,9 @@ pub fn triage(event: &str, body: &[u8], config: &Config) -> Result<Triage, Paylo
             if e.issue.pull_request.is_none() {
                 return Ok(Triage::Ignore("comment is not on a pull request"));
             }
+            if e.issue.state != "open" {
+                return Ok(Triage::Ignore("pull request is closed"));
+            }
             if e.comment.user.login.eq_ignore_ascii_case(&config.bot_login) {
                 return Ok(Triage::Ignore("comment is the adapter's own"));
             }
@@ -248,7 +250,6 @@ pub fn triage(event: &str, body: &[u8], config: &Config) -> Result<Triage, Paylo
                 repository: e.repository.full_name,
                 installation_id: e.installation.map(|i| i.id),
                 number: e.issue.number,
-                pr_open: e.issue.state == "open",
                 comment_id: e.comment.id,
                 author: e.comment.user.login,
                 command,
