@@ -69,8 +69,11 @@ async fn install_crds(client: &Client) {
     .await;
 }
 
-/// Stands in for the controller: writes the status it would write.
-async fn act_as_controller(api: &Api<TestInstallation>, name: &str, phase: &str, url: &str) {
+/// Stands in for the controller: writes the status it would write, and
+/// returns the URL it reported. (With the real controller in the test run,
+/// replace this by waiting for the controller to reach `phase`.)
+async fn act_as_controller(api: &Api<TestInstallation>, name: &str, phase: &str) -> String {
+    let url = format!("https://{name}.ephemera.test");
     let ti = api.get(name).await.expect("installation to report on");
     let generation = ti.metadata.generation.unwrap_or(1);
     let ready = phase == "Ready";
@@ -99,6 +102,7 @@ async fn act_as_controller(api: &Api<TestInstallation>, name: &str, phase: &str,
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
         .await
         .expect("patch status as the controller");
+    url
 }
 
 /// Deletes installations a test leaves behind, finalizers included.
@@ -436,8 +440,7 @@ async fn label_push_and_close_drive_one_installation_one_comment_and_deployments
     assert_eq!(deployment.request["required_contexts"], json!([]));
     assert_eq!(deployment.git_ref(), first);
 
-    let url = format!("https://{name}.ephemera.test");
-    act_as_controller(api, &name, "Ready", &url).await;
+    let url = act_as_controller(api, &name, "Ready").await;
     wait_for("Ready reported with the URL", TIMEOUT, || async {
         let stickies = gh.stickies(repo, 7);
         let deployments = gh.deployments(repo);
@@ -475,7 +478,7 @@ async fn label_push_and_close_drive_one_installation_one_comment_and_deployments
         version(ti) == Some("bbbbbbb") && ti.annotations()[labels::HEAD_SHA] == second
     })
     .await;
-    act_as_controller(api, &name, "Ready", &url).await;
+    act_as_controller(api, &name, "Ready").await;
     wait_for(
         "the new commit reported in the same comment",
         TIMEOUT,
@@ -524,10 +527,29 @@ async fn label_push_and_close_drive_one_installation_one_comment_and_deployments
     )
     .await;
 
+    // Reopening a PR that still carries the label creates it again.
+    gh.update_pull(repo, 7, |p| p["state"] = json!("open"));
+    let pr = gh.pull(repo, 7);
+    env.adapter
+        .deliver("pull_request", &pull_event("reopened", &pr, None, "dev"))
+        .await;
+    wait_installation(api, &name, "the installation again after reopening", |ti| {
+        version(ti) == Some("bbbbbbb") && ti.metadata.deletion_timestamp.is_none()
+    })
+    .await;
+    wait_for("the same comment reused", TIMEOUT, || async {
+        let s = gh.stickies(repo, 7);
+        (s.len() == 1 && s[0].body.contains("Pending"))
+            .then_some(())
+            .ok_or(format!("{s:#?}"))
+    })
+    .await;
+    assert_eq!(gh.comments(repo, 7).len(), 1);
+
     let metrics = env.adapter.metrics().await;
     assert!(
         metrics.contains(
-            r#"ephemera_github_webhooks_received_total{event="pull_request",outcome="accepted"} 3"#
+            r#"ephemera_github_webhooks_received_total{event="pull_request",outcome="accepted"} 4"#
         ),
         "{metrics}"
     );
@@ -539,8 +561,8 @@ async fn label_push_and_close_drive_one_installation_one_comment_and_deployments
         metrics.contains(r#"ephemera_github_api_calls_total{method="POST",outcome="success"}"#),
         "{metrics}"
     );
+    cleanup(api, &[&name]).await;
     env.adapter.stop().await;
-    let _ = env.kube;
 }
 
 #[tokio::test]
@@ -1074,8 +1096,7 @@ async fn restarts_neither_repeat_nor_drop_reports() {
     env.adapter.stop().await;
 
     // While the adapter is down the installation becomes Ready.
-    let url = format!("https://{name}.ephemera.test");
-    act_as_controller(api, &name, "Ready", &url).await;
+    act_as_controller(api, &name, "Ready").await;
     let adapter = Adapter::start(config(), env.kube.clone()).await;
     wait_for("Ready reported after the restart", TIMEOUT, || async {
         let d = gh.deployments(&repo);
@@ -1091,7 +1112,7 @@ async fn restarts_neither_repeat_nor_drop_reports() {
     let adapter = Adapter::start(config(), env.kube.clone()).await;
     let pulls = gh.calls(Method::GET, "/pulls/4").len();
     // Prove the restarted adapter has processed the watch: a later change is reported.
-    act_as_controller(api, &name, "Failed", &url).await;
+    act_as_controller(api, &name, "Failed").await;
     wait_for("the failure reported", TIMEOUT, || async {
         let d = gh.deployments(&repo);
         (d[0].states().last().map(String::as_str) == Some("failure"))

@@ -171,16 +171,13 @@ impl GitHub {
 
     /// The bearer token for calls about `repository`.
     async fn token(&self, repository: Option<&str>) -> Result<Secret, GitHubError> {
-        let Credentials::App {
-            tokens,
-            installations,
-            ..
-        } = &self.credentials
-        else {
-            let Credentials::Token(token) = &self.credentials else {
-                unreachable!()
-            };
-            return Ok(token.clone());
+        let (tokens, installations) = match &self.credentials {
+            Credentials::Token(token) => return Ok(token.clone()),
+            Credentials::App {
+                tokens,
+                installations,
+                ..
+            } => (tokens, installations),
         };
         let repository = repository
             .ok_or_else(|| GitHubError::Auth("an App call needs a repository".into()))?
@@ -244,16 +241,21 @@ impl GitHub {
         Ok(token)
     }
 
-    async fn forget_token(&self, repository: Option<&str>) {
-        if let (Credentials::App { tokens, .. }, Some(repo)) = (&self.credentials, repository)
-            && let Credentials::App { installations, .. } = &self.credentials
-            && let Some(id) = installations
+    async fn forget_token(&self, repository: &str) {
+        if let Credentials::App {
+            tokens,
+            installations,
+            ..
+        } = &self.credentials
+        {
+            let id = installations
                 .lock()
                 .await
-                .get(&repo.to_ascii_lowercase())
-                .copied()
-        {
-            tokens.lock().await.remove(&id);
+                .get(&repository.to_ascii_lowercase())
+                .copied();
+            if let Some(id) = id {
+                tokens.lock().await.remove(&id);
+            }
         }
     }
 
@@ -273,7 +275,7 @@ impl GitHub {
         {
             Err(err) if err.status() == Some(StatusCode::UNAUTHORIZED) => {
                 // A revoked or expired installation token: fetch a new one once.
-                self.forget_token(Some(repository)).await;
+                self.forget_token(repository).await;
                 let token = self.token(Some(repository)).await?;
                 self.send(&token, method, segments, query, body).await
             }

@@ -62,6 +62,11 @@ pub async fn run(ctx: Arc<Ctx>, client: kube::Client) {
     let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<String>();
     let mut latest: HashMap<String, (Arc<TestInstallation>, bool)> = HashMap::new();
     let mut failures: HashMap<String, u32> = HashMap::new();
+    // What this process told, by installation uid. The watch can deliver a
+    // version of an installation written before our own last memory patch
+    // (e.g. a status update racing it); the annotation on such a version is
+    // stale, this is not. The annotation is what survives a restart.
+    let mut memory: HashMap<String, Told> = HashMap::new();
     loop {
         let name = tokio::select! {
             event = events.next() => match event {
@@ -86,11 +91,12 @@ pub async fn run(ctx: Arc<Ctx>, client: kube::Client) {
             latest.remove(&name);
             continue;
         }
-        match report(&ctx, &ti, deleted).await {
+        match report(&ctx, &ti, deleted, &mut memory).await {
             Ok(()) => {
                 failures.remove(&name);
                 if deleted {
                     latest.remove(&name);
+                    memory.remove(&ti.uid().unwrap_or_default());
                 }
             }
             Err(err) => {
@@ -125,7 +131,12 @@ pub fn environment(name: &str) -> String {
     format!("ephemera/{name}")
 }
 
-async fn report(ctx: &Ctx, ti: &TestInstallation, deleted: bool) -> anyhow::Result<()> {
+async fn report(
+    ctx: &Ctx,
+    ti: &TestInstallation,
+    deleted: bool,
+    memory: &mut HashMap<String, Told>,
+) -> anyhow::Result<()> {
     let name = ti.name_any();
     let annotations_map = ti.annotations();
     let repository = annotations_map
@@ -138,7 +149,12 @@ async fn report(ctx: &Ctx, ti: &TestInstallation, deleted: bool) -> anyhow::Resu
     else {
         anyhow::bail!("{name} has no {} annotation", annotations::PULL_NUMBER);
     };
-    let before: Told = notify::recalled(ti, ADAPTER).unwrap_or_default();
+    let uid = ti.uid().unwrap_or_default();
+    let before: Told = memory
+        .get(&uid)
+        .cloned()
+        .or_else(|| notify::recalled(ti, ADAPTER))
+        .unwrap_or_default();
     let mut told = before.clone();
     let report = Report::of(ti, deleted);
     let result = tell(ctx, &repository, number, &report, &mut told).await;
