@@ -44,6 +44,16 @@ pub enum Command {
         #[arg(long, env = "EPHEMERA_CHAT_CONFIG")]
         config: std::path::PathBuf,
     },
+    /// Serve GitHub webhooks: PR labels and `/testenv` comments drive
+    /// TestInstallations; a sticky comment and a Deployment report them.
+    Github {
+        /// Address to serve the webhook, probes and metrics on.
+        #[arg(long, default_value = "0.0.0.0:8080", env = "EPHEMERA_GITHUB_LISTEN")]
+        listen: std::net::SocketAddr,
+        /// The adapter's YAML config (see examples/github-config.yaml).
+        #[arg(long, env = "EPHEMERA_GITHUB_CONFIG")]
+        config: std::path::PathBuf,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -67,5 +77,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Chat { listen, config } => crate::adapters::chat::run(listen, &config).await,
+        Command::Github { listen, config } => {
+            crate::adapters::github::serve(listen, &config).await
+        }
     }
 }

@@ -3,4 +3,5 @@
 //! the objects an installation is made of.
 
 pub mod chat;
+pub mod github;
 pub mod notify;

@@ -1,0 +1,304 @@
+//! Tells pull requests about their installations: one sticky comment (found
+//! by its hidden marker, edited in place), a GitHub Deployment per deployed
+//! commit with statuses in_progress → success/failure → inactive, and
+//! optionally a commit status.
+//!
+//! Driven by watching TestInstallations with `ephemera.dev/source=github`.
+//! What was told is remembered on each installation (the shared notify
+//! memory), so a restart neither repeats nor drops a report. The finalizer
+//! `ephemera.dev/github-report` holds a deleted installation until its
+//! teardown is reported, even if the adapter was down when it was deleted.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use kube::{
+    ResourceExt,
+    api::{Patch, PatchParams},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::{
+    ADAPTER, FIELD_MANAGER,
+    actions::Ctx,
+    annotations,
+    render::{self, Report, Stage},
+};
+use crate::{
+    adapters::notify::{self, InstallationEvent},
+    api::{TestInstallation, labels},
+};
+
+/// What the adapter has told the PR about one installation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Told {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<u64>,
+    /// Hash of the comment body last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_state: Option<String>,
+    /// `<sha>:<state>` of the last commit status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_status: Option<String>,
+}
+
+pub async fn run(ctx: Arc<Ctx>, client: kube::Client) {
+    let selector = format!("{}=github", labels::SOURCE);
+    let mut events = notify::installation_events(client, &selector).boxed();
+    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<String>();
+    let mut latest: HashMap<String, (Arc<TestInstallation>, bool)> = HashMap::new();
+    let mut failures: HashMap<String, u32> = HashMap::new();
+    // What this process told, by installation uid. The watch can deliver a
+    // version of an installation written before our own last memory patch
+    // (e.g. a status update racing it); the annotation on such a version is
+    // stale, this is not. The annotation is what survives a restart.
+    let mut memory: HashMap<String, Told> = HashMap::new();
+    loop {
+        let name = tokio::select! {
+            event = events.next() => match event {
+                Some(InstallationEvent::Applied(ti)) => {
+                    let name = ti.name_any();
+                    latest.insert(name.clone(), (ti, false));
+                    name
+                }
+                Some(InstallationEvent::Deleted(ti)) => {
+                    let name = ti.name_any();
+                    latest.insert(name.clone(), (ti, true));
+                    name
+                }
+                None => return,
+            },
+            Some(name) = retry_rx.recv() => name,
+        };
+        let Some((ti, deleted)) = latest.get(&name).cloned() else {
+            continue;
+        };
+        if !serves(&ctx, &ti) {
+            latest.remove(&name);
+            continue;
+        }
+        match report(&ctx, &ti, deleted, &mut memory).await {
+            Ok(()) => {
+                failures.remove(&name);
+                if deleted {
+                    latest.remove(&name);
+                    memory.remove(&ti.uid().unwrap_or_default());
+                }
+            }
+            Err(err) => {
+                let n = failures.entry(name.clone()).or_default();
+                *n += 1;
+                let wait = Duration::from_secs(2u64.pow((*n).min(8)));
+                tracing::warn!(installation = %name, error = %err, ?wait,
+                    "reporting to GitHub failed; will retry");
+                let tx = retry_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = tx.send(name);
+                });
+            }
+        }
+    }
+}
+
+/// Whether the installation belongs to a repository this adapter serves
+/// (several adapters may share a cluster).
+fn serves(ctx: &Ctx, ti: &TestInstallation) -> bool {
+    ti.annotations()
+        .get(annotations::REPOSITORY)
+        .is_some_and(|r| ctx.config.repository(r).is_some())
+}
+
+fn digest(text: &str) -> String {
+    hex::encode(&Sha256::digest(text.as_bytes())[..8])
+}
+
+pub fn environment(name: &str) -> String {
+    format!("ephemera/{name}")
+}
+
+async fn report(
+    ctx: &Ctx,
+    ti: &TestInstallation,
+    deleted: bool,
+    memory: &mut HashMap<String, Told>,
+) -> anyhow::Result<()> {
+    let name = ti.name_any();
+    let annotations_map = ti.annotations();
+    let repository = annotations_map
+        .get(annotations::REPOSITORY)
+        .cloned()
+        .unwrap_or_default();
+    let Some(number) = annotations_map
+        .get(annotations::PULL_NUMBER)
+        .and_then(|n| n.parse::<u64>().ok())
+    else {
+        anyhow::bail!("{name} has no {} annotation", annotations::PULL_NUMBER);
+    };
+    let uid = ti.uid().unwrap_or_default();
+    let before: Told = memory
+        .get(&uid)
+        .cloned()
+        .or_else(|| notify::recalled(ti, ADAPTER))
+        .unwrap_or_default();
+    let mut told = before.clone();
+    let report = Report::of(ti, deleted);
+    let result = tell(ctx, &repository, number, &report, &mut told).await;
+    told.phase = Some(report.phase.clone());
+    told.generation = ti.metadata.generation;
+    if deleted {
+        return result;
+    }
+    let finalizers = ti.finalizers();
+    let release = ti.metadata.deletion_timestamp.is_some()
+        && result.is_ok()
+        && finalizers.iter().any(|f| f == annotations::FINALIZER);
+    if release {
+        let remaining: Vec<&String> = finalizers
+            .iter()
+            .filter(|f| *f != annotations::FINALIZER)
+            .collect();
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": ti.resource_version(),
+                "finalizers": remaining,
+                "annotations": { notify::memory_annotation(ADAPTER): serde_json::to_string(&told)? },
+            }
+        });
+        ctx.installations
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        tracing::info!(installation = %name, "teardown reported; finalizer released");
+    } else if told != before {
+        notify::remember(&ctx.installations, &name, ADAPTER, &told).await?;
+    }
+    result
+}
+
+/// Brings the comment, deployment and commit status in line with `report`,
+/// recording in `told` every step that succeeded.
+async fn tell(
+    ctx: &Ctx,
+    repository: &str,
+    number: u64,
+    report: &Report,
+    told: &mut Told,
+) -> anyhow::Result<()> {
+    let github = &ctx.github;
+    let body = render::sticky(report);
+    let body_digest = digest(&body);
+    if told.comment_digest.as_deref() != Some(body_digest.as_str()) {
+        let known = match told.comment {
+            Some(id) => Some(id),
+            None => find_sticky(ctx, repository, number).await?,
+        };
+        let id = match known {
+            Some(id) => match github.update_comment(repository, id, &body).await {
+                Ok(()) => id,
+                Err(err) if err.status() == Some(reqwest::StatusCode::NOT_FOUND) => {
+                    github.create_comment(repository, number, &body).await?
+                }
+                Err(err) => return Err(err.into()),
+            },
+            None => github.create_comment(repository, number, &body).await?,
+        };
+        told.comment = Some(id);
+        told.comment_digest = Some(body_digest);
+    }
+
+    let environment = environment(&report.name);
+    let git_ref = report.sha.clone().or_else(|| report.version.clone());
+    if report.stage != Stage::Removed
+        && report.stage != Stage::Hibernated
+        && let Some(git_ref) = &git_ref
+        && told.deployment_ref.as_ref() != Some(git_ref)
+    {
+        let id = match github
+            .find_deployment(repository, &environment, git_ref)
+            .await?
+        {
+            Some(id) => id,
+            None => {
+                github
+                    .create_deployment(
+                        repository,
+                        git_ref,
+                        &environment,
+                        &format!("Test installation {}", report.name),
+                        &report.name,
+                    )
+                    .await?
+            }
+        };
+        told.deployment = Some(id);
+        told.deployment_ref = Some(git_ref.clone());
+        told.deployment_state = None;
+    }
+    let state = report.stage.deployment_state();
+    if let Some(id) = told.deployment
+        && told.deployment_state.as_deref() != Some(state)
+    {
+        let url = (report.stage == Stage::Ready)
+            .then_some(report.url.as_deref())
+            .flatten();
+        github
+            .create_deployment_status(repository, id, state, url, &report.description())
+            .await?;
+        told.deployment_state = Some(state.to_string());
+    }
+
+    if ctx.config.commit_status
+        && let (Some(sha), Some(state)) = (&report.sha, report.stage.commit_state())
+    {
+        let key = format!("{sha}:{state}");
+        if told.commit_status.as_ref() != Some(&key) {
+            github
+                .create_commit_status(
+                    repository,
+                    sha,
+                    state,
+                    report
+                        .url
+                        .as_deref()
+                        .filter(|_| report.stage == Stage::Ready),
+                    &report.description(),
+                    &environment,
+                )
+                .await?;
+            told.commit_status = Some(key);
+        }
+    }
+    Ok(())
+}
+
+/// The adapter's sticky comment on the PR, found by its marker.
+async fn find_sticky(ctx: &Ctx, repository: &str, number: u64) -> anyhow::Result<Option<u64>> {
+    let comments = ctx.github.list_comments(repository, number).await?;
+    Ok(comments
+        .into_iter()
+        .find(|c| {
+            c.user.login.eq_ignore_ascii_case(&ctx.config.bot_login)
+                && c.body
+                    .as_deref()
+                    .is_some_and(|b| b.contains(render::MARKER))
+        })
+        .map(|c| c.id))
+}

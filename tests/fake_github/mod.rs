@@ -1,0 +1,500 @@
+//! A local stand-in for the GitHub REST API (axum on 127.0.0.1:0): keeps pull
+//! requests, comments, labels, deployments and statuses in memory, answers
+//! like GitHub does, checks authentication, records every call, and can be
+//! told to rate-limit.
+#![allow(dead_code)]
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    body::Bytes,
+    http::{HeaderMap, Method, StatusCode, Uri},
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: Method,
+    pub path: String,
+    pub status: u16,
+    pub at: Instant,
+}
+
+#[derive(Debug, Clone)]
+pub struct Comment {
+    pub id: u64,
+    pub repo: String,
+    pub number: u64,
+    pub body: String,
+    pub user: String,
+    pub edits: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub id: u64,
+    pub repo: String,
+    pub request: Value,
+    pub statuses: Vec<Value>,
+}
+
+impl Deployment {
+    pub fn git_ref(&self) -> &str {
+        self.request["ref"].as_str().unwrap_or_default()
+    }
+    pub fn states(&self) -> Vec<String> {
+        self.statuses
+            .iter()
+            .map(|s| s["state"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+/// How the fake authenticates callers.
+pub enum AuthMode {
+    /// `Authorization: Bearer <token>`.
+    Token(String),
+    /// A GitHub App: JWTs signed with the key whose public half is given
+    /// buy installation tokens.
+    App {
+        public_key_pem: String,
+        app_id: String,
+    },
+}
+
+#[derive(Default)]
+pub struct State {
+    pub pulls: HashMap<(String, u64), Value>,
+    pub comments: Vec<Comment>,
+    pub deployments: Vec<Deployment>,
+    pub commit_statuses: Vec<(String, String, Value)>,
+    pub permissions: HashMap<String, String>,
+    pub calls: Vec<Call>,
+    /// (method, path suffix, how many more 429s to answer).
+    pub throttles: Vec<(Method, String, u32)>,
+    pub issued_tokens: HashSet<String>,
+    pub token_requests: u32,
+    pub bot: String,
+    next_id: u64,
+}
+
+impl State {
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+}
+
+#[derive(Clone)]
+pub struct FakeGitHub {
+    pub addr: SocketAddr,
+    pub state: Arc<Mutex<State>>,
+    auth: Arc<AuthMode>,
+}
+
+impl FakeGitHub {
+    pub async fn start(bot: &str, auth: AuthMode) -> Self {
+        let state = Arc::new(Mutex::new(State {
+            bot: bot.to_string(),
+            next_id: 1000,
+            ..Default::default()
+        }));
+        let auth = Arc::new(auth);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (s, a) = (state.clone(), auth.clone());
+        let router = Router::new().fallback(move |method, uri, headers, body| {
+            let (s, a) = (s.clone(), a.clone());
+            async move { handle(s, a, method, uri, headers, body) }
+        });
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Self { addr, state, auth }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().unwrap())
+    }
+
+    pub fn set_pull(&self, repo: &str, pull: Value) {
+        let number = pull["number"].as_u64().unwrap();
+        self.with(|s| s.pulls.insert((repo.to_string(), number), pull));
+    }
+
+    pub fn pull(&self, repo: &str, number: u64) -> Value {
+        self.with(|s| s.pulls[&(repo.to_string(), number)].clone())
+    }
+
+    pub fn update_pull(&self, repo: &str, number: u64, f: impl FnOnce(&mut Value)) {
+        self.with(|s| f(s.pulls.get_mut(&(repo.to_string(), number)).unwrap()));
+    }
+
+    pub fn labels(&self, repo: &str, number: u64) -> Vec<String> {
+        self.pull(repo, number)["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn set_permission(&self, user: &str, permission: &str) {
+        self.with(|s| s.permissions.insert(user.into(), permission.into()));
+    }
+
+    pub fn comments(&self, repo: &str, number: u64) -> Vec<Comment> {
+        self.with(|s| {
+            s.comments
+                .iter()
+                .filter(|c| c.repo == repo && c.number == number)
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Comments of the adapter that carry the sticky marker.
+    pub fn stickies(&self, repo: &str, number: u64) -> Vec<Comment> {
+        self.comments(repo, number)
+            .into_iter()
+            .filter(|c| c.body.contains("<!-- ephemera:github-sticky -->"))
+            .collect()
+    }
+
+    pub fn deployments(&self, repo: &str) -> Vec<Deployment> {
+        self.with(|s| {
+            s.deployments
+                .iter()
+                .filter(|d| d.repo == repo)
+                .cloned()
+                .collect()
+        })
+    }
+
+    pub fn calls(&self, method: Method, path_suffix: &str) -> Vec<Call> {
+        self.with(|s| {
+            s.calls
+                .iter()
+                .filter(|c| c.method == method && c.path.ends_with(path_suffix))
+                .cloned()
+                .collect()
+        })
+    }
+
+    pub fn calls_under(&self, path_prefix: &str) -> Vec<Call> {
+        self.with(|s| {
+            s.calls
+                .iter()
+                .filter(|c| c.path.starts_with(path_prefix))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Answers the next `times` matching calls with 429 and `Retry-After: 1`.
+    pub fn throttle(&self, method: Method, path_suffix: &str, times: u32) {
+        self.with(|s| s.throttles.push((method, path_suffix.into(), times)));
+    }
+}
+
+fn decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&segment[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn query(uri: &Uri, key: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == key).then(|| decode(&v.replace('+', " ")))
+    })
+}
+
+fn json_response(status: StatusCode, value: Value) -> Response {
+    (status, axum::Json(value)).into_response()
+}
+
+fn not_found() -> Response {
+    json_response(StatusCode::NOT_FOUND, json!({ "message": "Not Found" }))
+}
+
+fn handle(
+    state: Arc<Mutex<State>>,
+    auth: Arc<AuthMode>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let mut s = state.lock().unwrap();
+    let response = respond(&mut s, &auth, &method, &uri, &headers, &body);
+    s.calls.push(Call {
+        method,
+        path,
+        status: response.status().as_u16(),
+        at: Instant::now(),
+    });
+    response
+}
+
+fn authorized(s: &State, auth: &AuthMode, headers: &HeaderMap, jwt_endpoint: bool) -> bool {
+    let Some(bearer) = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    match auth {
+        AuthMode::Token(token) => !jwt_endpoint && bearer == token,
+        AuthMode::App {
+            public_key_pem,
+            app_id,
+        } => {
+            if jwt_endpoint {
+                let key = jsonwebtoken::DecodingKey::from_rsa_pem(public_key_pem.as_bytes())
+                    .expect("public key");
+                let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+                validation.set_issuer(&[app_id]);
+                validation.set_required_spec_claims(&["exp", "iat", "iss"]);
+                match jsonwebtoken::decode::<Value>(bearer, &key, &validation) {
+                    Ok(data) => {
+                        let iat = data.claims["iat"].as_u64().unwrap_or(0);
+                        let exp = data.claims["exp"].as_u64().unwrap_or(0);
+                        exp > iat && exp - iat <= 600
+                    }
+                    Err(_) => false,
+                }
+            } else {
+                s.issued_tokens.contains(bearer)
+            }
+        }
+    }
+}
+
+fn respond(
+    s: &mut State,
+    auth: &AuthMode,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let path = uri.path();
+    for throttle in s.throttles.iter_mut() {
+        if throttle.0 == *method && path.ends_with(&throttle.1) && throttle.2 > 0 {
+            throttle.2 -= 1;
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "1")],
+                axum::Json(json!({ "message": "You have exceeded a secondary rate limit" })),
+            )
+                .into_response();
+        }
+    }
+    let segments: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(decode)
+        .collect();
+    let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let jwt_endpoint = matches!(
+        seg.as_slice(),
+        ["app", ..] | ["repos", _, _, "installation"]
+    );
+    if !authorized(s, auth, headers, jwt_endpoint) {
+        return json_response(
+            StatusCode::UNAUTHORIZED,
+            json!({ "message": "Bad credentials" }),
+        );
+    }
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let bot = s.bot.clone();
+    match (method.as_str(), seg.as_slice()) {
+        ("POST", ["app", "installations", _id, "access_tokens"]) => {
+            s.token_requests += 1;
+            let token = format!("ghs_fake_{}", s.token_requests);
+            s.issued_tokens.insert(token.clone());
+            let expires = std::time::SystemTime::now() + Duration::from_secs(3600);
+            let expires: k8s_openapi::jiff::Timestamp = expires.try_into().unwrap();
+            json_response(
+                StatusCode::CREATED,
+                json!({ "token": token, "expires_at": expires.to_string() }),
+            )
+        }
+        ("GET", ["repos", _, _, "installation"]) => {
+            json_response(StatusCode::OK, json!({ "id": 4242 }))
+        }
+        ("GET", ["repos", o, r, "pulls", n]) => {
+            let key = (format!("{o}/{r}"), n.parse().unwrap_or(0));
+            match s.pulls.get(&key) {
+                Some(pull) => json_response(StatusCode::OK, pull.clone()),
+                None => not_found(),
+            }
+        }
+        ("GET", ["repos", o, r, "issues", n, "comments"]) => {
+            let repo = format!("{o}/{r}");
+            let number: u64 = n.parse().unwrap_or(0);
+            let per_page: usize = query(uri, "per_page")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(30);
+            let page: usize = query(uri, "page").and_then(|p| p.parse().ok()).unwrap_or(1);
+            let list: Vec<Value> = s
+                .comments
+                .iter()
+                .filter(|c| c.repo == repo && c.number == number)
+                .skip((page - 1) * per_page)
+                .take(per_page)
+                .map(|c| json!({ "id": c.id, "body": c.body, "user": { "login": c.user } }))
+                .collect();
+            json_response(StatusCode::OK, json!(list))
+        }
+        ("POST", ["repos", o, r, "issues", n, "comments"]) => {
+            let id = s.id();
+            let comment = Comment {
+                id,
+                repo: format!("{o}/{r}"),
+                number: n.parse().unwrap_or(0),
+                body: body["body"].as_str().unwrap_or_default().to_string(),
+                user: bot,
+                edits: 0,
+            };
+            s.comments.push(comment.clone());
+            json_response(
+                StatusCode::CREATED,
+                json!({ "id": id, "body": comment.body, "user": { "login": comment.user } }),
+            )
+        }
+        ("PATCH", ["repos", o, r, "issues", "comments", id]) => {
+            let repo = format!("{o}/{r}");
+            let id: u64 = id.parse().unwrap_or(0);
+            match s.comments.iter_mut().find(|c| c.id == id && c.repo == repo) {
+                Some(c) => {
+                    c.body = body["body"].as_str().unwrap_or_default().to_string();
+                    c.edits += 1;
+                    json_response(StatusCode::OK, json!({ "id": id, "body": c.body }))
+                }
+                None => not_found(),
+            }
+        }
+        ("POST", ["repos", o, r, "issues", n, "labels"]) => {
+            let key = (format!("{o}/{r}"), n.parse().unwrap_or(0));
+            let Some(pull) = s.pulls.get_mut(&key) else {
+                return not_found();
+            };
+            let labels = pull["labels"].as_array_mut().unwrap();
+            for name in body["labels"].as_array().cloned().unwrap_or_default() {
+                if !labels.iter().any(|l| l["name"] == name) {
+                    labels.push(json!({ "name": name }));
+                }
+            }
+            json_response(StatusCode::OK, json!(labels))
+        }
+        ("DELETE", ["repos", o, r, "issues", n, "labels", name]) => {
+            let key = (format!("{o}/{r}"), n.parse().unwrap_or(0));
+            let Some(pull) = s.pulls.get_mut(&key) else {
+                return not_found();
+            };
+            let labels = pull["labels"].as_array_mut().unwrap();
+            let before = labels.len();
+            labels.retain(|l| l["name"] != *name);
+            if labels.len() == before {
+                return json_response(
+                    StatusCode::NOT_FOUND,
+                    json!({ "message": "Label does not exist" }),
+                );
+            }
+            json_response(StatusCode::OK, json!(labels))
+        }
+        ("GET", ["repos", _, _, "collaborators", user, "permission"]) => {
+            let permission = s
+                .permissions
+                .get(*user)
+                .cloned()
+                .unwrap_or_else(|| "none".into());
+            let role = permission.clone();
+            let permission = match permission.as_str() {
+                "maintain" => "write".to_string(),
+                "triage" => "read".to_string(),
+                other => other.to_string(),
+            };
+            json_response(
+                StatusCode::OK,
+                json!({ "permission": permission, "role_name": role, "user": { "login": user } }),
+            )
+        }
+        ("GET", ["repos", o, r, "deployments"]) => {
+            let repo = format!("{o}/{r}");
+            let environment = query(uri, "environment");
+            let mut list: Vec<Value> = s
+                .deployments
+                .iter()
+                .filter(|d| d.repo == repo)
+                .filter(|d| {
+                    environment
+                        .as_deref()
+                        .is_none_or(|e| d.request["environment"] == e)
+                })
+                .map(|d| {
+                    json!({ "id": d.id, "ref": d.request["ref"], "environment": d.request["environment"] })
+                })
+                .collect();
+            list.reverse();
+            json_response(StatusCode::OK, json!(list))
+        }
+        ("POST", ["repos", o, r, "deployments"]) => {
+            let id = s.id();
+            s.deployments.push(Deployment {
+                id,
+                repo: format!("{o}/{r}"),
+                request: body.clone(),
+                statuses: Vec::new(),
+            });
+            json_response(StatusCode::CREATED, json!({ "id": id, "ref": body["ref"] }))
+        }
+        ("POST", ["repos", o, r, "deployments", id, "statuses"]) => {
+            let repo = format!("{o}/{r}");
+            let id: u64 = id.parse().unwrap_or(0);
+            match s
+                .deployments
+                .iter_mut()
+                .find(|d| d.id == id && d.repo == repo)
+            {
+                Some(d) => {
+                    d.statuses.push(body.clone());
+                    json_response(StatusCode::CREATED, body)
+                }
+                None => not_found(),
+            }
+        }
+        ("POST", ["repos", o, r, "statuses", sha]) => {
+            s.commit_statuses
+                .push((format!("{o}/{r}"), sha.to_string(), body.clone()));
+            json_response(StatusCode::CREATED, body)
+        }
+        _ => not_found(),
+    }
+}

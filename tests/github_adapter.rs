@@ -1,0 +1,1355 @@
+//! The GitHub adapter end to end: webhooks in, TestInstallations on the real
+//! local API server, reports out to a local stand-in for the GitHub API.
+//!
+//! The controller is not part of these tests: `act_as_controller` writes the
+//! status the controller would write (the adapter only reads status).
+
+mod fake_github;
+mod support;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use ephemera::{
+    adapters::github::{self, Config, signature},
+    api::{TestInstallation, labels},
+};
+use fake_github::{AuthMode, FakeGitHub};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::{client, unique_name, wait_for};
+use tokio::sync::{OnceCell, oneshot};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+const SECRET: &str = "webhook secret for tests";
+const TOKEN: &str = "ghp_test_token_never_in_comments";
+const BOT: &str = "ephemera-test[bot]";
+const LABEL: &str = "Setup Test Server";
+
+// ---------------------------------------------------------------- cluster
+
+static CRDS: OnceCell<()> = OnceCell::const_new();
+
+/// Server-side applies the CRDs (idempotent) and waits until they serve.
+async fn install_crds(client: &Client) {
+    CRDS.get_or_init(|| async {
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for doc in ephemera::api::crds_yaml().split("---\n") {
+            if doc.trim().is_empty() {
+                continue;
+            }
+            let crd: CustomResourceDefinition = serde_yaml::from_str(doc).expect("CRD YAML");
+            let name = crd.name_any();
+            crds.patch(
+                &name,
+                &PatchParams::apply("ephemera-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap_or_else(|err| panic!("applying CRD {name}: {err}"));
+            wait_for(&format!("CRD {name} established"), TIMEOUT, || async {
+                let crd = crds.get(&name).await.map_err(|e| e.to_string())?;
+                let established = crd
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                established
+                    .then_some(())
+                    .ok_or("not established".to_string())
+            })
+            .await;
+        }
+    })
+    .await;
+}
+
+/// Stands in for the controller: writes the status it would write, and
+/// returns the URL it reported. (With the real controller in the test run,
+/// replace this by waiting for the controller to reach `phase`.)
+async fn act_as_controller(api: &Api<TestInstallation>, name: &str, phase: &str) -> String {
+    let url = format!("https://{name}.ephemera.test");
+    let ti = api.get(name).await.expect("installation to report on");
+    let generation = ti.metadata.generation.unwrap_or(1);
+    let ready = phase == "Ready";
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let expires = now + k8s_openapi::jiff::SignedDuration::from_hours(48);
+    let status = json!({
+        "status": {
+            "phase": phase,
+            "observedGeneration": generation,
+            "message": if phase == "Failed" { "ImagePullBackOff: image not found" } else { "working" },
+            "url": url,
+            "namespace": format!("ti-{name}"),
+            "version": ti.spec.version,
+            "credentialsSecret": { "namespace": format!("ti-{name}"), "name": "credentials" },
+            "expiresAt": expires.to_string(),
+            "conditions": [{
+                "type": "Ready",
+                "status": if ready { "True" } else { "False" },
+                "reason": phase,
+                "message": phase,
+                "lastTransitionTime": now.to_string(),
+                "observedGeneration": generation,
+            }],
+        }
+    });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("patch status as the controller");
+    url
+}
+
+/// Deletes installations a test leaves behind, finalizers included.
+async fn cleanup(api: &Api<TestInstallation>, names: &[&str]) {
+    for name in names {
+        let strip = json!({ "metadata": { "finalizers": null } });
+        let _ = api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&strip))
+            .await;
+        let _ = api.delete(name, &DeleteParams::default()).await;
+    }
+}
+
+// ---------------------------------------------------------------- adapter
+
+struct Adapter {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Adapter {
+    async fn start(config: Config, kube: Client) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(github::run(listener, config, kube, async move {
+            let _ = rx.await;
+        }));
+        let adapter = Self {
+            addr,
+            stop: Some(tx),
+            task,
+        };
+        wait_for("the adapter to be ready", TIMEOUT, || async {
+            let r = reqwest::get(format!("http://{}/readyz", adapter.addr))
+                .await
+                .map_err(|e| e.to_string())?;
+            (r.status() == StatusCode::OK)
+                .then_some(())
+                .ok_or(r.status().to_string())
+        })
+        .await;
+        adapter
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().expect("adapter ended cleanly");
+    }
+
+    async fn post(&self, headers: &[(&str, String)], body: Vec<u8>) -> (StatusCode, String) {
+        let mut request = reqwest::Client::new()
+            .post(format!("http://{}/github/webhook", self.addr))
+            .body(body);
+        for (k, v) in headers {
+            request = request.header(*k, v);
+        }
+        let response = request.send().await.expect("POST webhook");
+        let status = response.status();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    /// Delivers `payload` as GitHub would: signed, with a fresh delivery id.
+    async fn deliver(&self, event: &str, payload: &Value) -> (StatusCode, String) {
+        self.deliver_as(event, payload, &unique_name("delivery"))
+            .await
+    }
+
+    async fn deliver_as(
+        &self,
+        event: &str,
+        payload: &Value,
+        delivery: &str,
+    ) -> (StatusCode, String) {
+        let body = serde_json::to_vec(payload).unwrap();
+        let headers = [
+            ("x-github-event", event.to_string()),
+            ("x-github-delivery", delivery.to_string()),
+            ("x-hub-signature-256", signature::sign(SECRET, &body)),
+            ("content-type", "application/json".to_string()),
+            ("user-agent", "GitHub-Hookshot/test".to_string()),
+        ];
+        self.post(&headers, body).await
+    }
+
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+fn secret_file(name: &str, content: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique_name("ephemera-gh"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+fn config_yaml(gh: &FakeGitHub, repos: &[(&str, bool)], extra: &str) -> String {
+    let secret = secret_file("webhook-secret", &format!("{SECRET}\n"));
+    let token = secret_file("token", TOKEN);
+    let repositories: Vec<String> = repos
+        .iter()
+        .map(|(r, forks)| format!("  - {{name: {r}, profile: generic, allowForks: {forks}}}"))
+        .collect();
+    format!(
+        "apiBaseUrl: {url}\n\
+         botLogin: '{BOT}'\n\
+         webhookSecrets:\n  - {{file: {rotated}}}\n  - {{file: {secret}}}\n\
+         auth: {{token: {{file: {token}}}}}\n\
+         maxBodyBytes: 65536\n\
+         commitStatus: true\n\
+         image: 'registry.test/{{repo}}:{{sha7}}'\n\
+         repositories:\n{repos}\n{extra}",
+        url = gh.url(),
+        rotated = secret_file("old-secret", "the previous secret").display(),
+        secret = secret.display(),
+        token = token.display(),
+        repos = repositories.join("\n"),
+    )
+}
+
+// ---------------------------------------------------------------- payloads
+
+fn sha(seed: char) -> String {
+    std::iter::repeat_n(seed, 40).collect()
+}
+
+fn pull(repo: &str, number: u64, head: &str, labels: &[&str], fork: bool) -> Value {
+    let head_repo = if fork {
+        format!("contributor/{}", repo.split('/').nth(1).unwrap())
+    } else {
+        repo.to_string()
+    };
+    json!({
+        "url": format!("https://api.github.com/repos/{repo}/pulls/{number}"),
+        "html_url": format!("https://github.com/{repo}/pull/{number}"),
+        "number": number,
+        "state": "open",
+        "draft": false,
+        "title": "Make it faster",
+        "user": { "login": "dev", "type": "User" },
+        "author_association": "CONTRIBUTOR",
+        "labels": labels.iter().map(|l| json!({ "id": 1, "name": l, "color": "ededed" })).collect::<Vec<_>>(),
+        "head": { "ref": "feature", "sha": head, "repo": { "full_name": head_repo, "fork": fork } },
+        "base": { "ref": "main", "sha": sha('0'), "repo": { "full_name": repo, "fork": false } },
+        "merged": false
+    })
+}
+
+fn pull_event(action: &str, pr: &Value, label: Option<&str>, sender: &str) -> Value {
+    let repo = pr["base"]["repo"]["full_name"].as_str().unwrap();
+    let mut event = json!({
+        "action": action,
+        "number": pr["number"],
+        "pull_request": pr,
+        "repository": { "full_name": repo, "private": false },
+        "sender": { "login": sender, "type": "User" },
+        "installation": { "id": 4242 }
+    });
+    if let Some(label) = label {
+        event["label"] = json!({ "name": label, "color": "ededed" });
+    }
+    if action == "synchronize" {
+        event["before"] = json!(sha('0'));
+        event["after"] = pr["head"]["sha"].clone();
+    }
+    event
+}
+
+fn comment_event(repo: &str, number: u64, id: u64, body: &str, user: &str) -> Value {
+    json!({
+        "action": "created",
+        "issue": {
+            "number": number,
+            "state": "open",
+            "pull_request": { "url": format!("https://api.github.com/repos/{repo}/pulls/{number}") },
+            "user": { "login": "dev" }
+        },
+        "comment": {
+            "id": id,
+            "body": body,
+            "user": { "login": user, "type": if user.ends_with("[bot]") { "Bot" } else { "User" } },
+            "author_association": "MEMBER"
+        },
+        "repository": { "full_name": repo },
+        "sender": { "login": user },
+        "installation": { "id": 4242 }
+    })
+}
+
+// ---------------------------------------------------------------- setup
+
+struct Env {
+    kube: Client,
+    gh: FakeGitHub,
+    adapter: Adapter,
+    repo: String,
+    api: Api<TestInstallation>,
+}
+
+async fn setup(prefix: &str, forks: bool) -> Env {
+    let kube = client().await;
+    install_crds(&kube).await;
+    let gh = FakeGitHub::start(BOT, AuthMode::Token(TOKEN.into())).await;
+    let repo = format!("acme/{}", unique_name(prefix));
+    let config = Config::from_yaml(&config_yaml(&gh, &[(&repo, forks)], "")).unwrap();
+    let adapter = Adapter::start(config, kube.clone()).await;
+    Env {
+        api: Api::all(kube.clone()),
+        kube,
+        gh,
+        adapter,
+        repo,
+    }
+}
+
+fn name_of(repo: &str, number: u64) -> String {
+    github::naming::installation_name(repo, number)
+}
+
+async fn wait_installation(
+    api: &Api<TestInstallation>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&TestInstallation) -> bool,
+) -> TestInstallation {
+    wait_for(what, TIMEOUT, || async {
+        match api.get_opt(name).await.map_err(|e| e.to_string())? {
+            Some(ti) if check(&ti) => Ok(ti),
+            other => Err(format!(
+                "{:?}",
+                other.map(|t| (t.spec, t.metadata.annotations))
+            )),
+        }
+    })
+    .await
+}
+
+async fn wait_gone(api: &Api<TestInstallation>, name: &str) {
+    wait_for(&format!("{name} to be deleted"), TIMEOUT, || async {
+        match api.get_opt(name).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(ti) => Err(format!(
+                "still there: deletionTimestamp={:?} finalizers={:?}",
+                ti.metadata.deletion_timestamp, ti.metadata.finalizers
+            )),
+        }
+    })
+    .await
+}
+
+fn version(ti: &TestInstallation) -> Option<&str> {
+    ti.spec.version.as_deref()
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn label_push_and_close_drive_one_installation_one_comment_and_deployments() {
+    let env = setup("life", false).await;
+    let (gh, api, repo) = (&env.gh, &env.api, env.repo.as_str());
+    let name = name_of(repo, 7);
+    let first = sha('a');
+    let pr = pull(repo, 7, &first, &[LABEL], false);
+    gh.set_pull(repo, pr.clone());
+
+    let (status, _) = env
+        .adapter
+        .deliver(
+            "pull_request",
+            &pull_event("labeled", &pr, Some(LABEL), "dev"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    let ti = wait_installation(api, &name, "the installation", |_| true).await;
+    assert_eq!(version(&ti), Some("aaaaaaa"));
+    assert_eq!(
+        ti.spec.image.as_deref(),
+        Some(&*format!("registry.test/{}", &repo[5..]))
+    );
+    assert_eq!(ti.spec.profile.as_deref(), Some("generic"));
+    assert_eq!(ti.spec.ttl.as_deref(), Some("2d"));
+    assert_eq!(ti.labels()[labels::SOURCE], "github");
+    assert_eq!(ti.labels()[labels::REQUESTER], "github.dev");
+    assert_eq!(
+        ti.annotations()[labels::PR_URL],
+        format!("https://github.com/{repo}/pull/7")
+    );
+    assert_eq!(ti.annotations()[labels::HEAD_SHA], first);
+    assert!(
+        ti.finalizers()
+            .contains(&"ephemera.dev/github-report".to_string())
+    );
+    let managers: Vec<_> = ti
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        managers.contains(&"ephemera-github".to_string()),
+        "{managers:?}"
+    );
+
+    // Pending is reported before the controller says anything.
+    wait_for(
+        "a pending sticky comment and deployment",
+        TIMEOUT,
+        || async {
+            let stickies = gh.stickies(repo, 7);
+            let deployments = gh.deployments(repo);
+            match (stickies.as_slice(), deployments.as_slice()) {
+                ([c], [d]) if c.body.contains("Pending") && d.states() == ["in_progress"] => Ok(()),
+                _ => Err(format!("{stickies:?} {deployments:?}")),
+            }
+        },
+    )
+    .await;
+    let deployment = &gh.deployments(repo)[0];
+    assert_eq!(
+        deployment.request["environment"],
+        format!("ephemera/{name}")
+    );
+    assert_eq!(deployment.request["transient_environment"], true);
+    assert_eq!(deployment.request["auto_merge"], false);
+    assert_eq!(deployment.request["required_contexts"], json!([]));
+    assert_eq!(deployment.git_ref(), first);
+
+    let url = act_as_controller(api, &name, "Ready").await;
+    wait_for("Ready reported with the URL", TIMEOUT, || async {
+        let stickies = gh.stickies(repo, 7);
+        let deployments = gh.deployments(repo);
+        let ok = stickies.len() == 1
+            && stickies[0].body.contains(&url)
+            && stickies[0].body.contains("Ready")
+            && deployments.len() == 1
+            && deployments[0]
+                .statuses
+                .last()
+                .is_some_and(|s| s["state"] == "success" && s["environment_url"] == url.as_str());
+        ok.then_some(())
+            .ok_or(format!("{stickies:#?} {deployments:#?}"))
+    })
+    .await;
+    let body = &gh.stickies(repo, 7)[0].body;
+    assert!(!body.contains(TOKEN) && !body.contains(SECRET));
+    assert!(body.contains(&format!("ti-{name}/credentials")), "{body}");
+    let statuses = gh.with(|s| s.commit_statuses.clone());
+    assert!(
+        statuses
+            .iter()
+            .any(|(_, sha, s)| *sha == first && s["state"] == "success"),
+        "{statuses:?}"
+    );
+
+    // A push rolls the installation; the same comment is edited.
+    let second = sha('b');
+    gh.update_pull(repo, 7, |p| p["head"]["sha"] = json!(second));
+    let pr = gh.pull(repo, 7);
+    env.adapter
+        .deliver("pull_request", &pull_event("synchronize", &pr, None, "dev"))
+        .await;
+    wait_installation(api, &name, "version to follow the push", |ti| {
+        version(ti) == Some("bbbbbbb") && ti.annotations()[labels::HEAD_SHA] == second
+    })
+    .await;
+    act_as_controller(api, &name, "Ready").await;
+    wait_for(
+        "the new commit reported in the same comment",
+        TIMEOUT,
+        || async {
+            let stickies = gh.stickies(repo, 7);
+            let deployments = gh.deployments(repo);
+            let ok = stickies.len() == 1
+                && stickies[0].body.contains(&second)
+                && stickies[0].edits >= 2
+                && deployments.iter().any(|d| {
+                    d.git_ref() == second
+                        && d.states().last().map(String::as_str) == Some("success")
+                });
+            ok.then_some(())
+                .ok_or(format!("{stickies:#?} {deployments:#?}"))
+        },
+    )
+    .await;
+    assert_eq!(
+        gh.comments(repo, 7).len(),
+        1,
+        "no comment besides the sticky one"
+    );
+
+    // Closing deletes it; the deployment becomes inactive.
+    gh.update_pull(repo, 7, |p| p["state"] = json!("closed"));
+    let pr = gh.pull(repo, 7);
+    env.adapter
+        .deliver("pull_request", &pull_event("closed", &pr, None, "dev"))
+        .await;
+    wait_gone(api, &name).await;
+    wait_for(
+        "the deployment inactive and the comment updated",
+        TIMEOUT,
+        || async {
+            let deployments = gh.deployments(repo);
+            let current = deployments.iter().find(|d| d.git_ref() == second);
+            let stickies = gh.stickies(repo, 7);
+            let ok = current
+                .is_some_and(|d| d.states().last().map(String::as_str) == Some("inactive"))
+                && stickies.len() == 1
+                && stickies[0].body.contains("Removed");
+            ok.then_some(())
+                .ok_or(format!("{deployments:#?} {stickies:#?}"))
+        },
+    )
+    .await;
+
+    // Reopening a PR that still carries the label creates it again.
+    gh.update_pull(repo, 7, |p| p["state"] = json!("open"));
+    let pr = gh.pull(repo, 7);
+    env.adapter
+        .deliver("pull_request", &pull_event("reopened", &pr, None, "dev"))
+        .await;
+    wait_installation(api, &name, "the installation again after reopening", |ti| {
+        version(ti) == Some("bbbbbbb") && ti.metadata.deletion_timestamp.is_none()
+    })
+    .await;
+    wait_for("the same comment reused", TIMEOUT, || async {
+        let s = gh.stickies(repo, 7);
+        (s.len() == 1 && s[0].body.contains("Pending"))
+            .then_some(())
+            .ok_or(format!("{s:#?}"))
+    })
+    .await;
+    assert_eq!(gh.comments(repo, 7).len(), 1);
+
+    let metrics = env.adapter.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"ephemera_github_webhooks_received_total{event="pull_request",outcome="accepted"} 4"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ephemera_github_queue_depth 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"ephemera_github_api_calls_total{method="POST",outcome="success"}"#),
+        "{metrics}"
+    );
+    cleanup(api, &[&name]).await;
+    env.adapter.stop().await;
+}
+
+#[tokio::test]
+async fn unlabel_deletes_and_label_flapping_converges_to_the_final_state() {
+    let env = setup("flap", false).await;
+    let (gh, api, repo) = (&env.gh, &env.api, env.repo.as_str());
+    let name = name_of(repo, 3);
+    let pr = pull(repo, 3, &sha('c'), &[LABEL], false);
+    gh.set_pull(repo, pr.clone());
+    env.adapter
+        .deliver(
+            "pull_request",
+            &pull_event("labeled", &pr, Some(LABEL), "dev"),
+        )
+        .await;
+    wait_installation(api, &name, "the installation", |_| true).await;
+
+    // unlabeled → deleted, deployment inactive.
+    gh.update_pull(repo, 3, |p| p["labels"] = json!([]));
+    let unlabeled = gh.pull(repo, 3);
+    env.adapter
+        .deliver(
+            "pull_request",
+            &pull_event("unlabeled", &unlabeled, Some(LABEL), "dev"),
+        )
+        .await;
+    wait_gone(api, &name).await;
+    wait_for("the deployment inactive", TIMEOUT, || async {
+        let d = gh.deployments(repo);
+        d.iter()
+            .any(|d| d.states().last().map(String::as_str) == Some("inactive"))
+            .then_some(())
+            .ok_or(format!("{d:#?}"))
+    })
+    .await;
+
+    // labeled, unlabeled, labeled in quick succession: it ends present.
+    let labeled = pull(repo, 3, &sha('c'), &[LABEL], false);
+    let pulls_before = gh.calls(Method::GET, "/pulls/3").len();
+    for (action, pr) in [
+        ("labeled", &labeled),
+        ("unlabeled", &unlabeled),
+        ("labeled", &labeled),
+    ] {
+        gh.set_pull(repo, pr.clone());
+        let (status, _) = env
+            .adapter
+            .deliver("pull_request", &pull_event(action, pr, Some(LABEL), "dev"))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    wait_for("all three flaps processed", TIMEOUT, || async {
+        let n = gh.calls(Method::GET, "/pulls/3").len() - pulls_before;
+        (n >= 3).then_some(()).ok_or(n)
+    })
+    .await;
+    wait_installation(
+        api,
+        &name,
+        "the installation to exist, not terminating",
+        |ti| ti.metadata.deletion_timestamp.is_none(),
+    )
+    .await;
+
+    // labeled, unlabeled in quick succession: it ends absent.
+    for (action, pr) in [("labeled", &labeled), ("unlabeled", &unlabeled)] {
+        gh.set_pull(repo, pr.clone());
+        env.adapter
+            .deliver("pull_request", &pull_event(action, pr, Some(LABEL), "dev"))
+            .await;
+    }
+    wait_gone(api, &name).await;
+    let stickies = gh.stickies(repo, 3);
+    assert_eq!(
+        stickies.len(),
+        1,
+        "one sticky comment per PR: {stickies:#?}"
+    );
+    env.adapter.stop().await;
+}
+
+#[tokio::test]
+async fn unsigned_forged_oversized_and_malformed_deliveries_change_nothing() {
+    let env = setup("auth", false).await;
+    let (gh, api, repo) = (&env.gh, &env.api, env.repo.as_str());
+    let pr = pull(repo, 9, &sha('d'), &[LABEL], false);
+    gh.set_pull(repo, pr.clone());
+    let body = serde_json::to_vec(&pull_event("labeled", &pr, Some(LABEL), "dev")).unwrap();
+    let base = |sig: Option<String>| {
+        let mut h = vec![
+            ("x-github-event", "pull_request".to_string()),
+            ("x-github-delivery", unique_name("d")),
+            ("content-type", "application/json".to_string()),
+        ];
+        if let Some(sig) = sig {
+            h.push(("x-hub-signature-256", sig));
+        }
+        h
+    };
+
+    let (status, text) = env.adapter.post(&base(None), body.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    assert!(text.contains("missing"), "{text}");
+    let forged = signature::sign("not the secret", &body);
+    let (status, _) = env.adapter.post(&base(Some(forged)), body.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A valid signature of another body.
+    let (status, _) = env
+        .adapter
+        .post(&base(Some(signature::sign(SECRET, b"{}"))), body.clone())
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let mut huge = pull_event("labeled", &pr, Some(LABEL), "dev");
+    huge["pull_request"]["body"] = json!("x".repeat(100_000));
+    let huge = serde_json::to_vec(&huge).unwrap();
+    let sig = signature::sign(SECRET, &huge);
+    let (status, _) = env.adapter.post(&base(Some(sig)), huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let garbage = b"{\"action\": \"labeled\"}".to_vec();
+    let sig = signature::sign(SECRET, &garbage);
+    let (status, text) = env.adapter.post(&base(Some(sig)), garbage).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains("pull_request payload"), "{text}");
+
+    let mut no_delivery = base(Some(signature::sign(SECRET, &body)));
+    no_delivery.retain(|(k, _)| *k != "x-github-delivery");
+    let (status, _) = env.adapter.post(&no_delivery, body.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let mut form = base(Some(signature::sign(SECRET, &body)));
+    form.retain(|(k, _)| *k != "content-type");
+    form.push(("content-type", "application/x-www-form-urlencoded".into()));
+    let (status, _) = env.adapter.post(&form, body.clone()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    // Prove the adapter is alive and would act on a good delivery, so the
+    // absence above is meaningful.
+    let (status, _) = env
+        .adapter
+        .post(&base(Some(signature::sign(SECRET, &body))), body)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let name = name_of(repo, 9);
+    wait_installation(
+        api,
+        &name,
+        "the installation from the good delivery",
+        |_| true,
+    )
+    .await;
+    assert_eq!(
+        gh.calls(Method::GET, "/pulls/9").len(),
+        1,
+        "only the good delivery reached the worker"
+    );
+    let metrics = env.adapter.metrics().await;
+    for outcome in ["unauthorized", "too_large", "invalid"] {
+        assert!(
+            metrics.contains(&format!(
+                r#"ephemera_github_webhooks_received_total{{event="pull_request",outcome="{outcome}"}}"#
+            )),
+            "{outcome}: {metrics}"
+        );
+    }
+    cleanup(api, &[&name]).await;
+    env.adapter.stop().await;
+}
+
+#[tokio::test]
+async fn redelivery_and_replayed_comments_are_handled_once() {
+    let env = setup("dup", false).await;
+    let (gh, api, repo) = (&env.gh, &env.api, env.repo.as_str());
+    gh.set_permission("maintainer", "write");
+    let pr = pull(repo, 11, &sha('e'), &[LABEL], false);
+    gh.set_pull(repo, pr.clone());
+    let event = pull_event("labeled", &pr, Some(LABEL), "dev");
+    let (first, _) = env
+        .adapter
+        .deliver_as("pull_request", &event, "guid-1")
+        .await;
+    let (second, text) = env
+        .adapter
+        .deliver_as("pull_request", &event, "guid-1")
+        .await;
+    assert_eq!(first, StatusCode::ACCEPTED);
+    assert_eq!(second, StatusCode::OK);
+    assert!(text.contains("duplicate"), "{text}");
+
+    // The same comment, replayed under a new delivery id.
+    let status_cmd = comment_event(repo, 11, 777, "/testenv status", "maintainer");
+    let (a, _) = env.adapter.deliver("issue_comment", &status_cmd).await;
+    let (b, text) = env.adapter.deliver("issue_comment", &status_cmd).await;
+    assert_eq!(a, StatusCode::ACCEPTED);
+    assert_eq!(b, StatusCode::OK, "{text}");
+
+    let name = name_of(repo, 11);
+    wait_installation(api, &name, "the installation", |_| true).await;
+    wait_for("the status reply", TIMEOUT, || async {
+        let replies: Vec<_> = gh
+            .comments(repo, 11)
+            .into_iter()
+            .filter(|c| c.body.starts_with("@maintainer"))
+            .collect();
+        (!replies.is_empty()).then_some(()).ok_or(replies.len())
+    })
+    .await;
+    assert_eq!(gh.calls(Method::GET, "/pulls/11").len(), 1);
+    let replies = gh
+        .comments(repo, 11)
+        .into_iter()
+        .filter(|c| c.body.starts_with("@maintainer"))
+        .count();
+    assert_eq!(replies, 1);
+    let metrics = env.adapter.metrics().await;
+    for event in ["pull_request", "issue_comment"] {
+        assert!(
+            metrics.contains(&format!(
+                r#"ephemera_github_webhooks_received_total{{event="{event}",outcome="duplicate"}} 1"#
+            )),
+            "{metrics}"
+        );
+    }
+    cleanup(api, &[&name]).await;
+    env.adapter.stop().await;
+}
+
+#[tokio::test]
+async fn comment_commands_check_permission_and_keep_the_label_as_the_state() {
+    let env = setup("cmd", false).await;
+    let (gh, api, repo) = (&env.gh, &env.api, env.repo.as_str());
+    gh.set_permission("visitor", "read");
+    gh.set_permission("maintainer", "maintain");
+    let name = name_of(repo, 21);
+    gh.set_pull(repo, pull(repo, 21, &sha('f'), &[], false));
+    let replies_to = |user: &str| {
+        gh.comments(repo, 21)
+            .into_iter()
+            .filter(|c| c.body.starts_with(&format!("@{user}")))
+            .collect::<Vec<_>>()
+    };
+
+    // A reader is refused, with a reply, after an API permission check.
+    env.adapter
+        .deliver(
+            "issue_comment",
+            &comment_event(repo, 21, 1, "/testenv deploy", "visitor"),
+        )
+        .await;
+    wait_for("the refusal", TIMEOUT, || async {
+        let r = replies_to("visitor");
+        (r.len() == 1 && r[0].body.contains("write permission"))
+            .then_some(())
+            .ok_or(format!("{r:?}"))
+    })
+    .await;
+    assert_eq!(
+        gh.calls(Method::GET, "/collaborators/visitor/permission")
+            .len(),
+        1
+    );
+    assert!(api.get_opt(&name).await.unwrap().is_none());
+    assert!(gh.labels(repo, 21).is_empty());
+
+    // Commands in code blocks or quotes, and the bot's own, are ignored.
+    for (id, body, user) in [
+        (2, "```\n/testenv deploy\n```", "maintainer"),
+        (3, "> /testenv deploy\nwhat does this do?", "maintainer"),
+        (4, "/testenv deploy", BOT),
+    ] {
+        let (status, text) = env
+            .adapter
+            .deliver("issue_comment", &comment_event(repo, 21, id, body, user))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert!(text.starts_with("ignored"), "{body}: {text}");
+    }
+
+    // A maintainer deploys: installation with the options, label added.
+    env.adapter
+        .deliver(
+            "issue_comment",
+            &comment_event(
+                repo,
+                21,
+                5,
+                "/testenv deploy --size miniHA --test-data",
+                "maintainer",
+            ),
+        )
+        .await;
+    let ti = wait_installation(api, &name, "the deployed installation", |_| true).await;
+    assert_eq!(ti.spec.size.as_deref(), Some("miniHA"));
+    assert!(ti.spec.test_data);
+    assert_eq!(ti.labels()[labels::REQUESTER], "github.maintainer");
+    wait_for("the label to be added", TIMEOUT, || async {
+        let l = gh.labels(repo, 21);
+        (l == [LABEL]).then_some(()).ok_or(l)
+    })
+    .await;
+    // GitHub then sends the bot's labeled event; it changes nothing.
+    let labeled = gh.pull(repo, 21);
+    env.adapter
+        .deliver(
+            "pull_request",
+            &pull_event("labeled", &labeled, Some(LABEL), BOT),
+        )
+        .await;
+
+    env.adapter
+        .deliver(
+            "issue_comment",
+            &comment_event(repo, 21, 6, "/testenv extend 1d", "maintainer"),
+        )
+        .await;
+    wait_installation(api, &name, "ttl extended", |ti| {
+        ti.spec.ttl.as_deref() == Some("3d")
+    })
+    .await;
+    let ti = api.get(&name).await.unwrap();
+    assert_eq!(
+        ti.spec.size.as_deref(),
+        Some("miniHA"),
+        "the label event kept the size"
+    );
+
+    env.adapter
+        .deliver(
+            "issue_comment",
+            &comment_event(repo, 21, 7, "/testenv deploy --size huge", "maintainer"),
+        )
+        .await;
+    wait_for("the bad size answered", TIMEOUT, || async {
+        let r = replies_to("maintainer");
+        r.iter()
+            .any(|c| c.body.contains("`huge` is not offered"))
+            .then_some(())
+            .ok_or(format!("{r:?}"))
+    })
+    .await;
+
+    env.adapter
+        .deliver(
+            "issue_comment",
+            &comment_event(repo, 21, 8, "/testenv destroy", "maintainer"),
+        )
+        .await;
+    wait_gone(api, &name).await;
+    wait_for("the label to be removed", TIMEOUT, || async {
+        let l = gh.labels(repo, 21);
+        l.is_empty().then_some(()).ok_or(l)
+    })
+    .await;
+    env.adapter.stop().await;
+}
+
+#[tokio::test]
+async fn forks_are_refused_by_default_and_pushes_wait_for_approval_when_allowed() {
+    let kube = client().await;
+    install_crds(&kube).await;
+    let gh = FakeGitHub::start(BOT, AuthMode::Token(TOKEN.into())).await;
+    let closed = format!("acme/{}", unique_name("nofork"));
+    let open = format!("acme/{}", unique_name("fork"));
+    let config =
+        Config::from_yaml(&config_yaml(&gh, &[(&closed, false), (&open, true)], "")).unwrap();
+    let adapter = Adapter::start(config, kube.clone()).await;
+    let api: Api<TestInstallation> = Api::all(kube.clone());
+    gh.set_permission("maintainer", "write");
+    gh.set_permission("contributor", "read");
+
+    // Forks off: the label deploys nothing, and says so.
+    let pr = pull(&closed, 1, &sha('1'), &[LABEL], true);
+    gh.set_pull(&closed, pr.clone());
+    adapter
+        .deliver(
+            "pull_request",
+            &pull_event("labeled", &pr, Some(LABEL), "maintainer"),
+        )
+        .await;
+    wait_for("the fork refusal", TIMEOUT, || async {
+        let c = gh.comments(&closed, 1);
+        c.iter()
+            .any(|c| c.body.contains("forks are not deployed"))
+            .then_some(())
+            .ok_or(format!("{c:?}"))
+    })
+    .await;
+    assert!(api.get_opt(&name_of(&closed, 1)).await.unwrap().is_none());
+
+    // Forks on: a label by a reader approves nothing.
+    let name = name_of(&open, 2);
+    let approved = sha('2');
+    let pr = pull(&open, 2, &approved, &[LABEL], true);
+    gh.set_pull(&open, pr.clone());
+    adapter
+        .deliver(
+            "pull_request",
+            &pull_event("labeled", &pr, Some(LABEL), "contributor"),
+        )
+        .await;
+    wait_for("the approval request", TIMEOUT, || async {
+        let c = gh.comments(&open, 2);
+        c.iter()
+            .any(|c| c.body.contains("only after someone with write permission"))
+            .then_some(())
+            .ok_or(format!("{c:?}"))
+    })
+    .await;
+    assert!(api.get_opt(&name).await.unwrap().is_none());
+
+    // A maintainer's label approves the commit it was applied on.
+    adapter
+        .deliver(
+            "pull_request",
+            &pull_event("labeled", &pr, Some(LABEL), "maintainer"),
+        )
+        .await;
+    wait_installation(&api, &name, "the approved fork commit deployed", |ti| {
+        version(ti) == Some("2222222")
+    })
+    .await;
+
+    // A later push from the fork is not deployed.
+    let pushed = sha('3');
+    gh.update_pull(&open, 2, |p| p["head"]["sha"] = json!(pushed));
+    let pr = gh.pull(&open, 2);
+    adapter
+        .deliver(
+            "pull_request",
+            &pull_event("synchronize", &pr, None, "contributor"),
+        )
+        .await;
+    let ti = wait_installation(&api, &name, "the new head noted", |ti| {
+        ti.annotations().get("ephemera.dev/github-latest-head") == Some(&pushed)
+    })
+    .await;
+    assert_eq!(version(&ti), Some("2222222"), "unapproved push deployed");
+    assert_eq!(ti.annotations()[labels::HEAD_SHA], approved);
+    wait_for(
+        "the sticky comment to say the push waits",
+        TIMEOUT,
+        || async {
+            let s = gh.stickies(&open, 2);
+            s.iter()
+                .any(|c| c.body.contains("not deployed") && c.body.contains(&pushed))
+                .then_some(())
+                .ok_or(format!("{s:?}"))
+        },
+    )
+    .await;
+
+    // Re-approval by a maintainer's command deploys it.
+    adapter
+        .deliver(
+            "issue_comment",
+            &comment_event(&open, 2, 50, "/testenv deploy", "maintainer"),
+        )
+        .await;
+    wait_installation(&api, &name, "the re-approved push deployed", |ti| {
+        version(ti) == Some("3333333")
+    })
+    .await;
+    cleanup(&api, &[&name]).await;
+    adapter.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limits_are_waited_out_not_dropped() {
+    let env = setup("rate", false).await;
+    let (gh, api, repo) = (&env.gh, &env.api, env.repo.as_str());
+    gh.throttle(Method::POST, "/issues/5/comments", 1);
+    let pr = pull(repo, 5, &sha('5'), &[LABEL], false);
+    gh.set_pull(repo, pr.clone());
+    env.adapter
+        .deliver(
+            "pull_request",
+            &pull_event("labeled", &pr, Some(LABEL), "dev"),
+        )
+        .await;
+    wait_for("the sticky comment despite the 429", TIMEOUT, || async {
+        let s = gh.stickies(repo, 5);
+        (s.len() == 1).then_some(()).ok_or(s.len())
+    })
+    .await;
+    let posts = gh.calls(Method::POST, "/issues/5/comments");
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    assert_eq!(posts[0].status, 429);
+    assert_eq!(posts[1].status, 201);
+    let waited = posts[1].at - posts[0].at;
+    assert!(
+        waited >= Duration::from_millis(950),
+        "Retry-After: 1 not honoured: {waited:?}"
+    );
+    assert!(
+        env.adapter
+            .metrics()
+            .await
+            .contains(r#"ephemera_github_api_calls_total{method="POST",outcome="rate_limited"} 1"#)
+    );
+    cleanup(api, &[&name_of(repo, 5)]).await;
+    env.adapter.stop().await;
+}
+
+#[tokio::test]
+async fn restarts_neither_repeat_nor_drop_reports() {
+    let env = setup("restart", false).await;
+    let (gh, api, repo) = (&env.gh, &env.api, env.repo.clone());
+    let name = name_of(&repo, 4);
+    let pr = pull(&repo, 4, &sha('4'), &[LABEL], false);
+    gh.set_pull(&repo, pr.clone());
+    env.adapter
+        .deliver(
+            "pull_request",
+            &pull_event("labeled", &pr, Some(LABEL), "dev"),
+        )
+        .await;
+    wait_for("the first report", TIMEOUT, || async {
+        let (s, d) = (gh.stickies(&repo, 4), gh.deployments(&repo));
+        (s.len() == 1 && d.len() == 1 && d[0].states() == ["in_progress"])
+            .then_some(())
+            .ok_or(format!("{s:?} {d:?}"))
+    })
+    .await;
+    wait_installation(api, &name, "the memory annotation", |ti| {
+        ti.annotations()
+            .contains_key("ephemera.dev/notified-github")
+    })
+    .await;
+    let config = || Config::from_yaml(&config_yaml(gh, &[(&repo, false)], "")).unwrap();
+    env.adapter.stop().await;
+
+    // While the adapter is down the installation becomes Ready.
+    act_as_controller(api, &name, "Ready").await;
+    let adapter = Adapter::start(config(), env.kube.clone()).await;
+    wait_for("Ready reported after the restart", TIMEOUT, || async {
+        let d = gh.deployments(&repo);
+        (d.len() == 1 && d[0].states() == ["in_progress", "success"])
+            .then_some(())
+            .ok_or(format!("{d:?}"))
+    })
+    .await;
+    let edits = gh.stickies(&repo, 4)[0].edits;
+    adapter.stop().await;
+
+    // A restart with nothing new says nothing new.
+    let adapter = Adapter::start(config(), env.kube.clone()).await;
+    let pulls = gh.calls(Method::GET, "/pulls/4").len();
+    // Prove the restarted adapter has processed the watch: a later change is reported.
+    act_as_controller(api, &name, "Failed").await;
+    wait_for("the failure reported", TIMEOUT, || async {
+        let d = gh.deployments(&repo);
+        (d[0].states().last().map(String::as_str) == Some("failure"))
+            .then_some(())
+            .ok_or(format!("{d:?}"))
+    })
+    .await;
+    let s = gh.stickies(&repo, 4);
+    assert_eq!(s.len(), 1, "one sticky comment across restarts");
+    assert_eq!(
+        s[0].edits,
+        edits + 1,
+        "only the failure changed the comment"
+    );
+    assert!(s[0].body.contains("ImagePullBackOff"), "{}", s[0].body);
+    assert_eq!(
+        gh.deployments(&repo).len(),
+        1,
+        "one deployment across restarts"
+    );
+    assert_eq!(gh.calls(Method::GET, "/pulls/4").len(), pulls);
+    adapter.stop().await;
+
+    // Deleted while the adapter is down: the finalizer keeps it until the
+    // teardown is reported.
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    let ti = api.get(&name).await.expect("held by the finalizer");
+    assert!(ti.metadata.deletion_timestamp.is_some());
+    let adapter = Adapter::start(config(), env.kube.clone()).await;
+    wait_gone(api, &name).await;
+    let d = gh.deployments(&repo);
+    assert_eq!(
+        d[0].states().last().map(String::as_str),
+        Some("inactive"),
+        "{d:?}"
+    );
+    assert!(gh.stickies(&repo, 4)[0].body.contains("Removed"));
+    assert_eq!(gh.comments(&repo, 4).len(), 1);
+    adapter.stop().await;
+}
+
+#[tokio::test]
+async fn app_authentication_uses_cached_installation_tokens() {
+    let kube = client().await;
+    install_crds(&kube).await;
+    let dir = std::env::temp_dir().join(unique_name("ephemera-app-key"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("app.pem");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    openssl(&[
+        "genrsa",
+        "-traditional",
+        "-out",
+        key.to_str().unwrap(),
+        "2048",
+    ]);
+    let public =
+        String::from_utf8(openssl(&["rsa", "-in", key.to_str().unwrap(), "-pubout"])).unwrap();
+    let gh = FakeGitHub::start(
+        BOT,
+        AuthMode::App {
+            public_key_pem: public,
+            app_id: "Iv1.testclientid".into(),
+        },
+    )
+    .await;
+    let repo = format!("acme/{}", unique_name("app"));
+    let yaml = config_yaml(&gh, &[(&repo, false)], "")
+        .lines()
+        .map(|l| {
+            if l.starts_with("auth:") {
+                format!(
+                    "auth: {{app: {{appId: Iv1.testclientid, privateKey: {{file: {}}}}}}}",
+                    key.display()
+                )
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let adapter = Adapter::start(Config::from_yaml(&yaml).unwrap(), kube.clone()).await;
+    let api: Api<TestInstallation> = Api::all(kube.clone());
+    let pr = pull(&repo, 8, &sha('8'), &[LABEL], false);
+    gh.set_pull(&repo, pr.clone());
+    adapter
+        .deliver(
+            "pull_request",
+            &pull_event("labeled", &pr, Some(LABEL), "dev"),
+        )
+        .await;
+    let name = name_of(&repo, 8);
+    wait_installation(&api, &name, "the installation", |_| true).await;
+    wait_for("the report with an installation token", TIMEOUT, || async {
+        let d = gh.deployments(&repo);
+        (gh.stickies(&repo, 8).len() == 1 && d.len() == 1 && !d[0].statuses.is_empty())
+            .then_some(())
+            .ok_or(format!("{d:?}"))
+    })
+    .await;
+    let unauthorized = gh.with(|s| s.calls.iter().filter(|c| c.status == 401).count());
+    assert_eq!(unauthorized, 0);
+    assert_eq!(
+        gh.with(|s| s.token_requests),
+        1,
+        "the installation token is cached"
+    );
+    assert!(gh.calls_under(&format!("/repos/{repo}")).len() >= 5);
+    cleanup(&api, &[&name]).await;
+    adapter.stop().await;
+}
+
+#[tokio::test]
+async fn config_refuses_to_start_with_an_empty_secret() {
+    let gh_url = "http://127.0.0.1:9";
+    let empty = secret_file("empty", "\n");
+    let token = secret_file("token", TOKEN);
+    let yaml = format!(
+        "apiBaseUrl: {gh_url}\nbotLogin: b\nwebhookSecrets: [{{file: {}}}]\n\
+         auth: {{token: {{file: {}}}}}\nrepositories: [{{name: acme/x}}]\n",
+        empty.display(),
+        token.display()
+    );
+    let err = Config::from_yaml(&yaml).unwrap_err().to_string();
+    assert!(err.contains("empty"), "{err}");
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_and_the_redelivery_is_processed() {
+    let kube = client().await;
+    install_crds(&kube).await;
+    let gh = FakeGitHub::start(BOT, AuthMode::Token(TOKEN.into())).await;
+    let repo = format!("acme/{}", unique_name("queue"));
+    let config =
+        Config::from_yaml(&config_yaml(&gh, &[(&repo, false)], "queueCapacity: 1\n")).unwrap();
+    let adapter = Adapter::start(config, kube.clone()).await;
+    let api: Api<TestInstallation> = Api::all(kube.clone());
+    // The worker is held up by rate limits on the first reconcile.
+    gh.throttle(Method::GET, "/pulls/12", 3);
+    let pr = pull(&repo, 12, &sha('c'), &[LABEL], false);
+    gh.set_pull(&repo, pr.clone());
+    let event = pull_event("labeled", &pr, Some(LABEL), "dev");
+    let mut refused = None;
+    for i in 0..6 {
+        let delivery = format!("queue-{i}-{repo}");
+        let (status, text) = adapter.deliver_as("pull_request", &event, &delivery).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(text.contains("queue is full"), "{text}");
+            refused = Some(delivery);
+            break;
+        }
+        assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    }
+    let refused = refused.expect("a delivery was refused with 503 while the queue was full");
+    assert!(
+        adapter
+            .metrics()
+            .await
+            .contains(r#"event="pull_request",outcome="queue_full"} 1"#)
+    );
+    // GitHub's redelivery keeps the GUID; it is not mistaken for a duplicate.
+    let status = wait_for("the redelivery to be accepted", TIMEOUT, || async {
+        let (status, text) = adapter.deliver_as("pull_request", &event, &refused).await;
+        (status == StatusCode::ACCEPTED)
+            .then_some(status)
+            .ok_or(format!("{status} {text}"))
+    })
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let name = name_of(&repo, 12);
+    wait_installation(&api, &name, "the installation", |_| true).await;
+    cleanup(&api, &[&name]).await;
+    adapter.stop().await;
+}
+
+#[tokio::test]
+async fn ha_and_upgrade_labels_pick_size_and_the_profiles_default_version() {
+    let kube = client().await;
+    install_crds(&kube).await;
+    let profiles: Api<ephemera::api::InstallationProfile> = Api::all(kube.clone());
+    let profile = unique_name("prof");
+    let body: ephemera::api::InstallationProfile = serde_json::from_value(json!({
+        "apiVersion": "ephemera.dev/v1alpha1",
+        "kind": "InstallationProfile",
+        "metadata": { "name": profile },
+        "spec": { "image": "registry.test/app", "defaultVersion": "9.10.0" }
+    }))
+    .unwrap();
+    profiles
+        .create(&Default::default(), &body)
+        .await
+        .expect("create profile");
+    let gh = FakeGitHub::start(BOT, AuthMode::Token(TOKEN.into())).await;
+    let repo = format!("acme/{}", unique_name("labels"));
+    let yaml = config_yaml(&gh, &[(&repo, false)], "")
+        .replace("profile: generic", &format!("profile: {profile}"));
+    let adapter = Adapter::start(Config::from_yaml(&yaml).unwrap(), kube.clone()).await;
+    let api: Api<TestInstallation> = Api::all(kube.clone());
+
+    for (number, label) in [
+        (31, "Setup HA Test Server"),
+        (32, "Setup Upgrade Test Server"),
+    ] {
+        let pr = pull(&repo, number, &sha('9'), &[label], false);
+        gh.set_pull(&repo, pr.clone());
+        adapter
+            .deliver(
+                "pull_request",
+                &pull_event("labeled", &pr, Some(label), "dev"),
+            )
+            .await;
+    }
+    let ha = wait_installation(&api, &name_of(&repo, 31), "the HA installation", |_| true).await;
+    assert_eq!(ha.spec.size.as_deref(), Some("miniHA"));
+    assert_eq!(ha.spec.upgrade_from, None);
+    let up = wait_installation(
+        &api,
+        &name_of(&repo, 32),
+        "the upgrade installation",
+        |_| true,
+    )
+    .await;
+    assert_eq!(up.spec.upgrade_from.as_deref(), Some("9.10.0"));
+    assert_eq!(version(&up), Some("9999999"));
+    assert_eq!(up.spec.profile.as_deref(), Some(profile.as_str()));
+    cleanup(&api, &[&name_of(&repo, 31), &name_of(&repo, 32)]).await;
+    let _ = profiles.delete(&profile, &DeleteParams::default()).await;
+    adapter.stop().await;
+}
