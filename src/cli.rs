@@ -77,8 +77,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Chat { listen, config } => crate::adapters::chat::run(listen, &config).await,
-        Command::Github { listen, config } => {
-            crate::adapters::github::serve(listen, &config).await
-        }
+        Command::Github { listen, config } => crate::adapters::github::serve(listen, &config).await,
     }
 }

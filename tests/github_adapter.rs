@@ -14,7 +14,6 @@ use ephemera::{
     api::{TestInstallation, labels},
 };
 use fake_github::{AuthMode, FakeGitHub};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
@@ -34,39 +33,9 @@ const LABEL: &str = "Setup Test Server";
 
 static CRDS: OnceCell<()> = OnceCell::const_new();
 
-/// Server-side applies the CRDs (idempotent) and waits until they serve.
+/// Installs the CRDs and the deletion-lock policy once per test binary.
 async fn install_crds(client: &Client) {
-    CRDS.get_or_init(|| async {
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for doc in ephemera::api::crds_yaml().split("---\n") {
-            if doc.trim().is_empty() {
-                continue;
-            }
-            let crd: CustomResourceDefinition = serde_yaml::from_str(doc).expect("CRD YAML");
-            let name = crd.name_any();
-            crds.patch(
-                &name,
-                &PatchParams::apply("ephemera-tests").force(),
-                &Patch::Apply(&crd),
-            )
-            .await
-            .unwrap_or_else(|err| panic!("applying CRD {name}: {err}"));
-            wait_for(&format!("CRD {name} established"), TIMEOUT, || async {
-                let crd = crds.get(&name).await.map_err(|e| e.to_string())?;
-                let established = crd
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                established
-                    .then_some(())
-                    .ok_or("not established".to_string())
-            })
-            .await;
-        }
-    })
-    .await;
+    CRDS.get_or_init(|| support::install_crds(client)).await;
 }
 
 /// Stands in for the controller: writes the status it would write, and
