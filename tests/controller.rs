@@ -423,18 +423,9 @@ async fn kubectl_wait_for_ready_works_without_custom_scripts() {
         },
     )
     .await;
-    let kubectl = std::env::var("EPHEMERA_KUBECTL")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.cluster/bin/kubectl").into());
-    let output = tokio::process::Command::new(kubectl)
-        .arg(format!(
-            "--kubeconfig={}",
-            support::kubeconfig_path().display()
-        ))
-        .args(["wait", "--for=condition=Ready", "--timeout=60s"])
-        .arg(format!("testinstallation/{name}"))
-        .output()
-        .await
-        .expect("run kubectl");
+    let resource = format!("testinstallation/{name}");
+    let output =
+        support::kubectl(&["wait", "--for=condition=Ready", "--timeout=60s", &resource]).await;
     assert!(
         output.status.success(),
         "kubectl wait failed: {}",

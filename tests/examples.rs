@@ -118,17 +118,7 @@ async fn quickstart_becomes_ready_and_kubectl_shows_the_printer_columns() {
         assert_eq!(ti.condition(part).unwrap().status, "True", "{part}");
     }
 
-    let kubectl = std::env::var("EPHEMERA_KUBECTL")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.cluster/bin/kubectl").into());
-    let output = tokio::process::Command::new(kubectl)
-        .arg(format!(
-            "--kubeconfig={}",
-            support::kubeconfig_path().display()
-        ))
-        .args(["get", "ti", &names[0]])
-        .output()
-        .await
-        .expect("run kubectl");
+    let output = support::kubectl(&["get", "ti", &names[0]]).await;
     let table = String::from_utf8_lossy(&output.stdout);
     let header: Vec<&str> = table
         .lines()
@@ -201,4 +191,60 @@ async fn gitops_directory_applies_as_a_repository_would() {
         assert_eq!(ti.labels()["ephemera.dev/source"], "gitops");
     }
     delete_all(&client, &names).await;
+}
+
+#[tokio::test]
+async fn ha_example_upgrades_with_two_replicas_and_a_persistent_database() {
+    let client = client().await;
+    // The local plane has no volume provisioner: provide the volume the
+    // database's claim binds to, as a cluster's provisioner would.
+    let pv_name = unique_name("pv-ha");
+    let pv: k8s_openapi::api::core::v1::PersistentVolume =
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": pv_name },
+            "spec": {
+                "capacity": { "storage": "5Gi" },
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete",
+                "hostPath": { "path": format!("/tmp/{pv_name}") }
+            }
+        }))
+        .unwrap();
+    let pvs: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client.clone());
+    pvs.create(&PostParams::default(), &pv).await.unwrap();
+
+    let suffix = unique_name("ha");
+    let mut docs = documents(&example("mattermost.yaml"));
+    docs.retain(|d| d["kind"] == "InstallationProfile");
+    docs.extend(documents(&example("ha.yaml")));
+    let names = apply_renamed(&client, docs, &suffix).await;
+    let ti = wait_settled(&client, &names[0]).await;
+    assert_eq!(ti.condition("Upgraded").unwrap().status, "True");
+    assert_eq!(
+        ti.status.clone().unwrap().version.as_deref(),
+        Some("10.11.4")
+    );
+    let ns = ti.status.unwrap().namespace.unwrap();
+    let app = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), &ns)
+        .get("app")
+        .await
+        .unwrap();
+    assert_eq!(app.status.unwrap().ready_replicas, Some(2));
+    let claims =
+        Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+            .list(&Default::default())
+            .await
+            .unwrap();
+    assert_eq!(claims.items.len(), 1);
+    assert_eq!(
+        claims.items[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .volume_name
+            .as_deref(),
+        Some(pv_name.as_str())
+    );
+    delete_all(&client, &names).await;
+    let _ = pvs.delete(&pv_name, &DeleteParams::default()).await;
 }

@@ -384,14 +384,7 @@ async fn locked_installations_cannot_be_deleted_or_expire() {
     .await;
     assert!(ti.metadata.deletion_timestamp.is_none());
 
-    let kubectl = std::env::var("EPHEMERA_KUBECTL")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.cluster/bin/kubectl").into());
-    let kubeconfig = format!("--kubeconfig={}", support::kubeconfig_path().display());
-    let output = tokio::process::Command::new(&kubectl)
-        .args([&kubeconfig, "delete", "ti", &name, "--wait=false"])
-        .output()
-        .await
-        .unwrap();
+    let output = support::kubectl(&["delete", "ti", &name, "--wait=false"]).await;
     assert!(
         !output.status.success(),
         "kubectl deleted a locked installation"
@@ -413,11 +406,7 @@ async fn locked_installations_cannot_be_deleted_or_expire() {
     )
     .await
     .unwrap();
-    let output = tokio::process::Command::new(&kubectl)
-        .args([&kubeconfig, "delete", "ti", &name, "--wait=false"])
-        .output()
-        .await
-        .unwrap();
+    let output = support::kubectl(&["delete", "ti", &name, "--wait=false"]).await;
     assert!(
         output.status.success(),
         "{}",

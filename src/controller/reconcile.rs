@@ -24,7 +24,7 @@ use super::{
     apply,
     build::{self, BuildInput, ExternalSecrets, GeneratedSecrets},
     context::Context,
-    error::Result,
+    error::{Result, gone_is_fine},
     lifecycle::{
         capacity::Admission,
         expiry::{self, Expiry},
@@ -252,11 +252,7 @@ async fn expire(ctx: &Context, installation: &TestInstallation) -> Result<()> {
         tracing::warn!(%err, "publishing the expiry event failed");
     }
     let api: Api<TestInstallation> = Api::all(ctx.client.clone());
-    match api.delete(&name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(err) => Err(err.into()),
-    }
+    gone_is_fine(api.delete(&name, &DeleteParams::default()).await)
 }
 
 /// Queued for capacity: Pending with `QuotaExceeded`; still expires.
@@ -359,18 +355,14 @@ async fn remove_finalizer(ctx: &Context, installation: &TestInstallation) -> Res
         { "op": "remove", "path": format!("/metadata/finalizers/{index}") }
     ]))
     .expect("static JSON patch");
-    match api
-        .patch(
+    gone_is_fine(
+        api.patch(
             &installation.name_any(),
             &PatchParams::default(),
             &Patch::<()>::Json(patch),
         )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(err) => Err(err.into()),
-    }
+        .await,
+    )
 }
 
 async fn stalled(

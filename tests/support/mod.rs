@@ -233,3 +233,15 @@ pub fn controller_with(
 
 /// Label that assigns a TestInstallation to one test binary's controller.
 pub const TEST_RUN_LABEL: &str = "ephemera.dev/test-run";
+
+/// Runs the local control plane's kubectl against it with `args`.
+pub async fn kubectl(args: &[&str]) -> std::process::Output {
+    let kubectl = std::env::var("EPHEMERA_KUBECTL")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.cluster/bin/kubectl").into());
+    tokio::process::Command::new(&kubectl)
+        .arg(format!("--kubeconfig={}", kubeconfig_path().display()))
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|err| panic!("running {kubectl}: {err}"))
+}
