@@ -29,7 +29,21 @@ pub const GROUP: &str = "ephemera.dev";
 /// `deletionLocked`, as one multi-document YAML stream, as `ephemera crd`
 /// prints it and `crds/` stores it.
 pub fn crds_yaml() -> String {
-    use kube::{CustomResourceExt, Resource};
+    crd_yaml() + &deletion_lock_yaml()
+}
+
+/// The two CustomResourceDefinitions (the chart's `crds/`).
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    yaml_stream([
+        serde_yaml::to_string(&TestInstallation::crd()),
+        serde_yaml::to_string(&InstallationProfile::crd()),
+    ])
+}
+
+/// The deletion-lock ValidatingAdmissionPolicy and its binding.
+pub fn deletion_lock_yaml() -> String {
+    use kube::Resource;
     fn with_type<K: Resource<DynamicType = ()> + serde::Serialize>(
         object: &K,
     ) -> serde_yaml::Result<String> {
@@ -38,14 +52,15 @@ pub fn crds_yaml() -> String {
         value["kind"] = K::kind(&()).into();
         serde_yaml::to_string(&value)
     }
-    let docs = [
-        serde_yaml::to_string(&TestInstallation::crd()),
-        serde_yaml::to_string(&InstallationProfile::crd()),
+    yaml_stream([
         with_type(&deletion_lock::policy()),
         with_type(&deletion_lock::binding()),
-    ];
+    ])
+}
+
+fn yaml_stream(docs: impl IntoIterator<Item = serde_yaml::Result<String>>) -> String {
     docs.into_iter()
-        .map(|doc| doc.expect("CRDs always serialize to YAML"))
+        .map(|doc| doc.expect("API objects always serialize to YAML"))
         .map(|doc| format!("---\n{doc}"))
         .collect()
 }
