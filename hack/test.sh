@@ -39,8 +39,8 @@ trap stop_plane EXIT
 
 export EPHEMERA_KUBECONFIG=$KUBECONFIG_PATH
 export EPHEMERA_KUBECTL=$BIN_DIR/kubectl
-log "building tests"
-cargo test --locked --no-run 2>&1 | grep -vE '^\s+(Compiling|Checking|Downloaded?|Fresh) ' || true
+run_step "building ephemera and its tests (first time: several minutes)" "$LOG_DIR/build-tests.log" \
+	cargo test --locked --no-run
 log "running unit and integration tests"
 cargo test --locked --all-targets
 log "all tests passed"
