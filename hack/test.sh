@@ -42,5 +42,5 @@ export EPHEMERA_KUBECTL=$BIN_DIR/kubectl
 run_step "building ephemera and its tests (first time: several minutes)" "$LOG_DIR/build-tests.log" \
 	cargo test --locked --no-run
 log "running unit and integration tests"
-cargo test --locked --all-targets
+cargo test --locked --all-targets --no-fail-fast
 log "all tests passed"

@@ -17,11 +17,16 @@ use support::{TEST_RUN_LABEL, client, controller_with, unique_name, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-async fn create(client: &Client, profile: &str, requester: &str) -> String {
-    let run = controller_with(|config| {
+/// This binary's controller (which also installs the CRDs).
+fn controller() -> &'static str {
+    controller_with(|config| {
         config.max_installations = Some(3);
         config.max_per_requester = Some(1);
-    });
+    })
+}
+
+async fn create(client: &Client, profile: &str, requester: &str) -> String {
+    let run = controller();
     let name = unique_name(requester);
     let mut ti = TestInstallation::new(
         &name,
@@ -65,6 +70,7 @@ fn message(ti: &TestInstallation) -> String {
 #[tokio::test]
 async fn over_the_limits_installations_queue_and_start_oldest_first() {
     let client = client().await;
+    controller();
     let profile = unique_name("cap");
     let spec: InstallationProfileSpec = serde_json::from_value(
         serde_json::json!({ "image": "registry.example/app", "defaultVersion": "1" }),

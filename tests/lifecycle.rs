@@ -29,6 +29,7 @@ fn controller() -> &'static str {
 }
 
 async fn profile(client: &Client, extra: serde_json::Value) -> String {
+    controller();
     let name = unique_name("lc");
     let mut spec = json!({
         "image": "registry.example/team/app",
