@@ -1,7 +1,7 @@
 # ephemera: the commands people and CI use. See README.md.
 SHELL := /usr/bin/env bash
 
-.PHONY: help cluster-up cluster-down test lint demo build controlplane-bins crds
+.PHONY: help cluster-up cluster-down test lint demo build controlplane-bins crds bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -30,3 +30,7 @@ demo: ## the main job on the local control plane
 
 crds: ## regenerate crds/ from the Rust types
 	UPDATE_CRDS=1 cargo test --locked --test crds_are_current
+
+bench: ## measure installations/s against the API server's write rate (prints figures)
+	@hack/cluster-up.sh
+	EPHEMERA_KUBECONFIG=$(CURDIR)/.cluster/kubeconfig cargo bench --locked --profile dev --bench installations
