@@ -244,6 +244,9 @@ impl Notifier {
 
         match ti.phase() {
             None | Some(Phase::Pending | Phase::Provisioning | Phase::Upgrading) if !told.ready => {
+                // Back on its way after a failure: a later failure, even for
+                // the same reason, is news again.
+                told.failed = None;
                 self.show_progress(ti, &audience, &mut told, messages::progress(ti, flavor))
                     .await?;
             }
