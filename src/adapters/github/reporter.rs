@@ -5,7 +5,9 @@
 //!
 //! Driven by watching TestInstallations with `ephemera.dev/source=github`.
 //! What was told is remembered on each installation (the shared notify
-//! memory), so a restart neither repeats nor drops a report. The finalizer
+//! memory), so a restart neither repeats nor drops a report, and in this
+//! process (`Memory`), which wins over the older annotation that a watch
+//! event of a write racing our own memory patch carries. The finalizer
 //! `ephemera.dev/github-report` holds a deleted installation until its
 //! teardown is reported, even if the adapter was down when it was deleted.
 
@@ -62,10 +64,7 @@ pub async fn run(ctx: Arc<Ctx>, client: kube::Client) {
     let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<String>();
     let mut latest: HashMap<String, (Arc<TestInstallation>, bool)> = HashMap::new();
     let mut failures: HashMap<String, u32> = HashMap::new();
-    // What this process told, by installation uid. The watch can deliver a
-    // version of an installation written before our own last memory patch
-    // (e.g. a status update racing it); the annotation on such a version is
-    // stale, this is not. The annotation is what survives a restart.
+    // What this process told; the annotation is what survives a restart.
     let mut memory = Memory::default();
     loop {
         let name = tokio::select! {
