@@ -605,7 +605,7 @@ async fn label_push_and_close_drive_one_installation_one_comment_and_deployments
     );
 
     // The first report is the creation, before the controller said anything.
-    wait_for("a sticky comment and a deployment", TIMEOUT, || async {
+    let first_body = wait_for("a sticky comment and a deployment", TIMEOUT, || async {
         let stickies = gh.stickies(repo, 7);
         let deployments = gh.deployments(repo);
         match (stickies.as_slice(), deployments.as_slice()) {
@@ -616,7 +616,6 @@ async fn label_push_and_close_drive_one_installation_one_comment_and_deployments
         }
     })
     .await;
-    let first_body = &gh.stickies(repo, 7)[0].history[0];
     assert!(first_body.contains("**Pending**"), "{first_body}");
     let deployment = &gh.deployments(repo)[0];
     assert_eq!(
