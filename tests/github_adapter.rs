@@ -1,87 +1,276 @@
 //! The GitHub adapter end to end: webhooks in, TestInstallations on the real
-//! local API server, reports out to a local stand-in for the GitHub API.
+//! local API server, the real controller bringing them to Ready (or Failed)
+//! and tearing them down, reports out to a local stand-in for the GitHub API.
 //!
-//! The controller is not part of these tests: `act_as_controller` writes the
-//! status the controller would write (the adapter only reads status).
+//! One controller runs per test binary (`support::controller_with`). It only
+//! reconciles installations whose `ephemera.dev/github-repository` label (set
+//! by the adapter) names one of this binary's repositories: each test has
+//! repositories of its own (`repo`), so tests never see each other's
+//! installations, and other test binaries never see them either.
 
 mod fake_github;
 mod support;
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::OnceLock, time::Duration};
 
 use ephemera::{
-    adapters::github::{self, Config, signature},
-    api::{TestInstallation, labels},
+    adapters::{
+        github::{self, Config, annotations, naming, reporter::Told, signature},
+        notify,
+    },
+    api::{InstallationProfile, Phase, TestInstallation, labels},
 };
 use fake_github::{AuthMode, FakeGitHub};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{client, unique_name, wait_for};
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::oneshot;
 
+/// How long the adapter may take to act on a delivery or a change.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the controller may take to bring an installation to a phase, or
+/// to delete it (its namespace first).
+const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(90);
 const SECRET: &str = "webhook secret for tests";
 const TOKEN: &str = "ghp_test_token_never_in_comments";
 const BOT: &str = "ephemera-test[bot]";
 const LABEL: &str = "Setup Test Server";
+/// The profile of the configured repositories. Created (idempotently) by
+/// every test; its content never changes, so test runs share it safely.
+const PROFILE: &str = "github-adapter-tests";
+/// Image template of repositories whose installations fail: the fake
+/// kubelet reports ImagePullBackOff for images from `missing.invalid`.
+const MISSING_IMAGE: &str = "missing.invalid/{repo}:{sha7}";
 
 // ---------------------------------------------------------------- cluster
 
-static CRDS: OnceCell<()> = OnceCell::const_new();
+/// The repositories of this binary, by prefix: `acme/<prefix>-<run>`. A test
+/// uses only repositories listed here, since the controller's selector is
+/// made of them when the binary's first test starts.
+const REPOSITORIES: &[&str] = &[
+    "life", "flap", "auth", "dup", "cmd", "nofork", "fork", "rate", "restart", "app", "queue",
+    "labels",
+];
 
-/// Installs the CRDs and the deletion-lock policy once per test binary.
-async fn install_crds(client: &Client) {
-    CRDS.get_or_init(|| support::install_crds(client)).await;
+/// The repository `acme/<prefix>-<run>` of this test binary.
+fn repo(prefix: &str) -> String {
+    static RUN: OnceLock<String> = OnceLock::new();
+    assert!(
+        REPOSITORIES.contains(&prefix),
+        "repository prefix {prefix} is not in REPOSITORIES, so no controller would reconcile it"
+    );
+    format!("acme/{prefix}-{}", RUN.get_or_init(|| unique_name("g")))
 }
 
-/// Stands in for the controller: writes the status it would write, and
-/// returns the URL it reported. (With the real controller in the test run,
-/// replace this by waiting for the controller to reach `phase`.)
-async fn act_as_controller(api: &Api<TestInstallation>, name: &str, phase: &str) -> String {
-    let url = format!("https://{name}.ephemera.test");
-    let ti = api.get(name).await.expect("installation to report on");
-    let generation = ti.metadata.generation.unwrap_or(1);
-    let ready = phase == "Ready";
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let expires = now + k8s_openapi::jiff::SignedDuration::from_hours(48);
-    let status = json!({
-        "status": {
-            "phase": phase,
-            "observedGeneration": generation,
-            "message": if phase == "Failed" { "ImagePullBackOff: image not found" } else { "working" },
-            "url": url,
-            "namespace": format!("ti-{name}"),
-            "version": ti.spec.version,
-            "credentialsSecret": { "namespace": format!("ti-{name}"), "name": "credentials" },
-            "expiresAt": expires.to_string(),
-            "conditions": [{
-                "type": "Ready",
-                "status": if ready { "True" } else { "False" },
-                "reason": phase,
-                "message": phase,
-                "lastTransitionTime": now.to_string(),
-                "observedGeneration": generation,
-            }],
+/// The local control plane with the CRDs and the deletion-lock policy
+/// installed, the real controller running for this binary's repositories,
+/// and the test profile in place. Every test starts here.
+async fn plane() -> Client {
+    let selector = format!(
+        "{} in ({})",
+        annotations::REPOSITORY,
+        REPOSITORIES
+            .iter()
+            .map(|prefix| naming::repository_label(&repo(prefix)))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    // Installs the CRDs and the policy before it returns; the first call in
+    // the binary decides the selector, and every call passes the same one.
+    support::controller_with(|config| config.installation_selector = Some(selector));
+    let kube = client().await;
+    let profile: InstallationProfile = serde_json::from_value(json!({
+        "apiVersion": "ephemera.dev/v1alpha1",
+        "kind": "InstallationProfile",
+        "metadata": { "name": PROFILE },
+        "spec": {
+            "image": "registry.example/team/app",
+            "defaultVersion": "1.0.0",
+            "seed": { "command": ["/bin/sh", "-c", "echo seeding"] }
         }
-    });
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+    }))
+    .expect("the test profile");
+    match Api::<InstallationProfile>::all(kube.clone())
+        .create(&PostParams::default(), &profile)
         .await
-        .expect("patch status as the controller");
-    url
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(err) => panic!("creating InstallationProfile {PROFILE}: {err}"),
+    }
+    kube
 }
 
-/// Deletes installations a test leaves behind, finalizers included.
-async fn cleanup(api: &Api<TestInstallation>, names: &[&str]) {
-    for name in names {
-        let strip = json!({ "metadata": { "finalizers": null } });
-        let _ = api
-            .patch(name, &PatchParams::default(), &Patch::Merge(&strip))
-            .await;
-        let _ = api.delete(name, &DeleteParams::default()).await;
+/// Waits until the controller reports `phase` for the installation's
+/// current generation, and returns it.
+async fn wait_phase(api: &Api<TestInstallation>, name: &str, phase: Phase) -> TestInstallation {
+    wait_for(
+        &format!("the controller to report {name} {phase}"),
+        CONTROLLER_TIMEOUT,
+        || async {
+            let ti = api.get(name).await.map_err(|e| e.to_string())?;
+            let status = ti.status.clone().unwrap_or_default();
+            if ti.phase() == Some(phase) && status.observed_generation == ti.metadata.generation {
+                Ok(ti)
+            } else {
+                Err(format!(
+                    "generation {:?}: {status:#?}",
+                    ti.metadata.generation
+                ))
+            }
+        },
+    )
+    .await
+}
+
+/// What the adapter recorded on the installation (its memory annotation).
+fn told(ti: &TestInstallation) -> Told {
+    notify::recalled(ti, github::ADAPTER).unwrap_or_default()
+}
+
+/// Deletes a test's installations when it ends, and waits until the
+/// controller and the adapter are done with them: `clean` at the end of a
+/// test, or, when a test fails before that, `Drop` (which forces them out).
+struct Leftovers {
+    kube: Client,
+    selectors: Vec<String>,
+    /// InstallationProfiles the test created, deleted after the installations.
+    profiles: Vec<String>,
+    cleaned: bool,
+}
+
+impl Leftovers {
+    fn of(kube: &Client, repos: &[&str]) -> Self {
+        Self {
+            kube: kube.clone(),
+            selectors: repos
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}={}",
+                        annotations::REPOSITORY,
+                        naming::repository_label(r)
+                    )
+                })
+                .collect(),
+            profiles: Vec::new(),
+            cleaned: false,
+        }
+    }
+
+    async fn installations(&self) -> Vec<TestInstallation> {
+        let api: Api<TestInstallation> = Api::all(self.kube.clone());
+        let mut all = Vec::new();
+        for selector in &self.selectors {
+            let list = api
+                .list(&ListParams::default().labels(selector))
+                .await
+                .unwrap_or_else(|err| panic!("listing installations {selector}: {err}"));
+            all.extend(list.items);
+        }
+        all
+    }
+
+    /// Deletes the installations and waits until they and their namespaces
+    /// are gone. Call it while the adapter runs: it reports each teardown and
+    /// releases its finalizer; the controller deletes each namespace.
+    async fn clean(mut self) {
+        let api: Api<TestInstallation> = Api::all(self.kube.clone());
+        let namespaces: Api<Namespace> = Api::all(self.kube.clone());
+        let items = self.installations().await;
+        for ti in &items {
+            match api.delete(&ti.name_any(), &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(err) => panic!("deleting {}: {err}", ti.name_any()),
+            }
+        }
+        wait_for(
+            "this test's installations to be gone",
+            CONTROLLER_TIMEOUT,
+            || async {
+                let left: Vec<String> = self
+                    .installations()
+                    .await
+                    .iter()
+                    .map(|ti| {
+                        format!(
+                            "{} finalizers={:?} phase={:?}",
+                            ti.name_any(),
+                            ti.finalizers(),
+                            ti.phase()
+                        )
+                    })
+                    .collect();
+                left.is_empty().then_some(()).ok_or(left)
+            },
+        )
+        .await;
+        for ti in &items {
+            let ns = format!("ti-{}", ti.name_any());
+            assert!(
+                namespaces.get_opt(&ns).await.unwrap().is_none(),
+                "namespace {ns} outlived its installation"
+            );
+        }
+        let profiles: Api<InstallationProfile> = Api::all(self.kube.clone());
+        for profile in &self.profiles {
+            profiles
+                .delete(profile, &DeleteParams::default())
+                .await
+                .unwrap_or_else(|err| panic!("deleting InstallationProfile {profile}: {err}"));
+        }
+        self.cleaned = true;
+    }
+}
+
+impl Drop for Leftovers {
+    /// A test that failed before `clean` leaves nothing behind either: its
+    /// installations lose their finalizers and are deleted, with their
+    /// namespaces (no controller reconciles them once the binary ends).
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        let selectors = self.selectors.clone();
+        let profile_names = self.profiles.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for cleaning up");
+            runtime.block_on(async move {
+                let kube = client().await;
+                let api: Api<TestInstallation> = Api::all(kube.clone());
+                let namespaces: Api<Namespace> = Api::all(kube.clone());
+                let profiles: Api<InstallationProfile> = Api::all(kube);
+                for name in profile_names {
+                    let _ = profiles.delete(&name, &DeleteParams::default()).await;
+                }
+                for selector in selectors {
+                    let Ok(list) = api.list(&ListParams::default().labels(&selector)).await else {
+                        continue;
+                    };
+                    for ti in list.items {
+                        let name = ti.name_any();
+                        let strip = json!({ "metadata": { "finalizers": null } });
+                        let _ = api
+                            .patch(&name, &PatchParams::default(), &Patch::Merge(&strip))
+                            .await;
+                        let _ = api.delete(&name, &DeleteParams::default()).await;
+                        let _ = namespaces
+                            .delete(&format!("ti-{name}"), &DeleteParams::default())
+                            .await;
+                    }
+                }
+            });
+        })
+        .join();
     }
 }
 
@@ -181,7 +370,7 @@ fn config_yaml(gh: &FakeGitHub, repos: &[(&str, bool)], extra: &str) -> String {
     let token = secret_file("token", TOKEN);
     let repositories: Vec<String> = repos
         .iter()
-        .map(|(r, forks)| format!("  - {{name: {r}, profile: generic, allowForks: {forks}}}"))
+        .map(|(r, forks)| format!("  - {{name: {r}, profile: {PROFILE}, allowForks: {forks}}}"))
         .collect();
     format!(
         "apiBaseUrl: {url}\n\
@@ -277,17 +466,18 @@ struct Env {
     adapter: Adapter,
     repo: String,
     api: Api<TestInstallation>,
+    leftovers: Leftovers,
 }
 
 async fn setup(prefix: &str, forks: bool) -> Env {
-    let kube = client().await;
-    install_crds(&kube).await;
+    let kube = plane().await;
     let gh = FakeGitHub::start(BOT, AuthMode::Token(TOKEN.into())).await;
-    let repo = format!("acme/{}", unique_name(prefix));
+    let repo = repo(prefix);
     let config = Config::from_yaml(&config_yaml(&gh, &[(&repo, forks)], "")).unwrap();
     let adapter = Adapter::start(config, kube.clone()).await;
     Env {
         api: Api::all(kube.clone()),
+        leftovers: Leftovers::of(&kube, &[&repo]),
         kube,
         gh,
         adapter,
@@ -295,22 +485,39 @@ async fn setup(prefix: &str, forks: bool) -> Env {
     }
 }
 
+impl Env {
+    /// Removes what the test created (waiting until it is gone), then stops
+    /// the adapter.
+    async fn finish(self) {
+        self.leftovers.clean().await;
+        self.adapter.stop().await;
+    }
+}
+
 fn name_of(repo: &str, number: u64) -> String {
     github::naming::installation_name(repo, number)
 }
 
+/// Waits until the installation exists and passes `check`. The controller's
+/// timeout: a new installation of a PR may wait for its predecessor's
+/// teardown.
 async fn wait_installation(
     api: &Api<TestInstallation>,
     name: &str,
     what: &str,
     check: impl Fn(&TestInstallation) -> bool,
 ) -> TestInstallation {
-    wait_for(what, TIMEOUT, || async {
+    wait_for(what, CONTROLLER_TIMEOUT, || async {
         match api.get_opt(name).await.map_err(|e| e.to_string())? {
             Some(ti) if check(&ti) => Ok(ti),
             other => Err(format!(
                 "{:?}",
-                other.map(|t| (t.spec, t.metadata.annotations))
+                other.map(|t| (
+                    t.metadata.deletion_timestamp,
+                    t.spec,
+                    t.metadata.annotations,
+                    t.status.and_then(|s| s.phase)
+                ))
             )),
         }
     })
@@ -318,16 +525,28 @@ async fn wait_installation(
 }
 
 async fn wait_gone(api: &Api<TestInstallation>, name: &str) {
-    wait_for(&format!("{name} to be deleted"), TIMEOUT, || async {
-        match api.get_opt(name).await.map_err(|e| e.to_string())? {
-            None => Ok(()),
-            Some(ti) => Err(format!(
-                "still there: deletionTimestamp={:?} finalizers={:?}",
-                ti.metadata.deletion_timestamp, ti.metadata.finalizers
-            )),
-        }
-    })
-    .await
+    wait_for(
+        &format!("{name} to be deleted"),
+        CONTROLLER_TIMEOUT,
+        || async {
+            match api.get_opt(name).await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(ti) => Err(format!(
+                    "still there: deletionTimestamp={:?} finalizers={:?} phase={:?}",
+                    ti.metadata.deletion_timestamp,
+                    ti.metadata.finalizers,
+                    ti.phase()
+                )),
+            }
+        },
+    )
+    .await;
+    let ns = format!("ti-{name}");
+    let namespaces: Api<Namespace> = Api::all(api.clone().into_client());
+    assert!(
+        namespaces.get_opt(&ns).await.unwrap().is_none(),
+        "the controller let {name} go before its namespace {ns}"
+    );
 }
 
 fn version(ti: &TestInstallation) -> Option<&str> {
@@ -360,7 +579,7 @@ async fn label_push_and_close_drive_one_installation_one_comment_and_deployments
         ti.spec.image.as_deref(),
         Some(&*format!("registry.test/{}", &repo[5..]))
     );
-    assert_eq!(ti.spec.profile.as_deref(), Some("generic"));
+    assert_eq!(ti.spec.profile.as_deref(), Some(PROFILE));
     assert_eq!(ti.spec.ttl.as_deref(), Some("2d"));
     assert_eq!(ti.labels()[labels::SOURCE], "github");
     assert_eq!(ti.labels()[labels::REQUESTER], "github.dev");
@@ -385,20 +604,19 @@ async fn label_push_and_close_drive_one_installation_one_comment_and_deployments
         "{managers:?}"
     );
 
-    // Pending is reported before the controller says anything.
-    wait_for(
-        "a pending sticky comment and deployment",
-        TIMEOUT,
-        || async {
-            let stickies = gh.stickies(repo, 7);
-            let deployments = gh.deployments(repo);
-            match (stickies.as_slice(), deployments.as_slice()) {
-                ([c], [d]) if c.body.contains("Pending") && d.states() == ["in_progress"] => Ok(()),
-                _ => Err(format!("{stickies:?} {deployments:?}")),
+    // The first report is the creation, before the controller said anything.
+    let first_body = wait_for("a sticky comment and a deployment", TIMEOUT, || async {
+        let stickies = gh.stickies(repo, 7);
+        let deployments = gh.deployments(repo);
+        match (stickies.as_slice(), deployments.as_slice()) {
+            ([c], [d]) if d.states().first().map(String::as_str) == Some("in_progress") => {
+                Ok(c.history[0].clone())
             }
-        },
-    )
+            _ => Err(format!("{stickies:?} {deployments:?}")),
+        }
+    })
     .await;
+    assert!(first_body.contains("**Pending**"), "{first_body}");
     let deployment = &gh.deployments(repo)[0];
     assert_eq!(
         deployment.request["environment"],
@@ -409,13 +627,21 @@ async fn label_push_and_close_drive_one_installation_one_comment_and_deployments
     assert_eq!(deployment.request["required_contexts"], json!([]));
     assert_eq!(deployment.git_ref(), first);
 
-    let url = act_as_controller(api, &name, "Ready").await;
+    // The controller brings it to Ready; the PR gets its URL.
+    let ready = wait_phase(api, &name, Phase::Ready).await;
+    let status = ready.status.clone().unwrap();
+    let url = status.url.clone().expect("a Ready installation has a URL");
+    assert_eq!(url, format!("https://{name}.ephemera.localhost"));
+    let secret = status
+        .credentials_secret
+        .clone()
+        .expect("a Ready installation names its credentials Secret");
     wait_for("Ready reported with the URL", TIMEOUT, || async {
         let stickies = gh.stickies(repo, 7);
         let deployments = gh.deployments(repo);
         let ok = stickies.len() == 1
             && stickies[0].body.contains(&url)
-            && stickies[0].body.contains("Ready")
+            && stickies[0].body.contains("**Ready**")
             && deployments.len() == 1
             && deployments[0]
                 .statuses
@@ -425,18 +651,40 @@ async fn label_push_and_close_drive_one_installation_one_comment_and_deployments
             .ok_or(format!("{stickies:#?} {deployments:#?}"))
     })
     .await;
-    let body = &gh.stickies(repo, 7)[0].body;
+    let sticky = &gh.stickies(repo, 7)[0];
+    let body = &sticky.body;
     assert!(!body.contains(TOKEN) && !body.contains(SECRET));
-    assert!(body.contains(&format!("ti-{name}/credentials")), "{body}");
-    let statuses = gh.with(|s| s.commit_statuses.clone());
     assert!(
+        body.contains(&format!("{}/{}", secret.namespace, secret.name)),
+        "{body}"
+    );
+    assert!(body.contains("| Version | `aaaaaaa` |"), "{body}");
+    assert!(body.contains("| Expires |"), "{body}");
+    // The controller writes status often; each change is told once.
+    assert_eq!(gh.deployments(repo)[0].states(), ["in_progress", "success"]);
+    assert!(
+        sticky.repeated_edits().is_empty(),
+        "edits that changed nothing: {:#?}",
+        sticky.history
+    );
+    let statuses = gh.with(|s| s.commit_statuses.clone());
+    let states_of = |sha: &str| -> Vec<String> {
         statuses
             .iter()
-            .any(|(_, sha, s)| *sha == first && s["state"] == "success"),
+            .filter(|(_, s, _)| s == sha)
+            .map(|(_, _, st)| st["state"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(states_of(&first), ["pending", "success"], "{statuses:?}");
+    assert!(
+        statuses.iter().any(|(_, sha, s)| *sha == first
+            && s["state"] == "success"
+            && s["target_url"] == url.as_str()),
         "{statuses:?}"
     );
 
-    // A push rolls the installation; the same comment is edited.
+    // A push rolls the installation; the controller makes the new version
+    // Ready; the same comment is edited, a new deployment succeeds.
     let second = sha('b');
     gh.update_pull(repo, 7, |p| p["head"]["sha"] = json!(second));
     let pr = gh.pull(repo, 7);
@@ -447,7 +695,11 @@ async fn label_push_and_close_drive_one_installation_one_comment_and_deployments
         version(ti) == Some("bbbbbbb") && ti.annotations()[labels::HEAD_SHA] == second
     })
     .await;
-    act_as_controller(api, &name, "Ready").await;
+    let rolled = wait_phase(api, &name, Phase::Ready).await;
+    assert_eq!(
+        rolled.status.as_ref().and_then(|s| s.version.as_deref()),
+        Some("bbbbbbb")
+    );
     wait_for(
         "the new commit reported in the same comment",
         TIMEOUT,
@@ -456,47 +708,50 @@ async fn label_push_and_close_drive_one_installation_one_comment_and_deployments
             let deployments = gh.deployments(repo);
             let ok = stickies.len() == 1
                 && stickies[0].body.contains(&second)
-                && stickies[0].edits >= 2
+                && stickies[0].body.contains("**Ready**")
                 && deployments.iter().any(|d| {
                     d.git_ref() == second
-                        && d.states().last().map(String::as_str) == Some("success")
+                        && d.statuses.last().is_some_and(|s| {
+                            s["state"] == "success" && s["environment_url"] == url.as_str()
+                        })
                 });
             ok.then_some(())
                 .ok_or(format!("{stickies:#?} {deployments:#?}"))
         },
     )
     .await;
+    let deployments = gh.deployments(repo);
+    assert_eq!(deployments.len(), 2, "{deployments:#?}");
+    assert_eq!(deployments[0].states(), ["in_progress", "success"]);
+    assert_eq!(deployments[1].states(), ["in_progress", "success"]);
     assert_eq!(
         gh.comments(repo, 7).len(),
         1,
         "no comment besides the sticky one"
     );
 
-    // Closing deletes it; the deployment becomes inactive.
+    // Closing deletes it: the controller removes the namespace, the adapter
+    // reports the teardown and lets it go; the deployment becomes inactive.
     gh.update_pull(repo, 7, |p| p["state"] = json!("closed"));
     let pr = gh.pull(repo, 7);
     env.adapter
         .deliver("pull_request", &pull_event("closed", &pr, None, "dev"))
         .await;
     wait_gone(api, &name).await;
-    wait_for(
-        "the deployment inactive and the comment updated",
-        TIMEOUT,
-        || async {
-            let deployments = gh.deployments(repo);
-            let current = deployments.iter().find(|d| d.git_ref() == second);
-            let stickies = gh.stickies(repo, 7);
-            let ok = current
-                .is_some_and(|d| d.states().last().map(String::as_str) == Some("inactive"))
-                && stickies.len() == 1
-                && stickies[0].body.contains("Removed");
-            ok.then_some(())
-                .ok_or(format!("{deployments:#?} {stickies:#?}"))
-        },
-    )
-    .await;
+    let deployments = gh.deployments(repo);
+    let current = deployments.iter().find(|d| d.git_ref() == second).unwrap();
+    assert_eq!(
+        current.states(),
+        ["in_progress", "success", "inactive"],
+        "the teardown is reported before the installation is let go"
+    );
+    let stickies = gh.stickies(repo, 7);
+    assert_eq!(stickies.len(), 1);
+    assert!(stickies[0].body.contains("Removed"), "{}", stickies[0].body);
+    assert!(!stickies[0].body.contains(&url), "{}", stickies[0].body);
 
-    // Reopening a PR that still carries the label creates it again.
+    // Reopening a PR that still carries the label creates it again; the
+    // same comment tells its way to Ready.
     gh.update_pull(repo, 7, |p| p["state"] = json!("open"));
     let pr = gh.pull(repo, 7);
     env.adapter
@@ -506,9 +761,10 @@ async fn label_push_and_close_drive_one_installation_one_comment_and_deployments
         version(ti) == Some("bbbbbbb") && ti.metadata.deletion_timestamp.is_none()
     })
     .await;
-    wait_for("the same comment reused", TIMEOUT, || async {
+    wait_phase(api, &name, Phase::Ready).await;
+    wait_for("the same comment reused up to Ready", TIMEOUT, || async {
         let s = gh.stickies(repo, 7);
-        (s.len() == 1 && s[0].body.contains("Pending"))
+        (s.len() == 1 && s[0].body.contains("**Ready**") && s[0].body.contains(&url))
             .then_some(())
             .ok_or(format!("{s:#?}"))
     })
@@ -530,8 +786,13 @@ async fn label_push_and_close_drive_one_installation_one_comment_and_deployments
         metrics.contains(r#"ephemera_github_api_calls_total{method="POST",outcome="success"}"#),
         "{metrics}"
     );
-    cleanup(api, &[&name]).await;
-    env.adapter.stop().await;
+    let sticky = &gh.stickies(repo, 7)[0];
+    assert!(
+        sticky.repeated_edits().is_empty(),
+        "edits that changed nothing: {:#?}",
+        sticky.history
+    );
+    env.finish().await;
 }
 
 #[tokio::test]
@@ -610,7 +871,7 @@ async fn unlabel_deletes_and_label_flapping_converges_to_the_final_state() {
         1,
         "one sticky comment per PR: {stickies:#?}"
     );
-    env.adapter.stop().await;
+    env.finish().await;
 }
 
 #[tokio::test]
@@ -698,8 +959,7 @@ async fn unsigned_forged_oversized_and_malformed_deliveries_change_nothing() {
             "{outcome}: {metrics}"
         );
     }
-    cleanup(api, &[&name]).await;
-    env.adapter.stop().await;
+    env.finish().await;
 }
 
 #[tokio::test]
@@ -756,8 +1016,7 @@ async fn redelivery_and_replayed_comments_are_handled_once() {
             "{metrics}"
         );
     }
-    cleanup(api, &[&name]).await;
-    env.adapter.stop().await;
+    env.finish().await;
 }
 
 #[tokio::test]
@@ -886,16 +1145,16 @@ async fn comment_commands_check_permission_and_keep_the_label_as_the_state() {
         l.is_empty().then_some(()).ok_or(l)
     })
     .await;
-    env.adapter.stop().await;
+    env.finish().await;
 }
 
 #[tokio::test]
 async fn forks_are_refused_by_default_and_pushes_wait_for_approval_when_allowed() {
-    let kube = client().await;
-    install_crds(&kube).await;
+    let kube = plane().await;
     let gh = FakeGitHub::start(BOT, AuthMode::Token(TOKEN.into())).await;
-    let closed = format!("acme/{}", unique_name("nofork"));
-    let open = format!("acme/{}", unique_name("fork"));
+    let closed = repo("nofork");
+    let open = repo("fork");
+    let leftovers = Leftovers::of(&kube, &[&closed, &open]);
     let config =
         Config::from_yaml(&config_yaml(&gh, &[(&closed, false), (&open, true)], "")).unwrap();
     let adapter = Adapter::start(config, kube.clone()).await;
@@ -995,14 +1254,14 @@ async fn forks_are_refused_by_default_and_pushes_wait_for_approval_when_allowed(
         version(ti) == Some("3333333")
     })
     .await;
-    cleanup(&api, &[&name]).await;
+    leftovers.clean().await;
     adapter.stop().await;
 }
 
 #[tokio::test]
 async fn rate_limits_are_waited_out_not_dropped() {
     let env = setup("rate", false).await;
-    let (gh, api, repo) = (&env.gh, &env.api, env.repo.as_str());
+    let (gh, repo) = (&env.gh, env.repo.as_str());
     gh.throttle(Method::POST, "/issues/5/comments", 1);
     let pr = pull(repo, 5, &sha('5'), &[LABEL], false);
     gh.set_pull(repo, pr.clone());
@@ -1032,101 +1291,175 @@ async fn rate_limits_are_waited_out_not_dropped() {
             .await
             .contains(r#"ephemera_github_api_calls_total{method="POST",outcome="rate_limited"} 1"#)
     );
-    cleanup(api, &[&name_of(repo, 5)]).await;
-    env.adapter.stop().await;
+    env.finish().await;
 }
 
 #[tokio::test]
 async fn restarts_neither_repeat_nor_drop_reports() {
-    let env = setup("restart", false).await;
-    let (gh, api, repo) = (&env.gh, &env.api, env.repo.clone());
+    let Env {
+        kube,
+        gh,
+        adapter,
+        repo,
+        api,
+        leftovers,
+    } = setup("restart", false).await;
+    let gh = &gh;
     let name = name_of(&repo, 4);
-    let pr = pull(&repo, 4, &sha('4'), &[LABEL], false);
+    let first = sha('4');
+    let pr = pull(&repo, 4, &first, &[LABEL], false);
     gh.set_pull(&repo, pr.clone());
-    env.adapter
+    adapter
         .deliver(
             "pull_request",
             &pull_event("labeled", &pr, Some(LABEL), "dev"),
         )
         .await;
-    wait_for("the first report", TIMEOUT, || async {
-        let (s, d) = (gh.stickies(&repo, 4), gh.deployments(&repo));
-        (s.len() == 1 && d.len() == 1 && d[0].states() == ["in_progress"])
-            .then_some(())
-            .ok_or(format!("{s:?} {d:?}"))
-    })
-    .await;
-    wait_installation(api, &name, "the memory annotation", |ti| {
-        ti.annotations()
-            .contains_key("ephemera.dev/notified-github")
-    })
-    .await;
-    let config = || Config::from_yaml(&config_yaml(gh, &[(&repo, false)], "")).unwrap();
-    env.adapter.stop().await;
-
-    // While the adapter is down the installation becomes Ready.
-    act_as_controller(api, &name, "Ready").await;
-    let adapter = Adapter::start(config(), env.kube.clone()).await;
-    wait_for("Ready reported after the restart", TIMEOUT, || async {
+    wait_phase(&api, &name, Phase::Ready).await;
+    wait_for("Ready reported", TIMEOUT, || async {
         let d = gh.deployments(&repo);
-        (d.len() == 1 && d[0].states() == ["in_progress", "success"])
+        (d.len() == 1 && d[0].states().last().map(String::as_str) == Some("success"))
             .then_some(())
             .ok_or(format!("{d:?}"))
     })
     .await;
-    let edits = gh.stickies(&repo, 4)[0].edits;
+    // What was told is on the installation, not only in the process.
+    wait_installation(&api, &name, "the memory annotation", |ti| {
+        told(ti).deployment_state.as_deref() == Some("success")
+    })
+    .await;
+    let config = |image: &str| {
+        let yaml = config_yaml(gh, &[(&repo, false)], "").replace(
+            "image: 'registry.test/{repo}:{sha7}'",
+            &format!("image: '{image}'"),
+        );
+        Config::from_yaml(&yaml).unwrap()
+    };
+    let pulls = gh.calls(Method::GET, "/pulls/4").len();
     adapter.stop().await;
 
-    // A restart with nothing new says nothing new.
-    let adapter = Adapter::start(config(), env.kube.clone()).await;
-    let pulls = gh.calls(Method::GET, "/pulls/4").len();
-    // Prove the restarted adapter has processed the watch: a later change is reported.
-    act_as_controller(api, &name, "Failed").await;
+    // A restart with nothing new says nothing new (checked below: the
+    // restarted adapter reads every installation before the push's events).
+    // The restarted adapter deploys images that do not exist.
+    let adapter = Adapter::start(config(MISSING_IMAGE), kube.clone()).await;
+    let second = sha('6');
+    gh.update_pull(&repo, 4, |p| p["head"]["sha"] = json!(second));
+    let pr = gh.pull(&repo, 4);
+    adapter
+        .deliver("pull_request", &pull_event("synchronize", &pr, None, "dev"))
+        .await;
+    let image = format!("missing.invalid/{}", &repo["acme/".len()..]);
+    wait_installation(&api, &name, "the roll to the missing image", |ti| {
+        ti.spec.image.as_deref() == Some(image.as_str()) && version(ti) == Some("6666666")
+    })
+    .await;
+    let failed = wait_phase(&api, &name, Phase::Failed).await;
+    let image_ref = format!("{image}:6666666");
+    let app = failed
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "AppReady"))
+        .cloned()
+        .expect("an AppReady condition");
+    assert_eq!(app.reason, "ImagePullBackOff", "{app:?}");
+    assert!(app.message.contains(&image_ref), "{app:?}");
     wait_for("the failure reported", TIMEOUT, || async {
         let d = gh.deployments(&repo);
-        (d[0].states().last().map(String::as_str) == Some("failure"))
-            .then_some(())
-            .ok_or(format!("{d:?}"))
+        let s = gh.stickies(&repo, 4);
+        let ok = d.len() == 2
+            && d[1].git_ref() == second
+            && d[1].states().last().map(String::as_str) == Some("failure")
+            && s.len() == 1
+            && s[0].body.contains("**Failed**");
+        ok.then_some(()).ok_or(format!("{d:#?} {s:#?}"))
     })
     .await;
-    let s = gh.stickies(&repo, 4);
-    assert_eq!(s.len(), 1, "one sticky comment across restarts");
-    assert_eq!(
-        s[0].edits,
-        edits + 1,
-        "only the failure changed the comment"
-    );
-    assert!(s[0].body.contains("ImagePullBackOff"), "{}", s[0].body);
-    assert_eq!(
-        gh.deployments(&repo).len(),
-        1,
-        "one deployment across restarts"
-    );
-    assert_eq!(gh.calls(Method::GET, "/pulls/4").len(), pulls);
-    adapter.stop().await;
-
-    // Deleted while the adapter is down: the finalizer keeps it until the
-    // teardown is reported.
-    api.delete(&name, &DeleteParams::default()).await.unwrap();
-    let ti = api.get(&name).await.expect("held by the finalizer");
-    assert!(ti.metadata.deletion_timestamp.is_some());
-    let adapter = Adapter::start(config(), env.kube.clone()).await;
-    wait_gone(api, &name).await;
     let d = gh.deployments(&repo);
     assert_eq!(
-        d[0].states().last().map(String::as_str),
-        Some("inactive"),
-        "{d:?}"
+        d[0].states(),
+        ["in_progress", "success"],
+        "the restart repeated nothing"
     );
-    assert!(gh.stickies(&repo, 4)[0].body.contains("Removed"));
+    assert_eq!(d[1].states(), ["in_progress", "failure"]);
+    let description = d[1].statuses[1]["description"].as_str().unwrap_or_default();
+    assert!(
+        description.starts_with("Failed: ImagePullBackOff"),
+        "{description}"
+    );
+    let sticky = &gh.stickies(&repo, 4)[0];
+    assert!(sticky.body.contains("ImagePullBackOff"), "{}", sticky.body);
+    assert!(sticky.body.contains(&image_ref), "{}", sticky.body);
+    assert!(
+        sticky.repeated_edits().is_empty(),
+        "edits that changed nothing: {:#?}",
+        sticky.history
+    );
+    assert_eq!(
+        gh.calls(Method::GET, "/pulls/4").len(),
+        pulls + 1,
+        "only the push read the pull request"
+    );
+    let statuses = gh.with(|s| s.commit_statuses.clone());
+    for (commit, states) in [
+        (&first, ["pending", "success"]),
+        (&second, ["pending", "failure"]),
+    ] {
+        let seen: Vec<&str> = statuses
+            .iter()
+            .filter(|(_, sha, _)| sha == commit)
+            .map(|(_, _, s)| s["state"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(seen, states, "commit statuses of {commit}");
+    }
+    wait_installation(&api, &name, "the failure remembered", |ti| {
+        told(ti).deployment_state.as_deref() == Some("failure")
+    })
+    .await;
+    adapter.stop().await;
+
+    // Deleted while the adapter is down: the controller tears it down
+    // (namespace first) and lets go; the adapter's finalizer keeps it until
+    // the teardown is reported.
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_installation(
+        &api,
+        &name,
+        "the controller's teardown done, only the adapter's finalizer left",
+        |ti| {
+            ti.metadata.deletion_timestamp.is_some()
+                && ti.finalizers() == [annotations::FINALIZER.to_string()]
+        },
+    )
+    .await;
+    let namespaces: Api<Namespace> = Api::all(kube.clone());
+    assert!(
+        namespaces
+            .get_opt(&format!("ti-{name}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let adapter = Adapter::start(config(MISSING_IMAGE), kube.clone()).await;
+    wait_gone(&api, &name).await;
+    let d = gh.deployments(&repo);
+    assert_eq!(d[0].states(), ["in_progress", "success"]);
+    assert_eq!(d[1].states(), ["in_progress", "failure", "inactive"]);
+    let stickies = gh.stickies(&repo, 4);
+    assert_eq!(stickies.len(), 1);
+    assert!(stickies[0].body.contains("Removed"), "{}", stickies[0].body);
+    assert!(
+        stickies[0].repeated_edits().is_empty(),
+        "edits that changed nothing: {:#?}",
+        stickies[0].history
+    );
     assert_eq!(gh.comments(&repo, 4).len(), 1);
+    leftovers.clean().await;
     adapter.stop().await;
 }
 
 #[tokio::test]
 async fn app_authentication_uses_cached_installation_tokens() {
-    let kube = client().await;
-    install_crds(&kube).await;
+    let kube = plane().await;
     let dir = std::env::temp_dir().join(unique_name("ephemera-app-key"));
     std::fs::create_dir_all(&dir).unwrap();
     let key = dir.join("app.pem");
@@ -1159,7 +1492,8 @@ async fn app_authentication_uses_cached_installation_tokens() {
         },
     )
     .await;
-    let repo = format!("acme/{}", unique_name("app"));
+    let repo = repo("app");
+    let leftovers = Leftovers::of(&kube, &[&repo]);
     let yaml = config_yaml(&gh, &[(&repo, false)], "")
         .lines()
         .map(|l| {
@@ -1201,7 +1535,7 @@ async fn app_authentication_uses_cached_installation_tokens() {
         "the installation token is cached"
     );
     assert!(gh.calls_under(&format!("/repos/{repo}")).len() >= 5);
-    cleanup(&api, &[&name]).await;
+    leftovers.clean().await;
     adapter.stop().await;
 }
 
@@ -1222,10 +1556,10 @@ async fn config_refuses_to_start_with_an_empty_secret() {
 
 #[tokio::test]
 async fn a_full_queue_answers_503_and_the_redelivery_is_processed() {
-    let kube = client().await;
-    install_crds(&kube).await;
+    let kube = plane().await;
     let gh = FakeGitHub::start(BOT, AuthMode::Token(TOKEN.into())).await;
-    let repo = format!("acme/{}", unique_name("queue"));
+    let repo = repo("queue");
+    let leftovers = Leftovers::of(&kube, &[&repo]);
     let config =
         Config::from_yaml(&config_yaml(&gh, &[(&repo, false)], "queueCapacity: 1\n")).unwrap();
     let adapter = Adapter::start(config, kube.clone()).await;
@@ -1264,17 +1598,16 @@ async fn a_full_queue_answers_503_and_the_redelivery_is_processed() {
     assert_eq!(status, StatusCode::ACCEPTED);
     let name = name_of(&repo, 12);
     wait_installation(&api, &name, "the installation", |_| true).await;
-    cleanup(&api, &[&name]).await;
+    leftovers.clean().await;
     adapter.stop().await;
 }
 
 #[tokio::test]
 async fn ha_and_upgrade_labels_pick_size_and_the_profiles_default_version() {
-    let kube = client().await;
-    install_crds(&kube).await;
-    let profiles: Api<ephemera::api::InstallationProfile> = Api::all(kube.clone());
+    let kube = plane().await;
+    let profiles: Api<InstallationProfile> = Api::all(kube.clone());
     let profile = unique_name("prof");
-    let body: ephemera::api::InstallationProfile = serde_json::from_value(json!({
+    let body: InstallationProfile = serde_json::from_value(json!({
         "apiVersion": "ephemera.dev/v1alpha1",
         "kind": "InstallationProfile",
         "metadata": { "name": profile },
@@ -1286,9 +1619,13 @@ async fn ha_and_upgrade_labels_pick_size_and_the_profiles_default_version() {
         .await
         .expect("create profile");
     let gh = FakeGitHub::start(BOT, AuthMode::Token(TOKEN.into())).await;
-    let repo = format!("acme/{}", unique_name("labels"));
-    let yaml = config_yaml(&gh, &[(&repo, false)], "")
-        .replace("profile: generic", &format!("profile: {profile}"));
+    let repo = repo("labels");
+    let mut leftovers = Leftovers::of(&kube, &[&repo]);
+    leftovers.profiles.push(profile.clone());
+    let yaml = config_yaml(&gh, &[(&repo, false)], "").replace(
+        &format!("profile: {PROFILE}"),
+        &format!("profile: {profile}"),
+    );
     let adapter = Adapter::start(Config::from_yaml(&yaml).unwrap(), kube.clone()).await;
     let api: Api<TestInstallation> = Api::all(kube.clone());
 
@@ -1318,7 +1655,7 @@ async fn ha_and_upgrade_labels_pick_size_and_the_profiles_default_version() {
     assert_eq!(up.spec.upgrade_from.as_deref(), Some("9.10.0"));
     assert_eq!(version(&up), Some("9999999"));
     assert_eq!(up.spec.profile.as_deref(), Some(profile.as_str()));
-    cleanup(&api, &[&name_of(&repo, 31), &name_of(&repo, 32)]).await;
-    let _ = profiles.delete(&profile, &DeleteParams::default()).await;
+    leftovers.clean().await;
+    assert!(profiles.get_opt(&profile).await.unwrap().is_none());
     adapter.stop().await;
 }

@@ -35,6 +35,19 @@ pub struct Comment {
     pub body: String,
     pub user: String,
     pub edits: u32,
+    /// Every body the comment had, oldest first (the current one last).
+    pub history: Vec<String>,
+}
+
+impl Comment {
+    /// Edits that left the body as it was: a report said again.
+    pub fn repeated_edits(&self) -> Vec<&str> {
+        self.history
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| w[1].as_str())
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -374,13 +387,15 @@ fn respond(
         }
         ("POST", ["repos", o, r, "issues", n, "comments"]) => {
             let id = s.id();
+            let text = body["body"].as_str().unwrap_or_default().to_string();
             let comment = Comment {
                 id,
                 repo: format!("{o}/{r}"),
                 number: n.parse().unwrap_or(0),
-                body: body["body"].as_str().unwrap_or_default().to_string(),
+                body: text.clone(),
                 user: bot,
                 edits: 0,
+                history: vec![text],
             };
             s.comments.push(comment.clone());
             json_response(
@@ -395,6 +410,7 @@ fn respond(
                 Some(c) => {
                     c.body = body["body"].as_str().unwrap_or_default().to_string();
                     c.edits += 1;
+                    c.history.push(c.body.clone());
                     json_response(StatusCode::OK, json!({ "id": id, "body": c.body }))
                 }
                 None => not_found(),

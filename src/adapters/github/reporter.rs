@@ -5,7 +5,9 @@
 //!
 //! Driven by watching TestInstallations with `ephemera.dev/source=github`.
 //! What was told is remembered on each installation (the shared notify
-//! memory), so a restart neither repeats nor drops a report. The finalizer
+//! memory), so a restart neither repeats nor drops a report, and in this
+//! process (`Memory`), which wins over the older annotation that a watch
+//! event of a write racing our own memory patch carries. The finalizer
 //! `ephemera.dev/github-report` holds a deleted installation until its
 //! teardown is reported, even if the adapter was down when it was deleted.
 
@@ -62,11 +64,8 @@ pub async fn run(ctx: Arc<Ctx>, client: kube::Client) {
     let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<String>();
     let mut latest: HashMap<String, (Arc<TestInstallation>, bool)> = HashMap::new();
     let mut failures: HashMap<String, u32> = HashMap::new();
-    // What this process told, by installation uid. The watch can deliver a
-    // version of an installation written before our own last memory patch
-    // (e.g. a status update racing it); the annotation on such a version is
-    // stale, this is not. The annotation is what survives a restart.
-    let mut memory: HashMap<String, Told> = HashMap::new();
+    // What this process told; the annotation is what survives a restart.
+    let mut memory = Memory::default();
     loop {
         let name = tokio::select! {
             event = events.next() => match event {
@@ -96,7 +95,7 @@ pub async fn run(ctx: Arc<Ctx>, client: kube::Client) {
                 failures.remove(&name);
                 if deleted {
                     latest.remove(&name);
-                    memory.remove(&ti.uid().unwrap_or_default());
+                    memory.forget(&ti);
                 }
             }
             Err(err) => {
@@ -111,6 +110,52 @@ pub async fn run(ctx: Arc<Ctx>, client: kube::Client) {
                     let _ = tx.send(name);
                 });
             }
+        }
+    }
+}
+
+/// What this process has told, by installation uid: newer than the memory
+/// annotation on a watch event that was written before our own last memory
+/// patch (events come in order, but our patch's own event comes after the
+/// events of writes that raced it, such as the controller's status updates).
+#[derive(Debug, Default)]
+struct Memory(HashMap<String, Recalled>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Recalled {
+    told: Told,
+    /// Whether `told` is on the installation (the annotation), so that a
+    /// restart remembers it too.
+    saved: bool,
+}
+
+impl Memory {
+    /// What was told about `ti`: this process's memory if it has one, else
+    /// the annotation (after a restart), else nothing.
+    fn recall(&self, ti: &TestInstallation) -> Recalled {
+        ti.uid()
+            .and_then(|uid| self.0.get(&uid).cloned())
+            .unwrap_or_else(|| Recalled {
+                told: notify::recalled(ti, ADAPTER).unwrap_or_default(),
+                saved: true,
+            })
+    }
+
+    fn note(&mut self, ti: &TestInstallation, told: &Told, saved: bool) {
+        if let Some(uid) = ti.uid() {
+            self.0.insert(
+                uid,
+                Recalled {
+                    told: told.clone(),
+                    saved,
+                },
+            );
+        }
+    }
+
+    fn forget(&mut self, ti: &TestInstallation) {
+        if let Some(uid) = ti.uid() {
+            self.0.remove(&uid);
         }
     }
 }
@@ -135,7 +180,7 @@ async fn report(
     ctx: &Ctx,
     ti: &TestInstallation,
     deleted: bool,
-    memory: &mut HashMap<String, Told>,
+    memory: &mut Memory,
 ) -> anyhow::Result<()> {
     let name = ti.name_any();
     let annotations_map = ti.annotations();
@@ -149,17 +194,16 @@ async fn report(
     else {
         anyhow::bail!("{name} has no {} annotation", annotations::PULL_NUMBER);
     };
-    let uid = ti.uid().unwrap_or_default();
-    let before: Told = memory
-        .get(&uid)
-        .cloned()
-        .or_else(|| notify::recalled(ti, ADAPTER))
-        .unwrap_or_default();
-    let mut told = before.clone();
+    let before = memory.recall(ti);
+    let mut told = before.told.clone();
     let report = Report::of(ti, deleted);
     let result = tell(ctx, &repository, number, &report, &mut told).await;
     told.phase = Some(report.phase.clone());
     told.generation = ti.metadata.generation;
+    // In memory first: whatever happens to the patches below, this process
+    // never says it again.
+    let unsaved = told != before.told || !before.saved;
+    memory.note(ti, &told, !unsaved);
     if deleted {
         return result;
     }
@@ -167,7 +211,7 @@ async fn report(
     let release = ti.metadata.deletion_timestamp.is_some()
         && result.is_ok()
         && finalizers.iter().any(|f| f == annotations::FINALIZER);
-    if release {
+    let saved = if release {
         let remaining: Vec<&String> = finalizers
             .iter()
             .filter(|f| *f != annotations::FINALIZER)
@@ -179,17 +223,46 @@ async fn report(
                 "annotations": { notify::memory_annotation(ADAPTER): serde_json::to_string(&told)? },
             }
         });
-        ctx.installations
+        let released = ctx
+            .installations
             .patch(
                 &name,
                 &PatchParams::apply(FIELD_MANAGER),
                 &Patch::Merge(&patch),
             )
-            .await?;
-        tracing::info!(installation = %name, "teardown reported; finalizer released");
-    } else if told != before {
-        notify::remember(&ctx.installations, &name, ADAPTER, &told).await?;
-    }
+            .await;
+        match released {
+            Ok(_) => {
+                tracing::info!(installation = %name, "teardown reported; finalizer released");
+                true
+            }
+            // A newer version exists (e.g. the controller's status update);
+            // its watch event is on its way and releases the finalizer then.
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                tracing::debug!(installation = %name, "changed meanwhile; releasing on the next event");
+                false
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => true,
+            Err(err) => return Err(err.into()),
+        }
+    } else if unsaved {
+        match notify::remember_with(
+            &ctx.installations,
+            &name,
+            ADAPTER,
+            &told,
+            &PatchParams::apply(FIELD_MANAGER),
+        )
+        .await
+        {
+            Ok(()) => true,
+            Err(kube::Error::Api(status)) if status.code == 404 => true,
+            Err(err) => return Err(err.into()),
+        }
+    } else {
+        true
+    };
+    memory.note(ti, &told, saved);
     result
 }
 
@@ -301,4 +374,64 @@ async fn find_sticky(ctx: &Ctx, repository: &str, number: u64) -> anyhow::Result
                     .is_some_and(|b| b.contains(render::MARKER))
         })
         .map(|c| c.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn installation(uid: &str, told: Option<&Told>) -> TestInstallation {
+        let mut ti = TestInstallation::new("webapp-pr-7", Default::default());
+        ti.metadata.uid = Some(uid.into());
+        if let Some(told) = told {
+            ti.annotations_mut().insert(
+                notify::memory_annotation(ADAPTER),
+                serde_json::to_string(told).unwrap(),
+            );
+        }
+        ti
+    }
+
+    fn told(state: &str) -> Told {
+        Told {
+            comment: Some(1),
+            deployment: Some(2),
+            deployment_state: Some(state.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_stale_annotation_never_wins_over_what_this_process_told() {
+        let mut memory = Memory::default();
+        // After a restart: the annotation, which is saved by definition.
+        let fresh = installation("u1", Some(&told("in_progress")));
+        assert_eq!(
+            memory.recall(&fresh),
+            Recalled {
+                told: told("in_progress"),
+                saved: true
+            }
+        );
+        memory.note(&fresh, &told("success"), true);
+        // A watch event written before our last memory patch still carries
+        // the older annotation (or none at all).
+        for stale in [
+            installation("u1", Some(&told("in_progress"))),
+            installation("u1", None),
+        ] {
+            assert_eq!(memory.recall(&stale).told, told("success"));
+        }
+        // A memory that could not be saved is saved on the next event.
+        memory.note(&fresh, &told("failure"), false);
+        assert!(!memory.recall(&fresh).saved);
+        // Another installation of the same name (deleted and created again)
+        // starts from its own annotation.
+        assert_eq!(
+            memory.recall(&installation("u2", None)).told,
+            Told::default()
+        );
+        memory.forget(&fresh);
+        assert_eq!(memory.recall(&fresh).told, told("in_progress"));
+    }
 }
