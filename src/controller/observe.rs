@@ -209,14 +209,32 @@ pub fn pod_problems(pod: &Pod) -> Vec<PodProblem> {
         .get(labels::COMPONENT)
         .cloned()
         .unwrap_or_default();
+    let unschedulable = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|conditions| {
+            conditions.iter().find(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            })
+        })
+        .map(|c| PodProblem {
+            component: component.clone(),
+            container: String::new(),
+            reason: "Unschedulable".into(),
+            message: c.message.clone().unwrap_or_default(),
+            image: String::new(),
+        });
     let statuses = pod
         .status
         .as_ref()
         .and_then(|s| s.container_statuses.clone())
         .unwrap_or_default();
-    statuses
+    unschedulable
         .into_iter()
-        .filter_map(|cs| {
+        .chain(statuses.into_iter().filter_map(|cs| {
             let waiting = cs.state.as_ref()?.waiting.as_ref()?;
             let reason = waiting.reason.clone()?;
             PROBLEM_REASONS
@@ -228,7 +246,7 @@ pub fn pod_problems(pod: &Pod) -> Vec<PodProblem> {
                     reason,
                     image: cs.image.clone(),
                 })
-        })
+        }))
         .collect()
 }
 
@@ -306,6 +324,22 @@ mod tests {
         assert_eq!(problems[0].reason, "ImagePullBackOff");
         assert_eq!(problems[0].image, "example.com/app:abc123");
         assert_eq!(problems[0].component, "app");
+    }
+
+    #[test]
+    fn a_pod_that_finds_no_node_is_a_problem() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": { "name": "db-0", "labels": { "app.kubernetes.io/component": "database" } },
+            "status": { "phase": "Pending", "conditions": [{
+                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/1 nodes are available: 1 Too many pods."
+            }]}
+        }))
+        .unwrap();
+        let problems = pod_problems(&pod);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].reason, "Unschedulable");
+        assert!(problems[0].message.contains("Too many pods"));
     }
 
     #[test]

@@ -66,6 +66,14 @@ impl PartCondition {
 }
 
 fn problem_condition(type_: &'static str, problem: &PodProblem) -> PartCondition {
+    if problem.container.is_empty() {
+        // Not about a container: the pod found no node (e.g. a full cluster).
+        return PartCondition::not_yet(
+            type_,
+            &problem.reason,
+            format!("{}: {}", problem.reason, problem.message),
+        );
+    }
     let detail = if problem.message.is_empty() {
         String::new()
     } else {
