@@ -579,42 +579,14 @@ impl Drop for Setup {
         if self.cleaned {
             return;
         }
-        let instance = self.instance.clone();
-        let dir = self.dir.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for cleaning up");
-            runtime.block_on(async move {
-                let client = client().await;
-                let api: Api<TestInstallation> = Api::all(client.clone());
-                let namespaces: Api<Namespace> = Api::all(client);
-                let mut items = Vec::new();
-                for label in [LABEL_INSTANCE, HOLD_LABEL] {
-                    let selector = format!("{label}={instance}");
-                    if let Ok(list) = api.list(&ListParams::default().labels(&selector)).await {
-                        items.extend(list.items);
-                    }
-                }
-                for ti in items {
-                    let name = ti.name_any();
-                    let _ = api
-                        .patch(
-                            &name,
-                            &PatchParams::default(),
-                            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
-                        )
-                        .await;
-                    let _ = api.delete(&name, &DeleteParams::default()).await;
-                    let _ = namespaces
-                        .delete(&format!("ti-{name}"), &DeleteParams::default())
-                        .await;
-                }
-            });
-            let _ = std::fs::remove_dir_all(dir);
-        })
-        .join();
+        support::force_remove_installations(
+            vec![
+                format!("{LABEL_INSTANCE}={}", self.instance),
+                format!("{HOLD_LABEL}={}", self.instance),
+            ],
+            vec![],
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

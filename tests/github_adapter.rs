@@ -24,7 +24,7 @@ use fake_github::{AuthMode, FakeGitHub};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, PostParams},
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -237,40 +237,7 @@ impl Drop for Leftovers {
         if self.cleaned {
             return;
         }
-        let selectors = self.selectors.clone();
-        let profile_names = self.profiles.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for cleaning up");
-            runtime.block_on(async move {
-                let kube = client().await;
-                let api: Api<TestInstallation> = Api::all(kube.clone());
-                let namespaces: Api<Namespace> = Api::all(kube.clone());
-                let profiles: Api<InstallationProfile> = Api::all(kube);
-                for name in profile_names {
-                    let _ = profiles.delete(&name, &DeleteParams::default()).await;
-                }
-                for selector in selectors {
-                    let Ok(list) = api.list(&ListParams::default().labels(&selector)).await else {
-                        continue;
-                    };
-                    for ti in list.items {
-                        let name = ti.name_any();
-                        let strip = json!({ "metadata": { "finalizers": null } });
-                        let _ = api
-                            .patch(&name, &PatchParams::default(), &Patch::Merge(&strip))
-                            .await;
-                        let _ = api.delete(&name, &DeleteParams::default()).await;
-                        let _ = namespaces
-                            .delete(&format!("ti-{name}"), &DeleteParams::default())
-                            .await;
-                    }
-                }
-            });
-        })
-        .join();
+        support::force_remove_installations(self.selectors.clone(), self.profiles.clone());
     }
 }
 

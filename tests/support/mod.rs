@@ -245,3 +245,44 @@ pub async fn kubectl(args: &[&str]) -> std::process::Output {
         .await
         .unwrap_or_else(|err| panic!("running {kubectl}: {err}"))
 }
+
+/// For `Drop` guards of tests that failed half-way: deletes the
+/// TestInstallations matching any of `selectors` (stripping their
+/// finalizers, since no controller or adapter will run for them once the
+/// test binary ends), their `ti-<name>` namespaces, and `profiles`. Blocks
+/// until done, on a thread of its own so it works inside a runtime.
+pub fn force_remove_installations(selectors: Vec<String>, profiles: Vec<String>) {
+    use kube::api::{ListParams, Patch, PatchParams};
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for cleaning up");
+        runtime.block_on(async move {
+            let client = client().await;
+            let api: Api<ephemera::api::TestInstallation> = Api::all(client.clone());
+            let namespaces: Api<Namespace> = Api::all(client.clone());
+            let profile_api: Api<ephemera::api::InstallationProfile> = Api::all(client);
+            for name in profiles {
+                let _ = profile_api.delete(&name, &DeleteParams::default()).await;
+            }
+            for selector in selectors {
+                let Ok(list) = api.list(&ListParams::default().labels(&selector)).await else {
+                    continue;
+                };
+                for ti in list.items {
+                    let name = kube::ResourceExt::name_any(&ti);
+                    let strip = serde_json::json!({ "metadata": { "finalizers": null } });
+                    let _ = api
+                        .patch(&name, &PatchParams::default(), &Patch::Merge(&strip))
+                        .await;
+                    let _ = api.delete(&name, &DeleteParams::default()).await;
+                    let _ = namespaces
+                        .delete(&format!("ti-{name}"), &DeleteParams::default())
+                        .await;
+                }
+            }
+        });
+    })
+    .join();
+}
