@@ -41,8 +41,8 @@ last=""
 while true; do
 	line=$("${KUBECTL[@]}" get ti quickstart -o 'jsonpath={.status.phase}|{.status.message}' 2>/dev/null || true)
 	phase=${line%%|*}
-	if [[ $line != "$last" && -n $line ]]; then
-		log "  quickstart: ${phase:-Pending} - ${line#*|} ($(($(date +%s) - start))s)"
+	if [[ $line != "$last" && -n $phase ]]; then
+		log "  quickstart: $phase - ${line#*|} ($(($(date +%s) - start))s)"
 		last=$line
 	fi
 	[[ $phase == Ready ]] && break
