@@ -43,7 +43,7 @@ use ephemera::{
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
 use support::{client, unique_name, wait_for};
@@ -517,54 +517,8 @@ expiryWarning: {warning}
     /// adapter tells the deletion and lets the installation go. Call it while
     /// the adapter runs.
     async fn cleanup(&mut self, client: &Client) {
-        let api: Api<TestInstallation> = Api::all(client.clone());
         let selector = format!("{LABEL_INSTANCE}={}", self.instance);
-        let list = api
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .unwrap();
-        for ti in &list.items {
-            match api.delete(&ti.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(err) => panic!("deleting {}: {err}", ti.name_any()),
-            }
-        }
-        wait_for(
-            "this test's installations to be gone",
-            CONTROLLER_TIMEOUT,
-            || async {
-                let left = api
-                    .list(&ListParams::default().labels(&selector))
-                    .await
-                    .map_err(|e| vec![e.to_string()])?;
-                if left.items.is_empty() {
-                    Ok(())
-                } else {
-                    Err(left
-                        .items
-                        .iter()
-                        .map(|ti| {
-                            format!(
-                                "{} finalizers={:?} phase={:?}",
-                                ti.name_any(),
-                                ti.finalizers(),
-                                ti.phase()
-                            )
-                        })
-                        .collect::<Vec<_>>())
-                }
-            },
-        )
-        .await;
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        for ti in &list.items {
-            let ns = format!("ti-{}", ti.name_any());
-            assert!(
-                namespaces.get_opt(&ns).await.unwrap().is_none(),
-                "namespace {ns} outlived its installation"
-            );
-        }
+        support::delete_installations_and_wait(client, &[selector], CONTROLLER_TIMEOUT).await;
         let _ = std::fs::remove_dir_all(&self.dir);
         self.cleaned = true;
     }

@@ -24,7 +24,7 @@ use fake_github::{AuthMode, FakeGitHub};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, PostParams},
+    api::{DeleteParams, PostParams},
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -163,61 +163,12 @@ impl Leftovers {
         }
     }
 
-    async fn installations(&self) -> Vec<TestInstallation> {
-        let api: Api<TestInstallation> = Api::all(self.kube.clone());
-        let mut all = Vec::new();
-        for selector in &self.selectors {
-            let list = api
-                .list(&ListParams::default().labels(selector))
-                .await
-                .unwrap_or_else(|err| panic!("listing installations {selector}: {err}"));
-            all.extend(list.items);
-        }
-        all
-    }
-
     /// Deletes the installations and waits until they and their namespaces
     /// are gone. Call it while the adapter runs: it reports each teardown and
     /// releases its finalizer; the controller deletes each namespace.
     async fn clean(mut self) {
-        let api: Api<TestInstallation> = Api::all(self.kube.clone());
-        let namespaces: Api<Namespace> = Api::all(self.kube.clone());
-        let items = self.installations().await;
-        for ti in &items {
-            match api.delete(&ti.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(err) => panic!("deleting {}: {err}", ti.name_any()),
-            }
-        }
-        wait_for(
-            "this test's installations to be gone",
-            CONTROLLER_TIMEOUT,
-            || async {
-                let left: Vec<String> = self
-                    .installations()
-                    .await
-                    .iter()
-                    .map(|ti| {
-                        format!(
-                            "{} finalizers={:?} phase={:?}",
-                            ti.name_any(),
-                            ti.finalizers(),
-                            ti.phase()
-                        )
-                    })
-                    .collect();
-                left.is_empty().then_some(()).ok_or(left)
-            },
-        )
-        .await;
-        for ti in &items {
-            let ns = format!("ti-{}", ti.name_any());
-            assert!(
-                namespaces.get_opt(&ns).await.unwrap().is_none(),
-                "namespace {ns} outlived its installation"
-            );
-        }
+        support::delete_installations_and_wait(&self.kube, &self.selectors, CONTROLLER_TIMEOUT)
+            .await;
         let profiles: Api<InstallationProfile> = Api::all(self.kube.clone());
         for profile in &self.profiles {
             profiles

@@ -286,3 +286,58 @@ pub fn force_remove_installations(selectors: Vec<String>, profiles: Vec<String>)
     })
     .join();
 }
+
+/// Deletes every TestInstallation matching any of `selectors` and waits
+/// until they are gone (finalizers released by whoever holds them), then
+/// checks that their `ti-<name>` namespaces went with them.
+pub async fn delete_installations_and_wait(
+    client: &Client,
+    selectors: &[String],
+    timeout: Duration,
+) {
+    use kube::{ResourceExt, api::ListParams};
+    let api: Api<ephemera::api::TestInstallation> = Api::all(client.clone());
+    let matching = || async {
+        let mut all = Vec::new();
+        for selector in selectors {
+            let list = api
+                .list(&ListParams::default().labels(selector))
+                .await
+                .unwrap_or_else(|err| panic!("listing installations {selector}: {err}"));
+            all.extend(list.items);
+        }
+        all
+    };
+    let items = matching().await;
+    for ti in &items {
+        match api.delete(&ti.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(err) => panic!("deleting {}: {err}", ti.name_any()),
+        }
+    }
+    wait_for("this test's installations to be gone", timeout, || async {
+        let left: Vec<String> = matching()
+            .await
+            .iter()
+            .map(|ti| {
+                format!(
+                    "{} finalizers={:?} phase={:?}",
+                    ti.name_any(),
+                    ti.finalizers(),
+                    ti.phase()
+                )
+            })
+            .collect();
+        left.is_empty().then_some(()).ok_or(left)
+    })
+    .await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for ti in &items {
+        let ns = format!("ti-{}", ti.name_any());
+        assert!(
+            namespaces.get_opt(&ns).await.unwrap().is_none(),
+            "namespace {ns} outlived its installation"
+        );
+    }
+}
