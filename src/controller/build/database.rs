@@ -47,7 +47,7 @@ pub fn values(input: &BuildInput) -> Result<BTreeMap<String, String>, BuildError
             let r = db
                 .external
                 .as_ref()
-                .expect("plan checks external has a secretRef");
+                .ok_or(BuildError::MissingSecretRef("database engine external"))?;
             let mut v: BTreeMap<String, String> = input
                 .external
                 .all(&r.namespace, &r.name)
