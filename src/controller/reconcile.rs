@@ -747,3 +747,28 @@ async fn read_generated_secrets(
         stored, created, database, filestore,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::config::ControllerConfig;
+
+    #[test]
+    fn cleanup_deletes_the_namespace_recorded_in_the_status() {
+        let mut ti = TestInstallation::new("demo", Default::default());
+        let config = ControllerConfig {
+            namespace_prefix: "preview-".into(),
+            ..Default::default()
+        };
+        assert_eq!(namespace_to_delete(&ti, &config), "preview-demo");
+        ti.status = Some(TestInstallationStatus {
+            namespace: Some("ti-demo".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            namespace_to_delete(&ti, &config),
+            "ti-demo",
+            "a prefix changed since creation must not orphan the namespace"
+        );
+    }
+}

@@ -383,4 +383,24 @@ mod tests {
                 .is_empty()
         );
     }
+
+    #[test]
+    fn an_external_database_without_its_secret_ref_is_an_error_not_a_panic() {
+        let spec = TestInstallationSpec {
+            database: Some(DatabaseSpec {
+                engine: Some(DatabaseEngine::External),
+                secret_ref: Some(crate::api::SecretRef {
+                    name: "db".into(),
+                    namespace: "ephemera-system".into(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut plan = plan_with(spec, profile());
+        plan.database.external = None;
+        let (generated, external) = (generated(), ExternalSecrets::default());
+        let err = values(&input(&plan, &generated, &external)).unwrap_err();
+        assert_eq!(err.reason(), "SecretRefMissing");
+    }
 }
