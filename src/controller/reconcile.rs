@@ -134,10 +134,6 @@ async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) 
     if installation.metadata.deletion_timestamp.is_some() {
         return cleanup(installation, ctx).await;
     }
-    if !installation.finalizers().iter().any(|f| f == FINALIZER) {
-        add_finalizer(&api, installation).await?;
-    }
-
     // Lifecycle first: what is recorded and asked decides expiry before
     // anything that can fail.
     let now = Timestamp::now();
@@ -150,6 +146,11 @@ async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) 
     {
         expire(ctx, installation).await?;
         return Ok(Action::await_change());
+    }
+    // A failed test on the resourceVersion (a stale read) is answered with
+    // 422: retried with backoff, never taken as a permanent error.
+    if !installation.finalizers().iter().any(|f| f == FINALIZER) {
+        add_finalizer(&api, installation).await?;
     }
 
     let profile_name = plan::profile_name(installation);
@@ -194,6 +195,13 @@ async fn failed(
     now: Timestamp,
 ) -> Result<Action> {
     if err.is_permanent() {
+        // Counted like the transient ones, which `reconcile` counts.
+        ctx.metrics
+            .failures
+            .get_or_create(&super::metrics::ErrorLabels {
+                error: err.metric_label(),
+            })
+            .inc();
         tracing::warn!(error = %err, "a permanent API error stalls the installation");
         let message = truncate(&err.message(), 1000);
         publish(
