@@ -392,3 +392,82 @@ async fn changing_the_database_storage_recreates_the_database() {
     delete(&client, &name).await;
     let _ = pvs.delete(&pv_name, &DeleteParams::default()).await;
 }
+
+/// A client acting as `user` (impersonated by the admin), to run the
+/// controller's code with fewer rights than the admin has.
+async fn client_as(user: &str) -> Client {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let kubeconfig = Kubeconfig::read_from(support::kubeconfig_path()).unwrap();
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .unwrap();
+    config.auth_info.impersonate = Some(user.into());
+    Client::try_from(config).unwrap()
+}
+
+#[tokio::test]
+async fn a_kind_the_controller_may_not_list_does_not_fail_the_prune() {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+    let client = client().await;
+    let ns = support::TestNamespace::create(&client, "prune403").await;
+    let user = unique_name("pruner");
+    // Every prunable kind but PersistentVolumeClaims.
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": { "name": user },
+        "rules": [
+            { "apiGroups": [""], "resources": ["secrets", "services", "resourcequotas", "limitranges"],
+              "verbs": ["list", "delete"] },
+            { "apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": ["list", "delete"] },
+            { "apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list", "delete"] },
+            { "apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "networkpolicies"],
+              "verbs": ["list", "delete"] }
+        ]
+    }))
+    .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": user, "namespace": ns.name },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user },
+        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user }]
+    }))
+    .unwrap();
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    roles.create(&PostParams::default(), &role).await.unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    // A leftover the prune should still remove.
+    let leftover: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "leftover", "labels": {
+            "ephemera.dev/installation": "x", "app.kubernetes.io/managed-by": "ephemera"
+        } }
+    }))
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    secrets
+        .create(&PostParams::default(), &leftover)
+        .await
+        .unwrap();
+    let limited = client_as(&user).await;
+    let pruned = wait_for("RBAC to take effect", TIMEOUT, || async {
+        let pruned = ephemera::controller::apply::prune(&limited, &ns.name, "x", &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        // Until the binding is seen every kind is refused (and skipped).
+        if pruned.deleted.is_empty() {
+            return Err(format!("{pruned:?}"));
+        }
+        Ok(pruned)
+    })
+    .await;
+    assert_eq!(pruned.deleted, ["Secret/leftover"]);
+    assert_eq!(pruned.skipped.len(), 1, "{:?}", pruned.skipped);
+    assert!(
+        pruned.skipped[0].starts_with("PersistentVolumeClaim: "),
+        "{:?}",
+        pruned.skipped
+    );
+    roles.delete(&user, &DeleteParams::default()).await.unwrap();
+    ns.delete().await;
+}
