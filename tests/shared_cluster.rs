@@ -350,7 +350,31 @@ async fn changing_the_database_storage_recreates_the_database() {
     );
     assert!(!events_about(&client, &name, "Recreating").await.is_empty());
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
-    assert!(pvcs.get_opt("data-database-0").await.unwrap().is_some());
+    let claim_uid = pvcs.get("data-database-0").await.unwrap().uid();
+
+    // A new size: recreated with it in the template; the claim is kept.
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "database": { "storageSize": "3Gi" } } })),
+    )
+    .await
+    .unwrap();
+    wait_until(&client, &name, "Ready with the new size", settled_ready).await;
+    let sts = stateful_sets.get("database").await.unwrap();
+    let template = &sts.spec.unwrap().volume_claim_templates.unwrap()[0];
+    let size = &template
+        .spec
+        .as_ref()
+        .unwrap()
+        .resources
+        .as_ref()
+        .unwrap()
+        .requests
+        .as_ref()
+        .unwrap()["storage"];
+    assert_eq!(size.0, "3Gi");
+    assert_eq!(pvcs.get("data-database-0").await.unwrap().uid(), claim_uid);
 
     // Back to ephemeral: recreated again, and the claim is pruned.
     api.patch(
