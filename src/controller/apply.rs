@@ -2,7 +2,7 @@
 //! the controller's intent always wins) and pruning of labelled leftovers that
 //! are no longer desired (say, the MinIO objects after a switch to s3).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
@@ -42,6 +42,9 @@ pub struct Applied {
     /// `Kind/name` of objects deleted to be created anew on the next pass,
     /// because a field that changed cannot be updated in place.
     pub recreated: Vec<String>,
+    /// UID of each applied object, by `Kind/name`, as the API server
+    /// answered (a UID other than the one read means it was created anew).
+    pub uids: BTreeMap<String, String>,
 }
 
 /// Applies each object in order. A Job or StatefulSet whose change the API
@@ -67,7 +70,13 @@ pub async fn apply_all(
             )
             .await
         {
-            Ok(_) => {}
+            Ok(object) => {
+                if let Some(uid) = object.metadata.uid {
+                    applied
+                        .uids
+                        .insert(format!("{}/{}", desired.kind(), desired.name()), uid);
+                }
+            }
             Err(kube::Error::Api(status)) if status.code == 422 && recreatable(desired.kind()) => {
                 tracing::info!(object = %what, message = %status.message, "a changed field cannot be updated in place; recreating the object");
                 // A 404 here means it did not exist: the object itself is

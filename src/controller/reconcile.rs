@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use k8s_openapi::{
-    api::core::v1::{Namespace, Secret},
+    api::core::v1::{Namespace, ObjectReference, Secret},
     apimachinery::pkg::apis::meta::v1::OwnerReference,
     jiff::Timestamp,
 };
@@ -315,25 +315,9 @@ async fn pass(
         .status
         .as_ref()
         .is_some_and(|s| s.credentials_secret.is_some());
-    let generated = match read_generated_secrets(ctx, &plan, created).await? {
-        Ok(recovered) => {
-            for secret in &recovered.restored {
-                let note = format!(
-                    "Secret {}/{secret} was missing; it is written again with the same generated values",
-                    plan.namespace
-                );
-                publish(
-                    ctx,
-                    installation,
-                    EventType::Warning,
-                    "CredentialsRestored",
-                    "Restore",
-                    &note,
-                )
-                .await;
-            }
-            recovered.secrets
-        }
+    let (recovered, read_uids) = read_generated_secrets(ctx, &plan, created).await?;
+    let generated = match recovered {
+        Ok(recovered) => recovered.secrets,
         Err(lost) => {
             publish(
                 ctx,
@@ -378,6 +362,41 @@ async fn pass(
     )
     .await?;
     let applied = apply::apply_all(&ctx.client, &plan.namespace, &children).await?;
+    // A generated Secret that had to be created again (missing when read,
+    // or deleted between the read and the apply) is announced.
+    for (secret, read_uid) in read_uids.iter().filter(|_| created) {
+        let applied_uid = applied.uids.get(&format!("Secret/{secret}"));
+        if applied_uid.is_some() && applied_uid != read_uid.as_ref() {
+            let note = format!(
+                "Secret {}/{secret} was missing; it is written again with the same generated values",
+                plan.namespace
+            );
+            // The Secret as the related object keeps one Event per Secret
+            // (the recorder folds Events of one key into a series).
+            let secret_ref = ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Secret".into()),
+                namespace: Some(plan.namespace.clone()),
+                name: Some(secret.to_string()),
+                uid: applied_uid.cloned(),
+                ..Default::default()
+            };
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "CredentialsRestored".into(),
+                note: Some(note),
+                action: "Restore".into(),
+                secondary: Some(secret_ref),
+            };
+            if let Err(err) = ctx
+                .recorder
+                .publish(&event, &installation.object_ref(&()))
+                .await
+            {
+                tracing::warn!(%err, "publishing an event failed");
+            }
+        }
+    }
     for object in &applied.recreated {
         let note = format!(
             "{object} in namespace {} is being recreated: a field that changed cannot be updated in place",
@@ -722,12 +741,16 @@ async fn read_external_secrets(
 }
 
 /// The generated values, recovered from the installation's Secrets (see
-/// `GeneratedSecrets::recover`).
+/// `GeneratedSecrets::recover`), and the UID of each generated Secret in use
+/// as read (`None`: missing).
 async fn read_generated_secrets(
     ctx: &Context,
     plan: &Plan,
     created: bool,
-) -> Result<std::result::Result<Recovered, CredentialsLost>> {
+) -> Result<(
+    std::result::Result<Recovered, CredentialsLost>,
+    BTreeMap<&'static str, Option<String>>,
+)> {
     let namespace = &plan.namespace;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let (copy, creds, db, fs) = tokio::try_join!(
@@ -740,43 +763,27 @@ async fn read_generated_secrets(
         "read",
         format!("the generated Secrets in namespace {namespace}"),
     )?;
+    let database = matches!(
+        plan.database.engine,
+        DatabaseEngine::Postgres | DatabaseEngine::Mysql
+    );
+    let filestore = plan.filestore.kind == FilestoreType::Minio;
+    let uid = |secret: &Option<Secret>| secret.as_ref().and_then(|s| s.uid());
+    let mut read_uids = BTreeMap::from([(credentials::SECRET_NAME, uid(&creds))]);
+    if database {
+        read_uids.insert(build::database::NAME, uid(&db));
+    }
+    if filestore {
+        read_uids.insert(build::filestore::NAME, uid(&fs));
+    }
     let stored = StoredSecrets {
         generated: copy.as_ref(),
         credentials: creds.as_ref(),
         database: db.as_ref(),
         filestore: fs.as_ref(),
     };
-    let database = matches!(
-        plan.database.engine,
-        DatabaseEngine::Postgres | DatabaseEngine::Mysql
-    );
-    let filestore = plan.filestore.kind == FilestoreType::Minio;
-    Ok(GeneratedSecrets::recover(
-        stored, created, database, filestore,
+    Ok((
+        GeneratedSecrets::recover(stored, created, database, filestore),
+        read_uids,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::controller::config::ControllerConfig;
-
-    #[test]
-    fn cleanup_deletes_the_namespace_recorded_in_the_status() {
-        let mut ti = TestInstallation::new("demo", Default::default());
-        let config = ControllerConfig {
-            namespace_prefix: "preview-".into(),
-            ..Default::default()
-        };
-        assert_eq!(namespace_to_delete(&ti, &config), "preview-demo");
-        ti.status = Some(TestInstallationStatus {
-            namespace: Some("ti-demo".into()),
-            ..Default::default()
-        });
-        assert_eq!(
-            namespace_to_delete(&ti, &config),
-            "ti-demo",
-            "a prefix changed since creation must not orphan the namespace"
-        );
-    }
 }
