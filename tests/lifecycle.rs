@@ -694,5 +694,26 @@ async fn an_upgrade_to_a_version_that_never_becomes_ready_is_never_reported_done
     let ti = api.get(&name).await.unwrap();
     assert_eq!(ti.phase(), Some(Phase::Upgrading));
     assert_eq!(ti.status.unwrap().version.as_deref(), Some("1.0.0"));
+
+    // Once the Deployment gives up (a short progress deadline, set by hand
+    // so the test need not wait the default 10 minutes), the upgrade has
+    // failed with that reason, and kstatus tools see Stalled.
+    deployments
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "progressDeadlineSeconds": 2 } })),
+        )
+        .await
+        .unwrap();
+    let ti = wait_until(&client, &name, "ProgressDeadlineExceeded", |ti| {
+        ti.condition("AppReady")
+            .is_some_and(|c| c.reason == "ProgressDeadlineExceeded")
+    })
+    .await;
+    assert_eq!(ti.phase(), Some(Phase::Failed));
+    assert!(condition_is(&ti, "Stalled", "True"));
+    assert_eq!(ti.condition("Upgraded").unwrap().reason, "UpgradeFailed");
+    assert_eq!(ti.status.unwrap().version.as_deref(), Some("1.0.0"));
     delete(&client, &name).await;
 }
