@@ -57,8 +57,11 @@ kill | restart)
 	log "$component: stopped ($(took)); starting again in ${seconds}s"
 	sleep "$seconds"
 	echo "--- restarted by plane-fault.sh at $(date -u +%FT%TZ)" >>"$LOG_DIR/$component.log"
-	(cd "$cwd" && setsid "${argv[@]}" >>"$LOG_DIR/$component.log" 2>&1 </dev/null &
-		echo $! >"$RUN_DIR/pids/$component.pid")
+	(
+		cd "$cwd"
+		setsid "${argv[@]}" >>"$LOG_DIR/$component.log" 2>&1 </dev/null &
+		echo $! >"$RUN_DIR/pids/$component.pid"
+	)
 	log "$component: started again as pid $(cat "$RUN_DIR/pids/$component.pid") ($(took))"
 	;;
 freeze)

@@ -7,6 +7,22 @@
 
 mod support;
 
+/// Prints a figure of this suite, and appends it to `EPHEMERA_FIGURES`
+/// (which `make test` shows at the end).
+fn figure(line: String) {
+    println!("{line}");
+    if let Some(path) = std::env::var_os("EPHEMERA_FIGURES") {
+        use std::io::Write;
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(file, "{line}");
+        }
+    }
+}
+
 use std::{
     sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
@@ -273,9 +289,9 @@ async fn installations_cannot_reach_foreign_secrets_or_unlisted_images() {
         );
         scanned += 1;
     }
-    println!(
+    figure(format!(
         "FIGURES exfiltration: {refused} attempts refused, 1 unlisted image refused, {scanned} objects scanned, 0 leaks"
-    );
+    ));
 
     support::delete_installations_and_wait(&client, &[format!("{TEST_RUN_LABEL}={run}")], TIMEOUT)
         .await;
@@ -387,7 +403,9 @@ async fn bad_input_is_refused_by_the_api_server_with_the_rule_broken() {
         .await,
         None
     );
-    println!("FIGURES bad input: {refused} malformed objects refused by the API server");
+    figure(format!(
+        "FIGURES bad input: {refused} malformed objects refused by the API server"
+    ));
 }
 
 // --- hostile traffic against the adapters' HTTP servers ---
@@ -552,10 +570,10 @@ async fn adapters_drop_slow_clients_and_answer_bursts() {
         slow_clients(chat.addr, slow, within),
         slow_clients(gh.addr, slow, within)
     );
-    println!(
+    figure(format!(
         "FIGURES slow clients: chat {chat_dropped}/{slow} dropped, github {gh_dropped}/{slow} dropped ({:.0}s)",
         started.elapsed().as_secs_f64()
-    );
+    ));
     assert_eq!((chat_dropped, gh_dropped), (slow, slow));
 
     for (name, addr, path) in [
@@ -564,10 +582,10 @@ async fn adapters_drop_slow_clients_and_answer_bursts() {
     ] {
         let started = Instant::now();
         let (answered, refused) = burst(addr, path, 2000, 200).await;
-        println!(
+        figure(format!(
             "FIGURES burst {name}: 2000 unauthenticated requests, {answered} answered, {refused} refused (401/403/429/503), {:.1}s",
             started.elapsed().as_secs_f64()
-        );
+        ));
         assert_eq!((answered, refused), (2000, 2000), "{name}");
         let health = reqwest::get(format!("http://{addr}/healthz"))
             .await

@@ -109,8 +109,12 @@ pub struct InstallationProfileSpec {
     /// you do not fully trust create installations (docs/security.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
-    #[x_kube(validation = Rule::new("self.all(p, p.size() <= 255 && p.matches('^[a-z0-9*]+([._*-]+[a-z0-9*]+)*(:[0-9]+)?(/[a-z0-9*]+([._*-]+[a-z0-9*]+)*)*$'))")
-        .message("allowedImages entries must be image repositories without tag, where '*' matches within a path segment and '**' across, like ghcr.io/acme/*"))]
+    #[schemars(inner(
+        length(min = 1, max = 255),
+        regex(
+            pattern = r"^[a-z0-9*]+([._*-]+[a-z0-9*]+)*(:[0-9]+)?(/[a-z0-9*]+([._*-]+[a-z0-9*]+)*)*$"
+        )
+    ))]
     pub allowed_images: Vec<String>,
 
     /// Secrets that installations of this profile may reference from their
@@ -120,8 +124,10 @@ pub struct InstallationProfileSpec {
     /// own `env` may reference any Secret in those namespaces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
-    #[x_kube(validation = Rule::new("self.all(s, s.size() <= 317 && s.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$'))")
-        .message("sharedSecrets entries must be namespace/name of a Secret"))]
+    #[schemars(inner(
+        length(min = 3, max = 317),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+    ))]
     pub shared_secrets: Vec<String>,
 }
 
