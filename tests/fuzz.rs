@@ -71,7 +71,7 @@ const INTERESTING: &[&str] = &[
     "delete",
     "list",
     "help",
-    "a".repeat(300).leak(),
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     "{{ database.url }}",
     "{{name}}",
     "\"action\":",
@@ -144,7 +144,18 @@ fn fuzz(name: &str, seeds: &[&str], target: impl Fn(&str)) {
     if let Some(input) = panicked {
         panic!("fuzz target {name} panicked on input {input:?} (FUZZ_SEED={seed})");
     }
-    println!("FIGURES fuzz {name}: {cases} executions, 0 panics (FUZZ_SEED={seed})");
+    let line = format!("FIGURES fuzz {name}: {cases} executions, 0 panics (FUZZ_SEED={seed})");
+    println!("{line}");
+    if let Some(path) = std::env::var_os("EPHEMERA_FIGURES") {
+        use std::io::Write;
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(file, "{line}");
+        }
+    }
 }
 
 #[test]
