@@ -375,12 +375,9 @@ async fn chart_installs_and_grants_exactly_what_each_component_needs() {
         dry_run: true,
         ..Default::default()
     };
-    match namespaces_as_controller
-        .delete("default", &dry_delete)
-        .await
-    {
+    match namespaces_as_controller.delete(&release, &dry_delete).await {
         Err(kube::Error::Api(s)) if s.message.contains("ephemera controller may only") => {}
-        other => panic!("the controller could delete namespace default: {other:?}"),
+        other => panic!("the controller could delete its release namespace: {other:?}"),
     }
     refused += 2;
     println!("the fence refused {refused} writes outside ephemera's namespaces");
