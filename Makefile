@@ -1,7 +1,7 @@
 # ephemera: the commands people and CI use. See README.md.
 SHELL := /usr/bin/env bash
 
-.PHONY: help cluster-up cluster-down test lint demo build controlplane-bins crds bench
+.PHONY: help cluster-up cluster-down test lint demo build controlplane-bins crds bench chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -34,3 +34,11 @@ crds: ## regenerate crds/ from the Rust types
 bench: ## measure installations/s against the API server's write rate (prints figures)
 	@hack/cluster-up.sh
 	EPHEMERA_KUBECONFIG=$(CURDIR)/.cluster/kubeconfig cargo bench --locked --profile dev --bench installations
+
+FAULT_KILLS ?= 40
+FAULT_INSTALLATIONS ?= 60
+chaos: ## the fault suite, longer (FAULT_KILLS, FAULT_INSTALLATIONS, FAULT_SEED; docs/security.md)
+	@hack/cluster-up.sh
+	FAULT_KILLS=$(FAULT_KILLS) FAULT_INSTALLATIONS=$(FAULT_INSTALLATIONS) \
+		EPHEMERA_KUBECONFIG=$(CURDIR)/.cluster/kubeconfig \
+		cargo test --locked --test faults -- --nocapture --test-threads=1

@@ -42,5 +42,16 @@ export EPHEMERA_KUBECTL=$BIN_DIR/kubectl
 run_step "building ephemera and its tests (first time: several minutes)" "$LOG_DIR/build-tests.log" \
 	cargo test --locked --no-run
 log "running unit and integration tests"
-cargo test --locked --all-targets --no-fail-fast
+# The fault and security suites append their figures here (docs/security.md).
+export EPHEMERA_FIGURES=$LOG_DIR/figures.txt
+: >"$EPHEMERA_FIGURES"
+show_figures() {
+	log "figures of the fault and security suites:"
+	cat "$EPHEMERA_FIGURES" >&2
+}
+if ! cargo test --locked --all-targets --no-fail-fast; then
+	show_figures
+	exit 1
+fi
+show_figures
 log "all tests passed"

@@ -123,6 +123,30 @@ async fn chart_installs_and_grants_exactly_what_each_component_needs() {
             "the chart renders no {kind}"
         );
     }
+    assert!(
+        rendered.contains(&format!("name: {release}-controller-fence")),
+        "the chart renders no fence policy for the controller"
+    );
+    assert!(
+        !rendered.contains(&format!("- {release}\n")),
+        "the release namespace is listed somewhere in the rendered chart (allowedSecretNamespaces?)"
+    );
+    let refused = helm(&[
+        "template",
+        &release,
+        CHART,
+        "-n",
+        &release,
+        "--set",
+        &format!("controller.config.allowedSecretNamespaces={{{release}}}"),
+    ])
+    .await;
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr)
+                .contains("must not contain the release namespace"),
+        "the chart rendered with the release namespace as a shared-secrets namespace"
+    );
     ok(
         &helm(&[
             "install",
@@ -156,6 +180,7 @@ async fn chart_installs_and_grants_exactly_what_each_component_needs() {
     // The controller, with only the chart's ServiceAccount, provisions and
     // deletes an installation.
     let as_controller = client_as(&release, &format!("{release}-controller")).await;
+    let as_controller_check = as_controller.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -239,6 +264,123 @@ async fn chart_installs_and_grants_exactly_what_each_component_needs() {
             .await
             .is_ok()
     );
+
+    // Each adapter its own role: the GitHub adapter reads no Secret, the
+    // chat adapter only `credentials`; nobody but the controller lists them.
+    let sa = |component: &str| format!("system:serviceaccount:{release}:{release}-{component}");
+    let can_i_table = [
+        (
+            "chat",
+            "get",
+            "secrets/credentials",
+            installation_ns.as_str(),
+            true,
+        ),
+        ("chat", "list", "secrets", installation_ns.as_str(), false),
+        (
+            "chat",
+            "get",
+            "secrets/app-env",
+            installation_ns.as_str(),
+            false,
+        ),
+        (
+            "chat",
+            "get",
+            "secrets/ephemera-chat-tokens",
+            release.as_str(),
+            false,
+        ),
+        (
+            "chat",
+            "create",
+            "deployments",
+            installation_ns.as_str(),
+            false,
+        ),
+        (
+            "github",
+            "get",
+            "secrets/credentials",
+            installation_ns.as_str(),
+            false,
+        ),
+        ("github", "get", "secrets/anything", "kube-system", false),
+        (
+            "github",
+            "create",
+            "testinstallations.ephemera.dev",
+            "",
+            true,
+        ),
+        (
+            "controller",
+            "delete",
+            "testinstallations.ephemera.dev",
+            "",
+            true,
+        ),
+    ];
+    for (component, verb, resource, namespace, expected) in can_i_table {
+        let user = sa(component);
+        let mut args = vec!["auth", "can-i", verb, resource, "--as", user.as_str()];
+        if !namespace.is_empty() {
+            args.extend(["-n", namespace]);
+        }
+        let out = kubectl(&args).await;
+        let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(
+            answer == "yes",
+            expected,
+            "kubectl auth can-i {verb} {resource} -n {namespace:?} as {component}: {answer}"
+        );
+    }
+
+    // RBAC lets the controller write Secrets and delete namespaces anywhere;
+    // the chart's fence policy makes the API server refuse it outside
+    // ephemera's namespaces. Dry runs, so a missing fence breaks nothing.
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let foreign_secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "planted-by-ephemera" }, "stringData": { "k": "v" }
+    }))
+    .unwrap();
+    let fenced = |result: kube::Result<Secret>| match result {
+        Err(kube::Error::Api(s)) if s.message.contains("ephemera controller may only") => Ok(()),
+        other => Err(format!("{other:?}")),
+    };
+    let mut refused = 0;
+    for namespace in ["kube-system", "default", release.as_str()] {
+        let api: Api<Secret> = Api::namespaced(as_controller_check.clone(), namespace);
+        wait_for(
+            &format!("the fence to refuse a Secret in {namespace}"),
+            TIMEOUT,
+            || async { fenced(api.create(&dry, &foreign_secret).await) },
+        )
+        .await;
+        refused += 1;
+    }
+    let namespaces_as_controller: Api<Namespace> = Api::all(as_controller_check.clone());
+    let unlabelled: Namespace = serde_json::from_value(
+        serde_json::json!({ "metadata": { "name": unique_name("notours") } }),
+    )
+    .unwrap();
+    match namespaces_as_controller.create(&dry, &unlabelled).await {
+        Err(kube::Error::Api(s)) if s.message.contains("ephemera controller may only") => {}
+        other => panic!("the controller created an unlabelled namespace: {other:?}"),
+    }
+    let dry_delete = DeleteParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    match namespaces_as_controller.delete(&release, &dry_delete).await {
+        Err(kube::Error::Api(s)) if s.message.contains("ephemera controller may only") => {}
+        other => panic!("the controller could delete its release namespace: {other:?}"),
+    }
+    refused += 2;
+    println!("the fence refused {refused} writes outside ephemera's namespaces");
 
     installations
         .delete(&name, &DeleteParams::default())

@@ -202,6 +202,8 @@ pub struct SecretRef {
     .message("each env entry needs exactly one of value or valueFrom"))]
 #[x_kube(validation = Rule::new("!has(self.value) || !self.name.upperAscii().matches('(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL)')")
     .message("this env name looks like a secret: put the value in a Secret and use valueFrom.secretKeyRef instead of a literal value"))]
+#[x_kube(validation = Rule::new("!has(self.value) || !self.value.matches('(gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|xox[abposr]-[A-Za-z0-9-]{10,}|glpat-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|sk_live_[A-Za-z0-9]{16,}|-----BEGIN [A-Z ]*PRIVATE KEY|eyJ[A-Za-z0-9_-]{10,}[.]eyJ[A-Za-z0-9_-]{10,}[.])')")
+    .message("this env value looks like a secret (a token, key or JWT): put it in a Secret and use valueFrom.secretKeyRef instead of a literal value"))]
 #[serde(rename_all = "camelCase")]
 pub struct EnvVar {
     #[schemars(length(min = 1, max = 128))]

@@ -4,6 +4,7 @@
 //! cannot map them back (it looks the owner up in the child's namespace);
 //! children are watched by the `ephemera.dev/installation` label instead.
 
+pub mod allow_list;
 pub mod apply;
 pub mod build;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod observe;
 pub mod plan;
 pub mod reconcile;
 pub mod status;
+pub mod trigger_backoff;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -66,9 +68,13 @@ fn children_config() -> watcher::Config {
 /// `listen`.
 pub async fn run(
     client: Client,
-    config: ControllerConfig,
+    mut config: ControllerConfig,
     listen: SocketAddr,
 ) -> anyhow::Result<()> {
+    if config.own_namespace.is_none() {
+        config.own_namespace = config::own_namespace();
+        config.check_secret_namespaces(config.own_namespace.as_deref())?;
+    }
     let listener = telemetry::bind(listen).await?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -116,7 +122,8 @@ pub async fn run_with(
     }
     let sweep_interval = crate::api::duration::parse_duration(&config.orphan_sweep_interval)?;
     let controller = Controller::new(installations, installations_config)
-        .with_config(controller::Config::default().concurrency(concurrency));
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .trigger_backoff(trigger_backoff::TriggerBackoff::default());
     let store = controller.store();
     let (capacity_freed, capacity_wakeups) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context::new(
@@ -240,10 +247,9 @@ pub async fn run_with(
     tracing::info!("controller started");
     controller
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                tracing::debug!(%err, "reconcile stream event");
-            }
+        .for_each(|result| {
+            let health = health.clone();
+            async move { observe_run(result, &health) }
         })
         .await;
     health.set_ready(false);
@@ -252,4 +258,20 @@ pub async fn run_with(
     tracing::info!("controller stopped");
     let _ = server.await;
     Ok(())
+}
+
+/// Watch failures make the process unready for a while (see
+/// `telemetry::Health`); other results are only logged.
+fn observe_run<T, E1: std::error::Error + 'static, E2: std::error::Error + 'static>(
+    result: Result<T, controller::Error<E1, E2>>,
+    health: &telemetry::Health,
+) {
+    match result {
+        Ok(_) => {}
+        Err(controller::Error::QueueError(err)) => {
+            health.watch_failed();
+            tracing::warn!(%err, "a watch failed; it is retried within a second");
+        }
+        Err(err) => tracing::debug!(%err, "reconcile stream event"),
+    }
 }

@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
-use super::config::ControllerConfig;
+use super::{
+    allow_list::image_allowed,
+    config::{ControllerConfig, forbidden_secret_namespace},
+};
 use crate::api::{
     DatabaseEngine, DatabaseStorage, EnvVar, FilestoreType, InstallationProfile, ProfileEnvVar,
     SecretKeyRef, SecretRef, SeedSpec, SizeClass, TestInstallation,
@@ -94,6 +97,29 @@ pub enum PlanError {
         allowed: String,
     },
     #[error(
+        "secret {namespace}/{name} is referenced but namespace {namespace:?} can never hold Secrets for installations: {why}"
+    )]
+    SecretNamespaceForbidden {
+        namespace: String,
+        name: String,
+        why: &'static str,
+    },
+    #[error(
+        "secret {namespace}/{name} is not one profile {profile:?} lets installations reference; its sharedSecrets: {allowed}"
+    )]
+    SecretNotAllowedByProfile {
+        namespace: String,
+        name: String,
+        profile: String,
+        allowed: String,
+    },
+    #[error("image {image:?} is not allowed by profile {profile:?}; allowedImages: {allowed}")]
+    ImageNotAllowed {
+        image: String,
+        profile: String,
+        allowed: String,
+    },
+    #[error(
         "namespace name {0:?} would be longer than 63 characters; shorten the installation name or the namespace prefix"
     )]
     NamespaceTooLong(String),
@@ -107,7 +133,10 @@ impl PlanError {
         match self {
             PlanError::UnknownSize { .. } => "UnknownSize",
             PlanError::NoSeedCommand(_) => "NoSeedCommand",
-            PlanError::SecretNamespaceNotAllowed { .. } => "SecretNamespaceNotAllowed",
+            PlanError::SecretNamespaceNotAllowed { .. }
+            | PlanError::SecretNamespaceForbidden { .. } => "SecretNamespaceNotAllowed",
+            PlanError::SecretNotAllowedByProfile { .. } => "SecretNotAllowedByProfile",
+            PlanError::ImageNotAllowed { .. } => "ImageNotAllowed",
             PlanError::NamespaceTooLong(_) => "NamespaceTooLong",
             PlanError::Unsupported(_) => "Unsupported",
         }
@@ -261,9 +290,22 @@ pub fn plan(
         ));
     }
 
+    check_images(spec.image.as_deref(), profile)?;
+    check_spec_secrets(spec, profile, config)?;
     for (namespace, name) in
         referenced_secrets(spec_env_refs(&spec.env), &database, &filestore, &p.env)
     {
+        if let Some(why) = forbidden_secret_namespace(
+            &namespace,
+            config.own_namespace.as_deref(),
+            &config.namespace_prefix,
+        ) {
+            return Err(PlanError::SecretNamespaceForbidden {
+                namespace,
+                name,
+                why,
+            });
+        }
         if !config.allowed_secret_namespaces.contains(&namespace) {
             return Err(PlanError::SecretNamespaceNotAllowed {
                 namespace,
@@ -314,6 +356,74 @@ pub fn plan(
         ingress_controller_namespace: config.ingress.controller_namespace.clone(),
         name,
     })
+}
+
+/// The image the installation asks for must be allowed by its profile.
+fn check_images(image: Option<&str>, profile: &InstallationProfile) -> Result<(), PlanError> {
+    let p = &profile.spec;
+    match image {
+        Some(image) if !image_allowed(image, &p.image, &p.allowed_images) => {
+            Err(PlanError::ImageNotAllowed {
+                image: image.to_string(),
+                profile: profile.metadata.name.clone().unwrap_or_default(),
+                allowed: std::iter::once(p.image.as_str())
+                    .chain(p.allowed_images.iter().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Secrets named in the installation's own spec must be listed in the
+/// profile's `sharedSecrets` (the profile's own env is trusted).
+fn check_spec_secrets(
+    spec: &crate::api::TestInstallationSpec,
+    profile: &InstallationProfile,
+    config: &ControllerConfig,
+) -> Result<(), PlanError> {
+    let from_spec = spec_env_refs(&spec.env)
+        .map(|r| (&r.namespace, &r.name))
+        .chain(
+            spec.database
+                .iter()
+                .filter_map(|d| d.secret_ref.as_ref())
+                .chain(spec.filestore.iter().filter_map(|f| f.secret_ref.as_ref()))
+                .map(|r| (&r.namespace, &r.name)),
+        );
+    for (namespace, name) in from_spec {
+        if let Some(why) = forbidden_secret_namespace(
+            namespace,
+            config.own_namespace.as_deref(),
+            &config.namespace_prefix,
+        ) {
+            return Err(PlanError::SecretNamespaceForbidden {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                why,
+            });
+        }
+        let listed = profile
+            .spec
+            .shared_secrets
+            .iter()
+            .any(|s| s.split_once('/') == Some((namespace.as_str(), name.as_str())));
+        if !listed {
+            let allowed = &profile.spec.shared_secrets;
+            return Err(PlanError::SecretNotAllowedByProfile {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                profile: profile.metadata.name.clone().unwrap_or_default(),
+                allowed: if allowed.is_empty() {
+                    "none".into()
+                } else {
+                    allowed.join(", ")
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 fn spec_env_refs(env: &[EnvVar]) -> impl Iterator<Item = &SecretKeyRef> {
@@ -498,5 +608,83 @@ pub(crate) mod tests {
         .unwrap_err();
         assert_eq!(err.reason(), "SecretNamespaceNotAllowed");
         assert!(err.to_string().contains("kube-system/tokens"));
+    }
+
+    fn env_from(namespace: &str, name: &str) -> TestInstallationSpec {
+        TestInstallationSpec {
+            env: vec![EnvVar {
+                name: "SHARED".into(),
+                value: None,
+                value_from: Some(crate::api::EnvVarSource {
+                    secret_key_ref: SecretKeyRef {
+                        name: name.into(),
+                        namespace: namespace.into(),
+                        key: "k".into(),
+                    },
+                }),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_release_namespace_and_kube_namespaces_are_refused_even_if_configured() {
+        let config = ControllerConfig {
+            allowed_secret_namespaces: vec!["ephemera-system".into(), "kube-system".into()],
+            own_namespace: Some("ephemera-system".into()),
+            ..Default::default()
+        };
+        let mut p = profile();
+        p.spec.shared_secrets = vec![
+            "ephemera-system/ephemera-chat-tokens".into(),
+            "kube-system/x".into(),
+        ];
+        for (ns, name) in [
+            ("ephemera-system", "ephemera-chat-tokens"),
+            ("kube-system", "x"),
+        ] {
+            let err = plan(&installation(env_from(ns, name)), &p, &config).unwrap_err();
+            assert_eq!(err.reason(), "SecretNamespaceNotAllowed", "{err}");
+            assert!(err.to_string().contains("can never hold"), "{err}");
+        }
+    }
+
+    #[test]
+    fn shared_secrets_need_the_profiles_consent() {
+        let config = ControllerConfig::default();
+        let err = plan(
+            &installation(env_from("ephemera-shared-secrets", "db")),
+            &profile(),
+            &config,
+        )
+        .unwrap_err();
+        assert_eq!(err.reason(), "SecretNotAllowedByProfile");
+        assert!(err.to_string().contains("none"), "{err}");
+        let mut p = profile();
+        p.spec.shared_secrets = vec!["ephemera-shared-secrets/db".into()];
+        plan(
+            &installation(env_from("ephemera-shared-secrets", "db")),
+            &p,
+            &config,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn images_outside_the_profiles_allow_list_are_refused() {
+        let mut p = profile();
+        p.spec.allowed_images = vec!["ghcr.io/acme/*".into()];
+        let with_image = |image: &str| {
+            installation(TestInstallationSpec {
+                image: Some(image.into()),
+                ..Default::default()
+            })
+        };
+        let config = ControllerConfig::default();
+        let err = plan(&with_image("docker.io/library/alpine"), &p, &config).unwrap_err();
+        assert_eq!(err.reason(), "ImageNotAllowed");
+        assert!(err.to_string().contains("ghcr.io/acme/*"), "{err}");
+        plan(&with_image("ghcr.io/acme/app"), &p, &config).unwrap();
+        plan(&with_image("example.com/app"), &p, &config).unwrap();
     }
 }

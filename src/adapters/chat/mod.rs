@@ -122,9 +122,9 @@ pub async fn serve(
 
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "chat adapter serving");
-    let server = axum::serve(listener, router).with_graceful_shutdown(shutdown);
+    let server = telemetry::serve(listener, router, shutdown);
     tokio::select! {
-        result = server => result.map_err(Into::into),
+        result = server => result,
         () = notifier.run() => anyhow::bail!("the installation watch ended"),
     }
 }

@@ -110,9 +110,7 @@ pub async fn run(
     let addr = listener.local_addr()?;
     health.set_ready(true);
     tracing::info!(%addr, repositories = config.repositories.len(), "GitHub adapter serving");
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = telemetry::serve(listener, router, shutdown).await;
     worker.abort();
     reporter.abort();
     served.context("serving HTTP")
