@@ -2,6 +2,7 @@
 SHELL := /usr/bin/env bash
 
 .PHONY: help cluster-up cluster-down test lint demo build controlplane-bins crds bench
+.PHONY: image deploy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -34,3 +35,10 @@ crds: ## regenerate crds/ from the Rust types
 bench: ## measure installations/s against the API server's write rate (prints figures)
 	@hack/cluster-up.sh
 	EPHEMERA_KUBECONFIG=$(CURDIR)/.cluster/kubeconfig cargo bench --locked --profile dev --bench installations
+
+image: ## build the OCI image with buildah from the release binary, check it, write target/image/ephemera.oci.tar
+	@hack/image.sh
+
+deploy: ## regenerate deploy/ (plain manifests) from the chart (a test fails when stale)
+	UPDATE_DEPLOY=1 EPHEMERA_HELM=$$(hack/build-controlplane.sh)/bin/helm \
+		cargo test --locked --test deploy deploy_manifests_are_current

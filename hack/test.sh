@@ -43,4 +43,9 @@ run_step "building ephemera and its tests (first time: several minutes)" "$LOG_D
 	cargo test --locked --no-run
 log "running unit and integration tests"
 cargo test --locked --all-targets --no-fail-fast
+# The image: built with buildah from the release binary and checked inside
+# (entrypoint, `ephemera version` and `ephemera crd`, non-root user).
+run_step "building and checking the OCI image (make image)" "$LOG_DIR/image.log" \
+	"$HACK_DIR/image.sh"
+grep -E 'image .*MiB|inside:|run as uid' "$LOG_DIR/image.log" | sed 's/^/    /' >&2
 log "all tests passed"
