@@ -17,11 +17,7 @@
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::{
-    Api, Client, CustomResourceExt, ResourceExt,
-    api::PostParams,
-    runtime::wait::{await_condition, conditions},
-};
+use kube::{Api, Client, CustomResourceExt, ResourceExt, api::PostParams};
 
 use super::{InstallationProfile, TestInstallation};
 
@@ -105,15 +101,32 @@ pub async fn apply_crds(client: &Client) -> anyhow::Result<Vec<(String, Outcome)
     for desired in desired_crds() {
         let name = desired.name_any();
         let outcome = apply_one(&api, desired).await?;
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            await_condition(api.clone(), &name, conditions::is_crd_established()),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("CRD {name} was not established within 60s"))??;
+        wait_established(&api, &name).await?;
         outcomes.push((name, outcome));
     }
     Ok(outcomes)
+}
+
+/// Polls with `get` (the only read the controller's RBAC allows on CRDs)
+/// until the API server serves the CRD.
+async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let crd = api.get(name).await.map_err(|err| access(name, err))?;
+        let established = crd
+            .status
+            .and_then(|status| status.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("CRD {name} was not established within 60s");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 async fn apply_one(
