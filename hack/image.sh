@@ -31,7 +31,10 @@ profile=${EPHEMERA_IMAGE_PROFILE:-release}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 repository=$(sed -n 's/^  repository: *\([^ #]*\).*/\1/p' charts/ephemera/values.yaml | head -n1)
 image=${EPHEMERA_IMAGE:-$repository:$version}
+# The release image goes to target/image/; others (make test's check of the
+# debug binary) to target/image-<profile>/, so neither overwrites the other.
 out_dir=$ROOT/target/image
+[[ $profile == release ]] || out_dir=$ROOT/target/image-$profile
 archive=$out_dir/ephemera.oci.tar
 # buildah keeps its images in a storage of its own under target/, with the
 # vfs driver (no overlay mounts, no fuse) and chroot isolation (no runc, no
@@ -116,8 +119,9 @@ crds=$(in_image "$check" -- /usr/local/bin/ephemera crd)
 for kind in CustomResourceDefinition ValidatingAdmissionPolicy; do
 	grep -q "^kind: $kind\$" <<<"$crds" || die "\`ephemera crd\` in the image printed no $kind"
 done
-[[ $(bah inspect --type image --format '{{json .OCIv1.Config.Entrypoint}}' "$image") == '["/usr/local/bin/ephemera"]' ]] ||
-	die "the image's entrypoint is not /usr/local/bin/ephemera"
+entrypoint_set=$(bah inspect --type image --format '{{.OCIv1.Config.Entrypoint}}' "$image")
+[[ $entrypoint_set == '[/usr/local/bin/ephemera]' ]] ||
+	die "the image's entrypoint is $entrypoint_set, not /usr/local/bin/ephemera"
 
 # Which user the image's processes run as: `id` from this machine, with the
 # libraries it needs, mounted read-only for the check only (the image has no
