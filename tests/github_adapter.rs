@@ -11,7 +11,12 @@
 mod fake_github;
 mod support;
 
-use std::{net::SocketAddr, path::PathBuf, sync::OnceLock, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
 
 use ephemera::{
     adapters::{
@@ -20,7 +25,7 @@ use ephemera::{
     },
     api::{InstallationProfile, Phase, TestInstallation, labels},
 };
-use fake_github::{AuthMode, FakeGitHub};
+use fake_github::{AuthMode, FakeGitHub, Fault};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, ResourceExt,
@@ -54,7 +59,7 @@ const MISSING_IMAGE: &str = "missing.invalid/{repo}:{sha7}";
 /// made of them when the binary's first test starts.
 const REPOSITORIES: &[&str] = &[
     "life", "flap", "auth", "dup", "cmd", "nofork", "fork", "rate", "restart", "app", "queue",
-    "labels",
+    "labels", "lost", "fail", "redo", "replay",
 ];
 
 /// The repository `acme/<prefix>-<run>` of this test binary.
@@ -388,10 +393,15 @@ struct Env {
 }
 
 async fn setup(prefix: &str, forks: bool) -> Env {
+    setup_with(prefix, forks, "").await
+}
+
+/// [`setup`] with more config lines.
+async fn setup_with(prefix: &str, forks: bool, extra: &str) -> Env {
     let kube = plane().await;
     let gh = FakeGitHub::start(BOT, AuthMode::Token(TOKEN.into())).await;
     let repo = repo(prefix);
-    let config = Config::from_yaml(&config_yaml(&gh, &[(&repo, forks)], "")).unwrap();
+    let config = Config::from_yaml(&config_yaml(&gh, &[(&repo, forks)], extra)).unwrap();
     let adapter = Adapter::start(config, kube.clone()).await;
     Env {
         api: Api::all(kube.clone()),
@@ -640,7 +650,11 @@ async fn label_push_and_close_drive_one_installation_one_comment_and_deployments
     .await;
     let deployments = gh.deployments(repo);
     assert_eq!(deployments.len(), 2, "{deployments:#?}");
-    assert_eq!(deployments[0].states(), ["in_progress", "success"]);
+    // The superseded commit's environment is no longer shown as live.
+    assert_eq!(
+        deployments[0].states(),
+        ["in_progress", "success", "inactive"]
+    );
     assert_eq!(deployments[1].states(), ["in_progress", "success"]);
     assert_eq!(
         gh.comments(repo, 7).len(),
@@ -1027,6 +1041,25 @@ async fn comment_commands_check_permission_and_keep_the_label_as_the_state() {
         .await;
     wait_installation(api, &name, "ttl extended", |ti| {
         ti.spec.ttl.as_deref() == Some("3d")
+    })
+    .await;
+    // However much is asked, never beyond the profile's maximum (7d).
+    env.adapter
+        .deliver(
+            "issue_comment",
+            &comment_event(repo, 21, 60, "/testenv extend 3650d", "maintainer"),
+        )
+        .await;
+    wait_installation(api, &name, "ttl capped at the profile's max", |ti| {
+        ti.spec.ttl.as_deref() == Some("7d")
+    })
+    .await;
+    wait_for("the capped extension answered", TIMEOUT, || async {
+        let r = replies_to("maintainer");
+        r.iter()
+            .any(|c| c.body.contains("the most profile"))
+            .then_some(())
+            .ok_or(format!("{r:?}"))
     })
     .await;
     let ti = api.get(&name).await.unwrap();
@@ -1576,4 +1609,195 @@ async fn ha_and_upgrade_labels_pick_size_and_the_profiles_default_version() {
     leftovers.clean().await;
     assert!(profiles.get_opt(&profile).await.unwrap().is_none());
     adapter.stop().await;
+}
+
+// ------------------------------------------------ lost answers, failures
+
+/// GitHub stores the sticky comment, the Deployment and a Deployment status
+/// but the answers are lost (502): the adapter looks before it posts again,
+/// so the PR still shows one comment, one Deployment and each state once.
+#[tokio::test]
+async fn a_lost_answer_never_makes_a_second_comment_or_deployment() {
+    let env = setup("lost", false).await;
+    let (gh, api, repo) = (&env.gh, &env.api, env.repo.as_str());
+    gh.fault(Method::POST, "/issues/9/comments", Fault::CommitThenFail, 1);
+    gh.fault(Method::POST, "/deployments", Fault::CommitThenFail, 1);
+    gh.fault(Method::POST, "/statuses", Fault::CommitThenFail, 1);
+    let pr = pull(repo, 9, &sha('9'), &[LABEL], false);
+    gh.set_pull(repo, pr.clone());
+    env.adapter
+        .deliver(
+            "pull_request",
+            &pull_event("labeled", &pr, Some(LABEL), "dev"),
+        )
+        .await;
+    let name = name_of(repo, 9);
+    wait_phase(api, &name, Phase::Ready).await;
+    wait_for("Ready reported", TIMEOUT, || async {
+        let d = gh.deployments(repo);
+        (d.len() == 1 && d[0].states().last().map(String::as_str) == Some("success"))
+            .then_some(())
+            .ok_or(format!("{d:#?}"))
+    })
+    .await;
+    let lost = gh.with(|s| s.calls.iter().filter(|c| c.status == 502).count());
+    let stickies = gh.stickies(repo, 9);
+    let deployments = gh.deployments(repo);
+    println!(
+        "{lost} lost answers: {} sticky comment(s), {} deployment(s), states {:?}",
+        stickies.len(),
+        deployments.len(),
+        deployments[0].states()
+    );
+    assert_eq!(lost, 3);
+    assert_eq!(stickies.len(), 1, "{stickies:#?}");
+    assert_eq!(gh.comments(repo, 9).len(), 1);
+    assert_eq!(deployments.len(), 1, "{deployments:#?}");
+    assert_eq!(deployments[0].states(), ["in_progress", "success"]);
+    env.finish().await;
+}
+
+/// A command that arrives while GitHub fails (the permission check answers
+/// 500 seven times, the reply first meets a secondary rate limit) is
+/// answered once GitHub recovers, exactly once.
+#[tokio::test]
+async fn a_command_during_github_failures_is_answered_once_they_recover() {
+    let env = setup_with("fail", false, "deliveryRetryWait: 1s\n").await;
+    let (gh, repo) = (&env.gh, env.repo.as_str());
+    gh.set_permission("maintainer", "write");
+    let pr = pull(repo, 12, &sha('c'), &[], false);
+    gh.set_pull(repo, pr);
+    gh.fault(Method::GET, "/permission", Fault::ServerError, 7);
+    gh.fault(
+        Method::POST,
+        "/issues/12/comments",
+        Fault::SecondaryLimit(Some(1)),
+        1,
+    );
+    let started = Instant::now();
+    let (status, _) = env
+        .adapter
+        .deliver(
+            "issue_comment",
+            &comment_event(repo, 12, 1201, "/testenv status", "maintainer"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    wait_for(
+        "the answer after the failures",
+        Duration::from_secs(60),
+        || async {
+            let r: Vec<_> = gh
+                .comments(repo, 12)
+                .into_iter()
+                .filter(|c| c.body.starts_with("@maintainer"))
+                .collect();
+            (!r.is_empty()).then_some(()).ok_or(r.len())
+        },
+    )
+    .await;
+    println!("answered after {:?} of failures", started.elapsed());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let replies: Vec<_> = gh
+        .comments(repo, 12)
+        .into_iter()
+        .filter(|c| c.body.starts_with("@maintainer"))
+        .collect();
+    assert_eq!(replies.len(), 1, "{replies:#?}");
+    assert!(
+        replies[0].body.contains("no test installation"),
+        "{}",
+        replies[0].body
+    );
+    let failures = gh.calls(Method::GET, "/permission");
+    assert_eq!(failures.iter().filter(|c| c.status == 500).count(), 7);
+    env.finish().await;
+}
+
+/// A delivery that could not be handled (nor its failure answered) is not
+/// remembered as handled: GitHub's redelivery of it runs again.
+#[tokio::test]
+async fn a_redelivery_of_a_failed_delivery_is_handled() {
+    let env = setup_with(
+        "redo",
+        false,
+        "deliveryAttempts: 2\ndeliveryRetryWait: 1s\n",
+    )
+    .await;
+    let (gh, repo) = (&env.gh, env.repo.as_str());
+    gh.set_permission("maintainer", "write");
+    gh.set_pull(repo, pull(repo, 13, &sha('d'), &[], false));
+    gh.fault(Method::GET, "/permission", Fault::Forbidden, u32::MAX);
+    gh.fault(
+        Method::POST,
+        "/issues/13/comments",
+        Fault::ServerError,
+        u32::MAX,
+    );
+    let event = comment_event(repo, 13, 1301, "/testenv status", "maintainer");
+    let (status, _) = env
+        .adapter
+        .deliver_as("issue_comment", &event, "guid-failing")
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    wait_for("the delivery to be given up", TIMEOUT, || async {
+        let posts = gh.calls(Method::POST, "/issues/13/comments");
+        (!posts.is_empty()).then_some(()).ok_or(posts.len())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(gh.comments(repo, 13).is_empty());
+    gh.clear_faults();
+    let (status, text) = env
+        .adapter
+        .deliver_as("issue_comment", &event, "guid-failing")
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    wait_for("the redelivery answered", TIMEOUT, || async {
+        let c = gh.comments(repo, 13);
+        (c.len() == 1).then_some(()).ok_or(c.len())
+    })
+    .await;
+    // And now it is handled: a further redelivery is a duplicate.
+    let (status, text) = env
+        .adapter
+        .deliver_as("issue_comment", &event, "guid-failing")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(gh.comments(repo, 13).len(), 1);
+    env.finish().await;
+}
+
+/// An old `labeled` delivery replayed after the PR was closed creates
+/// nothing: the adapter decides from GitHub's current PR, never from the
+/// webhook's copy.
+#[tokio::test]
+async fn a_replayed_labeled_delivery_of_a_closed_pr_creates_nothing() {
+    let env = setup("replay", false).await;
+    let (gh, api, repo) = (&env.gh, &env.api, env.repo.as_str());
+    let pr = pull(repo, 14, &sha('f'), &[LABEL], false);
+    let mut closed = pr.clone();
+    closed["state"] = json!("closed");
+    gh.set_pull(repo, closed);
+    let (status, _) = env
+        .adapter
+        .deliver(
+            "pull_request",
+            &pull_event("labeled", &pr, Some(LABEL), "dev"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    wait_for("the delivery to be handled", TIMEOUT, || async {
+        let gets = gh.calls(Method::GET, "/pulls/14");
+        (!gets.is_empty()).then_some(()).ok_or(0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(api.get_opt(&name_of(repo, 14)).await.unwrap().is_none());
+    env.finish().await;
+}
+
+#[test]
+fn names_of_the_same_repository_under_different_owners_differ() {
+    assert_ne!(name_of("org-a/app", 5), name_of("org-b/app", 5));
 }

@@ -10,24 +10,7 @@ use serde::Deserialize;
 
 use crate::api::duration::parse_duration;
 
-/// A secret value; `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use crate::adapters::secret::Secret;
 
 /// Where a secret comes from: exactly one of `env` or `file`.
 #[derive(Debug, Clone, Deserialize)]
@@ -61,7 +44,7 @@ impl SecretSource {
         if value.trim().is_empty() {
             return Err(bad("the secret is empty".into()));
         }
-        Ok(Secret(value))
+        Ok(Secret::new(value))
     }
 }
 
@@ -75,6 +58,14 @@ pub enum ConfigError {
     Secret(String, String),
     #[error("{0}")]
     Invalid(String),
+}
+
+fn default_delivery_attempts() -> u32 {
+    6
+}
+
+fn default_delivery_retry_wait() -> String {
+    "2s".into()
 }
 
 fn invalid(message: impl Into<String>) -> ConfigError {
@@ -96,6 +87,14 @@ pub struct RawConfig {
     pub max_body_bytes: usize,
     #[serde(default = "default_queue")]
     pub queue_capacity: usize,
+    /// How often a delivery whose handling failed is tried, in all, before
+    /// it is given up (answered with a failure reply where it is a command,
+    /// or left for GitHub's redelivery).
+    #[serde(default = "default_delivery_attempts")]
+    pub delivery_attempts: u32,
+    /// The wait before the second attempt; it doubles for each next one.
+    #[serde(default = "default_delivery_retry_wait")]
+    pub delivery_retry_wait: String,
     #[serde(default = "default_ttl")]
     pub default_ttl: String,
     #[serde(default)]
@@ -223,6 +222,8 @@ pub struct Config {
     pub auth: Auth,
     pub max_body_bytes: usize,
     pub queue_capacity: usize,
+    pub delivery_attempts: u32,
+    pub delivery_retry_wait: Duration,
     pub default_ttl: Duration,
     pub commit_status: bool,
     pub labels: Vec<LabelSettings>,
@@ -286,6 +287,11 @@ impl Config {
         if raw.queue_capacity == 0 {
             return Err(invalid("queueCapacity must be at least 1"));
         }
+        if raw.delivery_attempts == 0 {
+            return Err(invalid("deliveryAttempts must be at least 1"));
+        }
+        let delivery_retry_wait = parse_duration(&raw.delivery_retry_wait)
+            .map_err(|err| invalid(format!("deliveryRetryWait: {err}")))?;
         let default_ttl = parse_duration(&raw.default_ttl)
             .map_err(|err| invalid(format!("defaultTtl: {err}")))?;
         if raw.labels.is_empty() {
@@ -346,6 +352,8 @@ impl Config {
             auth,
             max_body_bytes: raw.max_body_bytes,
             queue_capacity: raw.queue_capacity,
+            delivery_attempts: raw.delivery_attempts,
+            delivery_retry_wait,
             default_ttl,
             commit_status: raw.commit_status,
             labels: raw.labels,
