@@ -1976,8 +1976,8 @@ async fn a_failing_progress_edit_never_blocks_the_credentials() {
             .any(|c| c.path == "/api/chat.update"),
         "the edit was tried"
     );
-    adapter.stop().await;
     setup.cleanup(&client).await;
+    adapter.stop().await;
 }
 
 /// A requester who can never be told (deactivated: every DM refused) does

@@ -1328,8 +1328,8 @@ async fn restarts_neither_repeat_nor_drop_reports() {
     let d = gh.deployments(&repo);
     assert_eq!(
         d[0].states(),
-        ["in_progress", "success"],
-        "the restart repeated nothing"
+        ["in_progress", "success", "inactive"],
+        "the restart repeated nothing; the superseded commit went inactive"
     );
     assert_eq!(d[1].states(), ["in_progress", "failure"]);
     let description = d[1].statuses[1]["description"].as_str().unwrap_or_default();
@@ -1393,7 +1393,7 @@ async fn restarts_neither_repeat_nor_drop_reports() {
     let adapter = Adapter::start(config(MISSING_IMAGE), kube.clone()).await;
     wait_gone(&api, &name).await;
     let d = gh.deployments(&repo);
-    assert_eq!(d[0].states(), ["in_progress", "success"]);
+    assert_eq!(d[0].states(), ["in_progress", "success", "inactive"]);
     assert_eq!(d[1].states(), ["in_progress", "failure", "inactive"]);
     let stickies = gh.stickies(&repo, 4);
     assert_eq!(stickies.len(), 1);
