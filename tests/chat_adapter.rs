@@ -1229,6 +1229,14 @@ async fn lifecycle(platform: Platform) {
         assert!(!metrics.contains(secret));
     }
     setup.cleanup(&client).await;
+    // Telling the deletion and releasing the finalizer raced the
+    // controller's status updates, without a single false warning.
+    let warnings: Vec<String> = logs_text()
+        .lines()
+        .filter(|l| l.contains(&name) && l.contains("WARN") && l.contains("ephemera::adapters"))
+        .map(str::to_string)
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
     adapter.stop().await;
 }
 

@@ -500,4 +500,19 @@ mod tests {
         let err = super::super::command::parse("explode").unwrap_err();
         assert!(parse_error(&err, "/t").contains("`/t delete NAME`"));
     }
+
+    #[test]
+    fn status_shows_the_url_once() {
+        let mut ti = TestInstallation::new("demo", Default::default());
+        ti.status = Some(crate::api::TestInstallationStatus {
+            message: Some("Ready at https://demo.example".into()),
+            url: Some("https://demo.example".into()),
+            ..Default::default()
+        });
+        let text = status(&ti, Timestamp::now());
+        assert_eq!(text.matches("https://demo.example").count(), 1, "{text}");
+        ti.status.as_mut().unwrap().message = Some("Provisioning".into());
+        let text = status(&ti, Timestamp::now());
+        assert!(text.contains("URL: https://demo.example"), "{text}");
+    }
 }
