@@ -29,7 +29,7 @@ use fake_github::{AuthMode, FakeGitHub, Fault};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -62,11 +62,15 @@ const REPOSITORIES: &[&str] = &[
     "labels", "lost", "fail", "redo", "replay",
 ];
 
+/// Repositories of installations no controller reconciles: the test writes
+/// their status itself.
+const UNMANAGED: &str = "kills";
+
 /// The repository `acme/<prefix>-<run>` of this test binary.
 fn repo(prefix: &str) -> String {
     static RUN: OnceLock<String> = OnceLock::new();
     assert!(
-        REPOSITORIES.contains(&prefix),
+        REPOSITORIES.contains(&prefix) || prefix == UNMANAGED,
         "repository prefix {prefix} is not in REPOSITORIES, so no controller would reconcile it"
     );
     format!("acme/{prefix}-{}", RUN.get_or_init(|| unique_name("g")))
@@ -233,6 +237,12 @@ impl Adapter {
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.task.await.unwrap().expect("adapter ended cleanly");
+    }
+
+    /// Like `kill -9`: stops wherever it is, mid-request.
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
     }
 
     async fn post(&self, headers: &[(&str, String)], body: Vec<u8>) -> (StatusCode, String) {
@@ -1800,4 +1810,146 @@ async fn a_replayed_labeled_delivery_of_a_closed_pr_creates_nothing() {
 #[test]
 fn names_of_the_same_repository_under_different_owners_differ() {
     assert_ne!(name_of("org-a/app", 5), name_of("org-b/app", 5));
+}
+
+/// Kills (abort, like `kill -9`) or stops (like SIGTERM) the adapter at a
+/// random moment of each report — Pending, Ready, removed — while GitHub, at
+/// random, stores a comment, Deployment or status but loses the answer.
+/// Every PR still shows one sticky comment and one Deployment whose states
+/// are each told once, in order.
+#[tokio::test]
+async fn kills_and_lost_answers_never_repeat_or_drop_a_report() {
+    let kube = plane().await;
+    let gh = FakeGitHub::start(BOT, AuthMode::Token(TOKEN.into())).await;
+    let repo = repo(UNMANAGED);
+    let config = || Config::from_yaml(&config_yaml(&gh, &[(&repo, false)], "")).unwrap();
+    let leftovers = Leftovers::of(&kube, &[&repo]);
+    let api: Api<TestInstallation> = Api::all(kube.clone());
+    let mut adapter = Some(Adapter::start(config(), kube.clone()).await);
+    let mut seed: u64 = 0x5eed_0003;
+    let mut below = |n: u64| {
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        seed.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    };
+    let trials = 16;
+    let (mut kills, mut stops, mut lost) = (0, 0, 0);
+    let started = Instant::now();
+    for trial in 0..trials {
+        let number = 100 + trial;
+        let name = name_of(&repo, number);
+        let head = sha('k');
+        let ti: TestInstallation = serde_json::from_value(json!({
+            "apiVersion": "ephemera.dev/v1alpha1",
+            "kind": "TestInstallation",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    labels::SOURCE: "github",
+                    annotations::REPOSITORY: naming::repository_label(&repo),
+                    annotations::PULL_NUMBER: number.to_string(),
+                },
+                "annotations": {
+                    annotations::REPOSITORY: repo,
+                    annotations::PULL_NUMBER: number.to_string(),
+                    labels::HEAD_SHA: head,
+                    labels::PR_URL: format!("https://github.com/{repo}/pull/{number}"),
+                },
+                "finalizers": [annotations::FINALIZER],
+            },
+            "spec": { "profile": PROFILE, "version": "kkkkkkk" },
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &ti).await.unwrap();
+        let steps = [
+            Some(json!({ "phase": "Provisioning", "observedGeneration": 1 })),
+            Some(json!({
+                "phase": "Ready", "observedGeneration": 1,
+                "url": format!("https://{name}.example"), "version": "kkkkkkk",
+            })),
+            None,
+        ];
+        for (step, change) in steps.into_iter().enumerate() {
+            match change {
+                Some(status) => {
+                    api.patch_status(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({ "status": status })),
+                    )
+                    .await
+                    .unwrap();
+                }
+                None => {
+                    api.delete(&name, &DeleteParams::default()).await.unwrap();
+                }
+            }
+            if below(10) < 4 {
+                lost += 1;
+                let target = ["/comments", "/deployments", "/statuses"][below(3) as usize];
+                gh.fault(Method::POST, target, Fault::CommitThenFail, 1);
+            }
+            tokio::time::sleep(Duration::from_millis(below(60))).await;
+            match below(3) {
+                0 => {
+                    kills += 1;
+                    adapter.take().unwrap().kill().await;
+                }
+                1 => {
+                    stops += 1;
+                    adapter.take().unwrap().stop().await;
+                }
+                _ => {}
+            }
+            if adapter.is_none() {
+                adapter = Some(Adapter::start(config(), kube.clone()).await);
+            }
+            let wanted = ["in_progress", "success", "inactive"][step];
+            wait_for(
+                &format!("trial {trial}: {wanted} reported for PR {number}"),
+                TIMEOUT,
+                || async {
+                    let d: Vec<_> = gh
+                        .deployments(&repo)
+                        .into_iter()
+                        .filter(|d| d.request["environment"] == format!("ephemera/{name}"))
+                        .collect();
+                    let done = d
+                        .iter()
+                        .any(|d| d.states().last().map(String::as_str) == Some(wanted));
+                    done.then_some(()).ok_or(format!("{d:#?}"))
+                },
+            )
+            .await;
+        }
+        wait_gone(&api, &name).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut duplicates = 0;
+    for trial in 0..trials {
+        let number = 100 + trial;
+        let name = name_of(&repo, number);
+        let stickies = gh.stickies(&repo, number);
+        let deployments: Vec<_> = gh
+            .deployments(&repo)
+            .into_iter()
+            .filter(|d| d.request["environment"] == format!("ephemera/{name}"))
+            .collect();
+        duplicates += stickies.len().saturating_sub(1) + deployments.len().saturating_sub(1);
+        assert_eq!(stickies.len(), 1, "PR {number}: {stickies:#?}");
+        assert_eq!(deployments.len(), 1, "PR {number}: {deployments:#?}");
+        assert_eq!(
+            deployments[0].states(),
+            ["in_progress", "success", "inactive"],
+            "PR {number}"
+        );
+        assert!(stickies[0].body.contains("Removed"), "{}", stickies[0].body);
+    }
+    println!(
+        "GitHub: {trials} trials with {kills} kills, {stops} stops and {lost} lost answers in {:?}: duplicates: {duplicates}",
+        started.elapsed()
+    );
+    adapter.take().unwrap().stop().await;
+    leftovers.clean().await;
 }

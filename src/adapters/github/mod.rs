@@ -102,14 +102,15 @@ pub async fn run(
 
     let (tx, rx) = mpsc::channel(config.queue_capacity);
     let seen = webhook::seen_set();
-    let worker = tokio::spawn(work(
+    // Dropping `run` (a crash, an aborted task) stops both with it.
+    let _worker = AbortOnDrop(tokio::spawn(work(
         ctx.clone(),
         rx,
         tx.clone(),
         seen.clone(),
         metrics.clone(),
-    ));
-    let reporter = tokio::spawn(reporter::run(ctx.clone(), client));
+    )));
+    let _reporter = AbortOnDrop(tokio::spawn(reporter::run(ctx.clone(), client)));
 
     let health = Health::default();
     let router = webhook::routes(webhook::Intake::new(config.clone(), tx, seen, metrics))
@@ -120,9 +121,16 @@ pub async fn run(
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await;
-    worker.abort();
-    reporter.abort();
     served.context("serving HTTP")
+}
+
+/// A task that ends when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// How long an intent waits before it is tried again while its installation
