@@ -1630,6 +1630,21 @@ async fn ha_and_upgrade_labels_pick_size_and_the_profiles_default_version() {
 async fn a_lost_answer_never_makes_a_second_comment_or_deployment() {
     let env = setup("lost", false).await;
     let (gh, api, repo) = (&env.gh, &env.api, env.repo.as_str());
+    // 150 comments of others first: the sticky comment lands on the second
+    // page, which the adapter must reach through the `Link` header.
+    gh.with(|s| {
+        for i in 0..150 {
+            s.comments.push(fake_github::Comment {
+                id: 1 + i,
+                repo: repo.to_string(),
+                number: 9,
+                body: format!("comment {i}"),
+                user: "someone".into(),
+                edits: 0,
+                history: vec![],
+            });
+        }
+    });
     gh.fault(Method::POST, "/issues/9/comments", Fault::CommitThenFail, 1);
     gh.fault(Method::POST, "/deployments", Fault::CommitThenFail, 1);
     gh.fault(Method::POST, "/statuses", Fault::CommitThenFail, 1);
@@ -1661,7 +1676,11 @@ async fn a_lost_answer_never_makes_a_second_comment_or_deployment() {
     );
     assert_eq!(lost, 3);
     assert_eq!(stickies.len(), 1, "{stickies:#?}");
-    assert_eq!(gh.comments(repo, 9).len(), 1);
+    assert_eq!(gh.comments(repo, 9).len(), 151);
+    assert!(
+        gh.with(|s| s.calls.iter().any(|c| c.path.starts_with("/repositories/"))),
+        "the second page was read by its link"
+    );
     assert_eq!(deployments.len(), 1, "{deployments:#?}");
     assert_eq!(deployments[0].states(), ["in_progress", "success"]);
     env.finish().await;
