@@ -149,6 +149,40 @@ impl Notice {
     }
 }
 
+/// What the requester of a live (not deleted) installation is owed next,
+/// decided from the installation and what was told alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owed {
+    /// The progress message, posted or edited to the current state.
+    Progress,
+    /// A new message.
+    Notice(Notice),
+    Nothing,
+}
+
+pub fn owed(ti: &TestInstallation, told: &Told) -> Owed {
+    let generation = ti.metadata.generation.unwrap_or_default();
+    match ti.phase() {
+        None | Some(Phase::Pending | Phase::Provisioning | Phase::Upgrading) if !told.ready => {
+            Owed::Progress
+        }
+        Some(Phase::Ready) if !told.ready => Owed::Notice(Notice::Ready),
+        Some(Phase::Ready) if told.hibernated.is_some() => Owed::Notice(Notice::Woken(generation)),
+        Some(Phase::Hibernated) if told.ready && told.hibernated.is_none() => {
+            Owed::Notice(Notice::Hibernated(generation))
+        }
+        Some(Phase::Failed) => {
+            let reason = digest(&messages::failure_reason(ti));
+            if told.failed.as_deref() == Some(reason.as_str()) {
+                Owed::Nothing
+            } else {
+                Owed::Notice(Notice::Failed(reason))
+            }
+        }
+        _ => Owed::Nothing,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum NotifyError {
     #[error(transparent)]
@@ -293,16 +327,15 @@ impl Notifier {
 
         self.resolve_pending(ti, &audience, &mut told).await?;
         let flavor = audience.platform.flavor();
-        let generation = ti.metadata.generation.unwrap_or_default();
-        match ti.phase() {
-            None | Some(Phase::Pending | Phase::Provisioning | Phase::Upgrading) if !told.ready => {
+        match owed(ti, &told) {
+            Owed::Progress => {
                 // Back on its way after a failure: a later failure, even for
                 // the same reason, is news again.
                 told.failed = None;
                 self.show_progress(ti, &audience, &mut told, messages::progress(ti, flavor))
                     .await?;
             }
-            Some(Phase::Ready) if !told.ready => {
+            Owed::Notice(Notice::Ready) => {
                 let credentials = self.credentials(ti).await?;
                 if told.progress.is_some() {
                     // Cosmetic: the credentials never wait for it.
@@ -316,38 +349,25 @@ impl Notifier {
                 self.tell(ti, &audience, &mut told, Notice::Ready, &text)
                     .await?;
             }
-            Some(Phase::Ready) if told.hibernated.is_some() => {
-                let text = messages::woken(ti, flavor);
-                self.tell(ti, &audience, &mut told, Notice::Woken(generation), &text)
-                    .await?;
-            }
-            Some(Phase::Hibernated) if told.ready && told.hibernated.is_none() => {
-                let text = messages::hibernated(ti, flavor);
-                self.tell(
-                    ti,
-                    &audience,
-                    &mut told,
-                    Notice::Hibernated(generation),
-                    &text,
-                )
-                .await?;
-            }
-            Some(Phase::Failed) => {
-                let reason = digest(&messages::failure_reason(ti));
-                if told.failed.as_deref() != Some(reason.as_str()) {
-                    if told.progress.is_some() && !told.ready {
-                        let text = messages::progress_failed(ti, flavor);
-                        if let Err(err) = self.show_progress(ti, &audience, &mut told, text).await {
-                            tracing::warn!(installation = %ti.name_any(), error = %err,
-                                "editing the progress message failed; telling the failure anyway");
-                        }
+            Owed::Notice(notice @ Notice::Failed(_)) => {
+                if told.progress.is_some() && !told.ready {
+                    let text = messages::progress_failed(ti, flavor);
+                    if let Err(err) = self.show_progress(ti, &audience, &mut told, text).await {
+                        tracing::warn!(installation = %ti.name_any(), error = %err,
+                            "editing the progress message failed; telling the failure anyway");
                     }
-                    let text = messages::failed(ti, flavor);
-                    self.tell(ti, &audience, &mut told, Notice::Failed(reason), &text)
-                        .await?;
                 }
+                let text = messages::failed(ti, flavor);
+                self.tell(ti, &audience, &mut told, notice, &text).await?;
             }
-            _ => {}
+            Owed::Notice(notice) => {
+                let text = match notice {
+                    Notice::Woken(_) => messages::woken(ti, flavor),
+                    _ => messages::hibernated(ti, flavor),
+                };
+                self.tell(ti, &audience, &mut told, notice, &text).await?;
+            }
+            Owed::Nothing => {}
         }
 
         let next = self
@@ -669,5 +689,47 @@ mod tests {
             told.progress_digest, None,
             "an adopted progress message is edited again"
         );
+    }
+
+    #[test]
+    fn what_is_owed_follows_the_phase_and_what_was_told() {
+        let mut ti = TestInstallation::new("demo", Default::default());
+        ti.metadata.generation = Some(3);
+        let at = |ti: &mut TestInstallation, phase: Phase| {
+            ti.status = Some(crate::api::TestInstallationStatus {
+                phase: Some(phase),
+                message: Some("why".into()),
+                ..Default::default()
+            });
+        };
+        let told = Told::default();
+        assert_eq!(owed(&ti, &told), Owed::Progress);
+        at(&mut ti, Phase::Ready);
+        assert_eq!(owed(&ti, &told), Owed::Notice(Notice::Ready));
+        let ready = Told {
+            ready: true,
+            ..Default::default()
+        };
+        assert_eq!(owed(&ti, &ready), Owed::Nothing);
+        at(&mut ti, Phase::Hibernated);
+        assert_eq!(owed(&ti, &ready), Owed::Notice(Notice::Hibernated(3)));
+        let asleep = Told {
+            hibernated: Some(3),
+            ..ready.clone()
+        };
+        assert_eq!(owed(&ti, &asleep), Owed::Nothing);
+        at(&mut ti, Phase::Ready);
+        assert_eq!(owed(&ti, &asleep), Owed::Notice(Notice::Woken(3)));
+        at(&mut ti, Phase::Failed);
+        let Owed::Notice(Notice::Failed(reason)) = owed(&ti, &ready) else {
+            panic!("a failure is owed");
+        };
+        let failed = Told {
+            failed: Some(reason),
+            ..ready
+        };
+        assert_eq!(owed(&ti, &failed), Owed::Nothing, "told once per reason");
+        at(&mut ti, Phase::Provisioning);
+        assert_eq!(owed(&ti, &Told::default()), Owed::Progress);
     }
 }
