@@ -308,6 +308,7 @@ fn config_yaml(gh: &FakeGitHub, repos: &[(&str, bool)], extra: &str) -> String {
     format!(
         "apiBaseUrl: {url}\n\
          botLogin: '{BOT}'\n\
+         instance: '{instance}'\n\
          webhookSecrets:\n  - {{file: {rotated}}}\n  - {{file: {secret}}}\n\
          auth: {{token: {{file: {token}}}}}\n\
          maxBodyBytes: 65536\n\
@@ -319,6 +320,8 @@ fn config_yaml(gh: &FakeGitHub, repos: &[(&str, bool)], extra: &str) -> String {
         secret = secret.display(),
         token = token.display(),
         repos = repositories.join("\n"),
+        // One adapter instance per repository set, the same across restarts.
+        instance = naming::repository_label(repos[0].0),
     )
 }
 
@@ -1868,6 +1871,7 @@ async fn kills_and_lost_answers_never_repeat_or_drop_a_report() {
                     labels::SOURCE: "github",
                     annotations::REPOSITORY: naming::repository_label(&repo),
                     annotations::PULL_NUMBER: number.to_string(),
+                    annotations::INSTANCE: naming::repository_label(&repo),
                 },
                 "annotations": {
                     annotations::REPOSITORY: repo,

@@ -322,6 +322,10 @@ async fn create(
             annotations::PULL_NUMBER.to_string(),
             pull.number.to_string(),
         ),
+        (
+            annotations::INSTANCE.to_string(),
+            ctx.config.instance.clone(),
+        ),
     ]));
     ti.metadata.finalizers = Some(vec![annotations::FINALIZER.to_string()]);
     let params = PostParams {

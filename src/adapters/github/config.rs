@@ -60,6 +60,10 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+fn default_instance() -> String {
+    "default".into()
+}
+
 fn default_delivery_attempts() -> u32 {
     6
 }
@@ -81,6 +85,10 @@ pub struct RawConfig {
     /// The login of the adapter on GitHub (`<app-slug>[bot]` for an App);
     /// its own comments and labels are never treated as commands.
     pub bot_login: String,
+    /// Names this adapter when several share a cluster: it reports only on
+    /// the installations it created (label `ephemera.dev/github-instance`).
+    #[serde(default = "default_instance")]
+    pub instance: String,
     pub webhook_secrets: Vec<SecretSource>,
     pub auth: RawAuth,
     #[serde(default = "default_body")]
@@ -218,6 +226,7 @@ pub struct Repository {
 pub struct Config {
     pub api_base_url: String,
     pub bot_login: String,
+    pub instance: String,
     pub webhook_secrets: Vec<Secret>,
     pub auth: Auth,
     pub max_body_bytes: usize,
@@ -249,6 +258,13 @@ impl Config {
             .map_err(|err| invalid(format!("apiBaseUrl {:?}: {err}", raw.api_base_url)))?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(invalid("apiBaseUrl must be an http(s) URL"));
+        }
+        if raw.instance.is_empty() || crate::api::labels::label_value(&raw.instance) != raw.instance
+        {
+            return Err(invalid(format!(
+                "instance {:?} must be a label value: letters, digits, '-', '_', '.', at most 63",
+                raw.instance
+            )));
         }
         if raw.bot_login.trim().is_empty() {
             return Err(invalid("botLogin must name the adapter's GitHub login"));
@@ -348,6 +364,7 @@ impl Config {
         Ok(Config {
             api_base_url: raw.api_base_url.trim_end_matches('/').to_string(),
             bot_login: raw.bot_login,
+            instance: raw.instance,
             webhook_secrets,
             auth,
             max_body_bytes: raw.max_body_bytes,

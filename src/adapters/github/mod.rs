@@ -57,6 +57,8 @@ pub mod annotations {
     pub const LATEST_HEAD: &str = "ephemera.dev/github-latest-head";
     /// Holds a deleted installation until its teardown is reported.
     pub const FINALIZER: &str = "ephemera.dev/github-report";
+    /// The `instance` of the adapter that created it (label).
+    pub const INSTANCE: &str = "ephemera.dev/github-instance";
 }
 
 /// Loads the config, connects to the cluster and serves until SIGTERM.

@@ -66,7 +66,14 @@ pub struct Told {
 /// Reports every served installation through the shared delivery engine
 /// (one step at a time per installation, installations concurrently).
 pub async fn run(ctx: Arc<Ctx>, client: kube::Client) {
-    let selector = format!("{}=github", labels::SOURCE);
+    // Only this adapter's own installations: with several adapters on one
+    // cluster, another one's installations are not ours to report or let go.
+    let selector = format!(
+        "{}=github,{}={}",
+        labels::SOURCE,
+        annotations::INSTANCE,
+        ctx.config.instance
+    );
     let reporter = Arc::new(Reporter {
         ctx,
         memory: Default::default(),
@@ -87,8 +94,8 @@ impl Delivery for Reporter {
         gone: bool,
     ) -> anyhow::Result<Option<Instant>> {
         if !serves(&self.ctx, &ti) {
-            // A repository this adapter no longer serves: its finalizer must
-            // not hold the installation's deletion for ever.
+            // Made by this adapter for a repository it no longer serves: its
+            // finalizer must not hold the installation's deletion for ever.
             if !gone && ti.metadata.deletion_timestamp.is_some() {
                 tracing::info!(installation = %ti.name_any(),
                     "repository not served any more; releasing the finalizer");
