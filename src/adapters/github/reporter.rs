@@ -66,14 +66,7 @@ pub struct Told {
 /// Reports every served installation through the shared delivery engine
 /// (one step at a time per installation, installations concurrently).
 pub async fn run(ctx: Arc<Ctx>, client: kube::Client) {
-    // Only this adapter's own installations: with several adapters on one
-    // cluster, another one's installations are not ours to report or let go.
-    let selector = format!(
-        "{}=github,{}={}",
-        labels::SOURCE,
-        annotations::INSTANCE,
-        ctx.config.instance
-    );
+    let selector = format!("{}=github", labels::SOURCE);
     let reporter = Arc::new(Reporter {
         ctx,
         memory: Default::default(),
@@ -93,6 +86,10 @@ impl Delivery for Reporter {
         ti: Arc<TestInstallation>,
         gone: bool,
     ) -> anyhow::Result<Option<Instant>> {
+        if !ours(&self.ctx, &ti) {
+            // Another adapter's: not ours to report on or to let go.
+            return Ok(None);
+        }
         if !serves(&self.ctx, &ti) {
             // Made by this adapter for a repository it no longer serves: its
             // finalizer must not hold the installation's deletion for ever.
@@ -164,6 +161,15 @@ impl Memory {
         if let Some(uid) = ti.uid() {
             self.0.remove(&uid);
         }
+    }
+}
+
+/// Whether this adapter created the installation (its `instance` label;
+/// installations from before that label belong to the `default` instance).
+fn ours(ctx: &Ctx, ti: &TestInstallation) -> bool {
+    match ti.labels().get(annotations::INSTANCE) {
+        Some(instance) => *instance == ctx.config.instance,
+        None => ctx.config.instance == "default",
     }
 }
 
