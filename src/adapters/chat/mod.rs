@@ -99,6 +99,7 @@ pub async fn serve(
         messengers,
         metrics.clone(),
         config.expiry_warning,
+        config.give_up_after,
     );
 
     let state = Arc::new(handler::AppState {
@@ -106,6 +107,7 @@ pub async fn serve(
         config: Arc::new(config),
         secrets,
         replay: auth::ReplayGuard::new(2 * auth::SLACK_WINDOW_SECS, 100_000),
+        create_locks: Default::default(),
         metrics,
     });
     let router =
