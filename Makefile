@@ -2,6 +2,7 @@
 SHELL := /usr/bin/env bash
 
 .PHONY: help cluster-up cluster-down test lint demo build controlplane-bins crds bench chaos
+.PHONY: image deploy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -42,3 +43,10 @@ chaos: ## the fault suite, longer (FAULT_KILLS, FAULT_INSTALLATIONS, FAULT_SEED;
 	FAULT_KILLS=$(FAULT_KILLS) FAULT_INSTALLATIONS=$(FAULT_INSTALLATIONS) \
 		EPHEMERA_KUBECONFIG=$(CURDIR)/.cluster/kubeconfig \
 		cargo test --locked --test faults -- --nocapture --test-threads=1
+
+image: ## build the OCI image with buildah from the release binary, check it, write target/image/ephemera.oci.tar
+	@hack/image.sh
+
+deploy: ## regenerate deploy/ (plain manifests) from the chart (a test fails when stale)
+	UPDATE_DEPLOY=1 EPHEMERA_HELM=$$(hack/build-controlplane.sh)/bin/helm \
+		cargo test --locked --test deploy deploy_manifests_are_current

@@ -54,4 +54,13 @@ if ! cargo test --locked --all-targets --no-fail-fast; then
 	exit 1
 fi
 show_figures
+# The image, built with buildah and checked inside (entrypoint, `ephemera
+# version` and `ephemera crd`, non-root user). From the debug binary the tests
+# just built, so the check costs seconds; `make image` (or
+# EPHEMERA_TEST_IMAGE_PROFILE=release) builds it from the release binary,
+# which from scratch is a build of its own of several minutes.
+image_profile=${EPHEMERA_TEST_IMAGE_PROFILE:-dev}
+run_step "building and checking the OCI image ($image_profile binary)" "$LOG_DIR/image.log" \
+	env EPHEMERA_IMAGE_PROFILE="$image_profile" "$HACK_DIR/image.sh"
+grep -E 'image .*MiB|inside:|run as uid' "$LOG_DIR/image.log" | sed 's/^/    /' >&2
 log "all tests passed"

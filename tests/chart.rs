@@ -1,102 +1,124 @@
-//! The Helm chart: it lints, renders objects the real API server accepts,
-//! installs, and the RBAC it grants is enough for the controller (which then
-//! provisions and deletes an installation with nothing more) and no more than
-//! the adapters need.
+//! The Helm chart: its values schema refuses typos and wrong types, it lints,
+//! renders objects the real API server accepts, installs and upgrades with
+//! installations present, and the RBAC it grants is enough for the controller
+//! (which then provisions and deletes an installation with nothing more) and
+//! no more than the adapters need.
 
 mod support;
 
 use std::time::Duration;
 
-use ephemera::{
-    api::{
-        InstallationProfile, InstallationProfileSpec, Phase, TestInstallation, TestInstallationSpec,
-    },
-    controller::{config::ControllerConfig, metrics::Metrics},
+use ephemera::api::{
+    InstallationProfile, InstallationProfileSpec, Phase, TestInstallation, TestInstallationSpec,
 };
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{Namespace, Secret},
 };
 use kube::{
-    Api, Client, Config, ResourceExt,
+    Api, Client, ResourceExt,
     api::{DeleteParams, PostParams},
-    config::{AuthInfo, KubeConfigOptions, Kubeconfig},
 };
-use support::{TEST_RUN_LABEL, client, install_crds, kubectl, unique_name, wait_for};
+use support::{
+    TEST_RUN_LABEL,
+    chart::{CHART, RunningController, client_as, failed, helm, kubectl_with_input, ok},
+    client, install_crds, kubectl, unique_name, wait_for,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/ephemera");
-
-async fn helm(args: &[&str]) -> std::process::Output {
-    let helm = concat!(env!("CARGO_MANIFEST_DIR"), "/.cluster/bin/helm");
-    tokio::process::Command::new(helm)
-        .arg(format!(
-            "--kubeconfig={}",
-            support::kubeconfig_path().display()
-        ))
-        .args(args)
-        .output()
-        .await
-        .expect("run helm")
-}
-
-fn ok(output: &std::process::Output, what: &str) -> String {
-    assert!(
-        output.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// A client that authenticates as a ServiceAccount of the release.
-async fn client_as(namespace: &str, service_account: &str) -> Client {
-    let token = ok(
-        &kubectl(&[
-            "create",
-            "token",
-            service_account,
-            "-n",
-            namespace,
-            "--duration=1h",
-        ])
-        .await,
-        "kubectl create token",
-    );
-    let kubeconfig = Kubeconfig::read_from(support::kubeconfig_path()).unwrap();
-    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    config.auth_info = AuthInfo {
-        token: Some(secrecy::SecretString::from(token.trim().to_string())),
-        ..Default::default()
-    };
-    Client::try_from(config).unwrap()
-}
 
 fn forbidden<T: std::fmt::Debug>(result: kube::Result<T>) -> bool {
     matches!(result, Err(kube::Error::Api(ref s)) if s.code == 403)
 }
 
-#[tokio::test]
-async fn chart_installs_and_grants_exactly_what_each_component_needs() {
-    let admin = client().await;
-    install_crds(&admin).await;
-    let release = unique_name("rel");
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    namespaces
+async fn create_namespace(admin: &Client, name: &str) {
+    Api::<Namespace>::all(admin.clone())
         .create(
             &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({ "metadata": { "name": release } }))
-                .unwrap(),
+            &serde_json::from_value(serde_json::json!({ "metadata": { "name": name } })).unwrap(),
         )
         .await
         .unwrap();
+}
 
-    ok(&helm(&["lint", CHART]).await, "helm lint");
-    // The deletion-lock policy is cluster-wide and already installed by the
-    // tests; the chart's copy is checked by `helm template` below.
+async fn delete_namespace(admin: &Client, name: &str) {
+    Api::<Namespace>::all(admin.clone())
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn values_schema_refuses_a_typo_and_a_wrong_type_with_a_clear_message() {
+    let typo = helm(&[
+        "template",
+        "rel",
+        CHART,
+        "--set",
+        "contoller.config.baseDomain=preview.example.com",
+    ])
+    .await;
+    let message = failed(&typo, "helm template with a misspelt key");
+    assert!(
+        message.contains("contoller") && message.contains("not allowed"),
+        "the error does not name the misspelt key: {message}"
+    );
+
+    let wrong_type = helm(&[
+        "template",
+        "rel",
+        CHART,
+        "--set",
+        "controller.config.concurrency=many",
+    ])
+    .await;
+    let message = failed(&wrong_type, "helm template with a string for an integer");
+    assert!(
+        message.contains("concurrency") && message.contains("integer"),
+        "the error does not say which value has the wrong type: {message}"
+    );
+
+    let wrong_enum = helm(&[
+        "template",
+        "rel",
+        CHART,
+        "--set",
+        "image.pullPolicy=Sometimes",
+    ])
+    .await;
+    let message = failed(&wrong_enum, "helm template with an unknown pull policy");
+    assert!(
+        message.contains("pullPolicy") && message.contains("IfNotPresent"),
+        "the error does not list the allowed pull policies: {message}"
+    );
+
+    // The defaults, and every section switched on, pass.
+    ok(&helm(&["lint", CHART, "--strict"]).await, "helm lint");
+    ok(
+        &helm(&[
+            "lint",
+            CHART,
+            "--strict",
+            "--set",
+            "chat.enabled=true",
+            "--set",
+            "github.enabled=true",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "crds.applyOnStart=false",
+        ])
+        .await,
+        "helm lint with every component",
+    );
+}
+
+#[tokio::test]
+async fn rendered_chart_is_accepted_by_the_api_server() {
+    let admin = client().await;
+    install_crds(&admin).await;
+    let release = unique_name("dry");
+    create_namespace(&admin, &release).await;
     let rendered = ok(
         &helm(&[
             "template",
@@ -104,6 +126,7 @@ async fn chart_installs_and_grants_exactly_what_each_component_needs() {
             CHART,
             "-n",
             &release,
+            "--include-crds",
             "--set",
             "chat.enabled=true",
             "--set",
@@ -113,6 +136,7 @@ async fn chart_installs_and_grants_exactly_what_each_component_needs() {
         "helm template",
     );
     for kind in [
+        "CustomResourceDefinition",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
         "ClusterRole",
@@ -147,6 +171,80 @@ async fn chart_installs_and_grants_exactly_what_each_component_needs() {
                 .contains("must not contain the release namespace"),
         "the chart rendered with the release namespace as a shared-secrets namespace"
     );
+    let applied = ok(
+        &kubectl_with_input(
+            &[
+                "apply",
+                "--dry-run=server",
+                "--server-side",
+                "--force-conflicts",
+                "-n",
+                &release,
+                "-f",
+                "-",
+            ],
+            &rendered,
+        )
+        .await,
+        "kubectl apply --dry-run=server of the rendered chart",
+    );
+    assert!(
+        applied.contains("deployment.apps/") && applied.contains("(server dry run)"),
+        "kubectl did not dry-run the Deployments: {applied}"
+    );
+    delete_namespace(&admin, &release).await;
+}
+
+async fn wait_deployments_available(admin: &Client, release: &str, components: &[&str]) {
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), release);
+    for component in components {
+        let name = format!("{release}-{component}");
+        wait_for(&format!("{name} available"), TIMEOUT, || async {
+            let d = deployments.get(&name).await.map_err(|e| e.to_string())?;
+            let status = d.status.unwrap_or_default();
+            let generation = d.metadata.generation;
+            match (status.ready_replicas, status.updated_replicas) {
+                (Some(1), Some(1)) if status.observed_generation == generation => Ok(()),
+                other => Err(format!("ready/updated replicas {other:?}")),
+            }
+        })
+        .await;
+    }
+}
+
+async fn wait_phase(installations: &Api<TestInstallation>, name: &str, phase: Phase, why: &str) {
+    wait_for(&format!("{name} {phase} {why}"), TIMEOUT, || async {
+        let ti = installations.get(name).await.map_err(|e| e.to_string())?;
+        if ti.phase() == Some(phase) {
+            Ok(())
+        } else {
+            Err(format!("{:?}", ti.status))
+        }
+    })
+    .await;
+}
+
+fn installation(name: &str, profile: &str, run: &str) -> TestInstallation {
+    let mut ti = TestInstallation::new(
+        name,
+        TestInstallationSpec {
+            profile: Some(profile.into()),
+            ..Default::default()
+        },
+    );
+    ti.labels_mut().insert(TEST_RUN_LABEL.into(), run.into());
+    ti
+}
+
+#[tokio::test]
+async fn chart_installs_upgrades_and_grants_exactly_what_each_component_needs() {
+    let admin = client().await;
+    install_crds(&admin).await;
+    let release = unique_name("rel");
+    create_namespace(&admin, &release).await;
+
+    // The deletion-lock policy is cluster-wide and already installed by the
+    // tests; the chart's copy is checked by the dry run above.
     ok(
         &helm(&[
             "install",
@@ -164,47 +262,20 @@ async fn chart_installs_and_grants_exactly_what_each_component_needs() {
         .await,
         "helm install",
     );
-    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &release);
-    for component in ["controller", "chat", "github"] {
-        let name = format!("{release}-{component}");
-        wait_for(&format!("{name} available"), TIMEOUT, || async {
-            let d = deployments.get(&name).await.map_err(|e| e.to_string())?;
-            match d.status.and_then(|s| s.ready_replicas) {
-                Some(1) => Ok(()),
-                other => Err(format!("ready replicas {other:?}")),
-            }
-        })
-        .await;
-    }
+    wait_deployments_available(&admin, &release, &["controller", "chat", "github"]).await;
 
     // The controller, with only the chart's ServiceAccount, provisions and
     // deletes an installation.
     let as_controller = client_as(&release, &format!("{release}-controller")).await;
     let as_controller_check = as_controller.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let config = ControllerConfig {
-        installation_selector: Some(format!("{TEST_RUN_LABEL}={release}")),
-        ..Default::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(ephemera::controller::run_with(
-        as_controller,
-        config,
-        listener,
-        registry,
-        metrics,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let controller = RunningController::start(as_controller, &release).await;
     let profile = unique_name("chartprof");
     let spec: InstallationProfileSpec = serde_json::from_value(serde_json::json!({
         "image": "registry.example/app", "defaultVersion": "1.0.0", "filestore": { "type": "minio" }
     }))
     .unwrap();
-    Api::<InstallationProfile>::all(admin.clone())
+    let profiles: Api<InstallationProfile> = Api::all(admin.clone());
+    profiles
         .create(
             &PostParams::default(),
             &InstallationProfile::new(&profile, spec),
@@ -212,31 +283,19 @@ async fn chart_installs_and_grants_exactly_what_each_component_needs() {
         .await
         .unwrap();
     let name = unique_name("chart");
-    let mut ti = TestInstallation::new(
-        &name,
-        TestInstallationSpec {
-            profile: Some(profile),
-            ..Default::default()
-        },
-    );
-    ti.labels_mut()
-        .insert(TEST_RUN_LABEL.into(), release.clone());
     let installations: Api<TestInstallation> = Api::all(admin.clone());
     installations
-        .create(&PostParams::default(), &ti)
+        .create(
+            &PostParams::default(),
+            &installation(&name, &profile, &release),
+        )
         .await
         .unwrap();
-    wait_for(
-        &format!("{name} Ready under the chart's RBAC"),
-        TIMEOUT,
-        || async {
-            let ti = installations.get(&name).await.map_err(|e| e.to_string())?;
-            if ti.phase() == Some(Phase::Ready) {
-                Ok(())
-            } else {
-                Err(format!("{:?}", ti.status))
-            }
-        },
+    wait_phase(
+        &installations,
+        &name,
+        Phase::Ready,
+        "under the chart's RBAC",
     )
     .await;
 
@@ -382,34 +441,82 @@ async fn chart_installs_and_grants_exactly_what_each_component_needs() {
     refused += 2;
     println!("the fence refused {refused} writes outside ephemera's namespaces");
 
+    // `helm upgrade` with the installation present: new settings roll out,
+    // the installation is untouched and stays Ready, and the upgraded
+    // release's RBAC still provisions a new one.
+    let before = installations.get(&name).await.unwrap();
+    let upgraded = ok(
+        &helm(&[
+            "upgrade",
+            &release,
+            CHART,
+            "-n",
+            &release,
+            "--reuse-values",
+            "--set",
+            "github.enabled=false",
+            "--set",
+            "controller.config.concurrency=2",
+        ])
+        .await,
+        "helm upgrade",
+    );
+    assert!(upgraded.contains("REVISION: 2"), "{upgraded}");
+    wait_deployments_available(&admin, &release, &["controller", "chat"]).await;
+    let after = installations.get(&name).await.unwrap();
+    assert_eq!(after.uid(), before.uid(), "the upgrade replaced {name}");
+    assert_eq!(after.spec, before.spec, "the upgrade changed {name}'s spec");
+    assert_eq!(after.phase(), Some(Phase::Ready));
+    assert!(
+        Api::<Deployment>::namespaced(admin.clone(), &release)
+            .get_opt(&format!("{release}-github"))
+            .await
+            .unwrap()
+            .is_none(),
+        "the disabled GitHub adapter is still deployed"
+    );
+    controller.stop().await;
+    let as_controller = client_as(&release, &format!("{release}-controller")).await;
+    let controller = RunningController::start(as_controller, &release).await;
+    let second = unique_name("chart");
     installations
-        .delete(&name, &DeleteParams::default())
+        .create(
+            &PostParams::default(),
+            &installation(&second, &profile, &release),
+        )
         .await
         .unwrap();
-    wait_for(
-        &format!("{name} deleted under the chart's RBAC"),
-        TIMEOUT,
-        || async {
-            match installations
-                .get_opt(&name)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                None => Ok(()),
-                Some(ti) => Err(format!("{:?}", ti.status.and_then(|s| s.message))),
-            }
-        },
-    )
-    .await;
-    stop.send(()).unwrap();
-    controller.await.unwrap().unwrap();
+    wait_phase(&installations, &second, Phase::Ready, "after the upgrade").await;
+    wait_phase(&installations, &name, Phase::Ready, "after the upgrade").await;
+
+    for ti in [&name, &second] {
+        installations
+            .delete(ti, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    for ti in [&name, &second] {
+        wait_for(
+            &format!("{ti} deleted under the chart's RBAC"),
+            TIMEOUT,
+            || async {
+                match installations.get_opt(ti).await.map_err(|e| e.to_string())? {
+                    None => Ok(()),
+                    Some(ti) => Err(format!("{:?}", ti.status.and_then(|s| s.message))),
+                }
+            },
+        )
+        .await;
+    }
+    controller.stop().await;
 
     ok(
         &helm(&["uninstall", &release, "-n", &release]).await,
         "helm uninstall",
     );
-    namespaces
-        .delete(&release, &DeleteParams::default())
+    profiles
+        .delete(&profile, &DeleteParams::default())
         .await
         .unwrap();
+    delete_namespace(&admin, &release).await;
 }

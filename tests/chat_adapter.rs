@@ -892,6 +892,24 @@ async fn lifecycle(platform: Platform) {
     .await;
     let held = get(&client, &name).await.unwrap();
     assert_eq!(held.phase(), Some(Phase::Pending), "{:#?}", held.status);
+    // `expiresAt` is known while Pending too, and within the warning window:
+    // let the adapter warn and remember it before it is stopped.
+    wait_for("the expiry warning to be remembered", TIMEOUT, || async {
+        let ti = get(&client, &name)
+            .await
+            .ok_or_else(|| "gone".to_string())?;
+        let told = ti
+            .annotations()
+            .get("ephemera.dev/notified-chat")
+            .cloned()
+            .unwrap_or_default();
+        if told.contains("expiryWarned") {
+            Ok(())
+        } else {
+            Err(told)
+        }
+    })
+    .await;
 
     // Restart mid-way: the installation becomes Ready while the adapter is down.
     adapter.stop().await;
@@ -953,6 +971,25 @@ async fn lifecycle(platform: Platform) {
         assert!(!text.contains(&credentials.user_password));
     }
     let edits_before = updates.len();
+
+    // The expiry was warned about while Pending, so that warning is no sync
+    // point for the ready message: wait until the adapter remembers it.
+    wait_for("the ready message to be remembered", TIMEOUT, || async {
+        let ti = get(&client, &name)
+            .await
+            .ok_or_else(|| "gone".to_string())?;
+        let told = ti
+            .annotations()
+            .get("ephemera.dev/notified-chat")
+            .cloned()
+            .unwrap_or_default();
+        if told.contains("\"ready\":true") {
+            Ok(())
+        } else {
+            Err(told)
+        }
+    })
+    .await;
 
     // Another restart tells nothing again. `extend` gives a new `expiresAt`,
     // and its warning is a sync point: once it arrives, the restarted adapter

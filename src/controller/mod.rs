@@ -24,7 +24,7 @@ use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
     batch::v1::Job,
-    core::v1::{Namespace, Pod},
+    core::v1::{Namespace, Pod, Secret},
     networking::v1::Ingress,
 };
 use kube::{
@@ -167,6 +167,13 @@ pub async fn run_with(
             children_config(),
             installation_of,
         )
+        // A hand-deleted generated Secret is restored (or reported lost) at
+        // once, not at the next resync.
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            children_config(),
+            installation_of,
+        )
         .watches(
             Api::<InstallationProfile>::all(client.clone()),
             watcher::Config::default().any_semantic(),
@@ -194,10 +201,18 @@ pub async fn run_with(
         loop {
             tick.tick().await;
             match lifecycle::sweep::sweep(&sweep_ctx.client, &sweep_ctx.recorder).await {
-                Ok(deleted) if !deleted.is_empty() => {
-                    tracing::info!(count = deleted.len(), "orphan sweep deleted namespaces")
+                Ok(report) => {
+                    if !report.deleted.is_empty() {
+                        tracing::info!(
+                            count = report.deleted.len(),
+                            "orphan sweep deleted namespaces"
+                        );
+                    }
+                    sweep_ctx
+                        .metrics
+                        .unowned_namespaces
+                        .set(report.unowned.len() as i64);
                 }
-                Ok(_) => {}
                 Err(err) => tracing::warn!(%err, "orphan sweep failed; will try again"),
             }
         }

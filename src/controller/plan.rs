@@ -3,10 +3,10 @@
 //! `PlanError` that says what is wrong in words a person understands.
 //!
 //! The API server's schema and CEL rules already refuse malformed specs; what
-//! is checked here needs the profile or the config (sizes, ttl limits, seed
-//! command, secret namespaces).
+//! is checked here needs the profile or the config (sizes, seed command,
+//! secret namespaces). The ttl is decided in `lifecycle::ttl`.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
@@ -17,7 +17,6 @@ use super::{
 use crate::api::{
     DatabaseEngine, DatabaseStorage, EnvVar, FilestoreType, InstallationProfile, ProfileEnvVar,
     SecretKeyRef, SecretRef, SeedSpec, SizeClass, TestInstallation,
-    duration::{format_duration, parse_duration},
 };
 
 /// Everything needed to build an installation, decided.
@@ -49,7 +48,6 @@ pub struct Plan {
     pub profile_env: Vec<ProfileEnvVar>,
     pub env: Vec<EnvVar>,
     pub seed: Option<SeedSpec>,
-    pub ttl: Duration,
     pub ingress_class: Option<String>,
     pub ingress_annotations: BTreeMap<String, String>,
     pub tls_secret_name: Option<String>,
@@ -88,14 +86,6 @@ pub enum PlanError {
         profile: String,
         available: String,
     },
-    #[error("ttl {asked} is longer than the maximum {max} allowed by profile {profile:?}")]
-    TtlTooLong {
-        asked: String,
-        max: String,
-        profile: String,
-    },
-    #[error("invalid ttl: {0}")]
-    BadTtl(String),
     #[error("testData was requested but profile {0:?} has no seed command")]
     NoSeedCommand(String),
     #[error(
@@ -142,8 +132,6 @@ impl PlanError {
     pub fn reason(&self) -> &'static str {
         match self {
             PlanError::UnknownSize { .. } => "UnknownSize",
-            PlanError::TtlTooLong { .. } => "TtlTooLong",
-            PlanError::BadTtl(_) => "InvalidTtl",
             PlanError::NoSeedCommand(_) => "NoSeedCommand",
             PlanError::SecretNamespaceNotAllowed { .. }
             | PlanError::SecretNamespaceForbidden { .. } => "SecretNamespaceNotAllowed",
@@ -239,25 +227,6 @@ pub fn plan(
                 available: available.join(", "),
             }
         })?;
-
-    let max_ttl = parse_duration(&p.ttl.max)
-        .map_err(|e| PlanError::BadTtl(format!("profile {profile_name:?} ttl.max: {e}")))?;
-    let ttl = match &spec.ttl {
-        Some(asked) => {
-            let ttl = parse_duration(asked).map_err(|e| PlanError::BadTtl(e.to_string()))?;
-            if ttl > max_ttl {
-                return Err(PlanError::TtlTooLong {
-                    asked: asked.clone(),
-                    max: format_duration(max_ttl),
-                    profile: profile_name,
-                });
-            }
-            ttl
-        }
-        None => parse_duration(&p.ttl.default)
-            .map_err(|e| PlanError::BadTtl(format!("profile {profile_name:?} ttl.default: {e}")))?
-            .min(max_ttl),
-    };
 
     let seed = if spec.test_data {
         Some(
@@ -377,7 +346,6 @@ pub fn plan(
         profile_env: p.env.clone(),
         env: spec.env.clone(),
         seed,
-        ttl,
         ingress_class: p
             .ingress
             .class_name
@@ -551,7 +519,6 @@ pub(crate) mod tests {
         assert_eq!(plan.image_ref(&plan.version), "example.com/app:1.0.0");
         assert_eq!(plan.size, "miniSingleton");
         assert_eq!(plan.replicas, 1);
-        assert_eq!(plan.ttl, Duration::from_secs(48 * 3600));
         assert_eq!(plan.database.engine, DatabaseEngine::Postgres);
         assert_eq!(
             plan.database.image.as_deref(),
@@ -566,7 +533,6 @@ pub(crate) mod tests {
             version: Some("sha256:".to_string() + &"a".repeat(64)),
             size: Some("miniHA".into()),
             replicas: Some(3),
-            ttl: Some("90m".into()),
             ..Default::default()
         };
         let plan = plan(
@@ -581,7 +547,6 @@ pub(crate) mod tests {
         );
         assert_eq!(plan.size, "miniHA");
         assert_eq!(plan.replicas, 3);
-        assert_eq!(plan.ttl, Duration::from_secs(5400));
     }
 
     #[test]
@@ -601,24 +566,6 @@ pub(crate) mod tests {
         assert!(
             text.contains("huge") && text.contains("miniSingleton, miniHA"),
             "{text}"
-        );
-    }
-
-    #[test]
-    fn ttl_above_profile_maximum_is_refused() {
-        let spec = TestInstallationSpec {
-            ttl: Some("8d".into()),
-            ..Default::default()
-        };
-        let err = plan(
-            &installation(spec),
-            &profile(),
-            &ControllerConfig::default(),
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "ttl 8d is longer than the maximum 7d allowed by profile \"default\""
         );
     }
 
