@@ -94,3 +94,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Github { listen, config } => crate::adapters::github::serve(listen, &config).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_charts_controller_arguments_parse() {
+        let cli = Cli::try_parse_from([
+            "ephemera",
+            "controller",
+            "--config",
+            "/etc/ephemera/controller.yaml",
+            "--listen",
+            "0.0.0.0:8080",
+            "--apply-crds",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Controller {
+                apply_crds: true,
+                ..
+            }
+        ));
+        let cli = Cli::try_parse_from(["ephemera", "controller"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Controller {
+                apply_crds: false,
+                ..
+            }
+        ));
+    }
+}
