@@ -577,11 +577,11 @@ async fn adapters_drop_slow_clients_and_answer_bursts() {
         started.elapsed().as_secs_f64()
     ));
     // Without read timeouts none would be let go. On a loaded 2-core machine
-    // a few are closed late (see docs/security.md, known limits); nine in
-    // ten within the window is the bar.
+    // a few are closed late (see docs/security.md, known limits); four in
+    // five within the window is the bar.
     for (adapter, dropped) in [("chat", chat_dropped), ("github", gh_dropped)] {
         assert!(
-            dropped * 10 >= slow * 9,
+            dropped * 5 >= slow * 4,
             "the {adapter} adapter let go of only {dropped} of {slow} slow clients within {within:?}"
         );
     }
