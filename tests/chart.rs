@@ -11,11 +11,15 @@ use ephemera::{
     api::{
         InstallationProfile, InstallationProfileSpec, Phase, TestInstallation, TestInstallationSpec,
     },
-    controller::{config::ControllerConfig, metrics::Metrics},
+    controller::{config::ControllerConfig, leader::LeaderElection, metrics::Metrics},
 };
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    core::v1::{Namespace, Secret},
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        core::v1::{Namespace, Secret},
+        policy::v1::PodDisruptionBudget,
+    },
+    apimachinery::pkg::util::intstr::IntOrString,
 };
 use kube::{
     Api, Client, Config, ResourceExt,
@@ -141,17 +145,28 @@ async fn chart_installs_and_grants_exactly_what_each_component_needs() {
         "helm install",
     );
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &release);
-    for component in ["controller", "chat", "github"] {
+    // Two controllers (a leader and its standby) by default, one of each
+    // adapter.
+    for (component, replicas) in [("controller", 2), ("chat", 1), ("github", 1)] {
         let name = format!("{release}-{component}");
         wait_for(&format!("{name} available"), TIMEOUT, || async {
             let d = deployments.get(&name).await.map_err(|e| e.to_string())?;
             match d.status.and_then(|s| s.ready_replicas) {
-                Some(1) => Ok(()),
+                Some(n) if n == replicas => Ok(()),
                 other => Err(format!("ready replicas {other:?}")),
             }
         })
         .await;
     }
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), &release);
+    let budget = budgets
+        .get(&format!("{release}-controller"))
+        .await
+        .expect("the chart installs a PodDisruptionBudget for the controller");
+    assert_eq!(
+        budget.spec.and_then(|s| s.max_unavailable),
+        Some(IntOrString::Int(1))
+    );
 
     // The controller, with only the chart's ServiceAccount, provisions and
     // deletes an installation.
@@ -159,8 +174,15 @@ async fn chart_installs_and_grants_exactly_what_each_component_needs() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
+    // It elects itself leader over a Lease in the release namespace, which
+    // the chart's Role allows.
     let config = ControllerConfig {
         installation_selector: Some(format!("{TEST_RUN_LABEL}={release}")),
+        leader_election: Some(LeaderElection {
+            lease_name: format!("{release}-test"),
+            namespace: release.clone(),
+            lease_duration: "15s".into(),
+        }),
         ..Default::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -32,6 +32,9 @@ pub struct ControllerConfig {
     /// (for running a canary controller beside the main one, or one
     /// controller per test binary). Empty means all.
     pub installation_selector: Option<String>,
+    /// Elect one leader among several replicas over a Lease (see
+    /// `leader`); absent, this process reconciles on its own.
+    pub leader_election: Option<super::leader::LeaderElection>,
 }
 
 impl Default for ControllerConfig {
@@ -48,6 +51,7 @@ impl Default for ControllerConfig {
             max_per_requester: None,
             orphan_sweep_interval: "5m".into(),
             installation_selector: None,
+            leader_election: None,
         }
     }
 }
@@ -134,6 +138,9 @@ impl ControllerConfig {
         }
         crate::api::duration::parse_duration(&self.orphan_sweep_interval)
             .map_err(|err| anyhow::anyhow!("orphanSweepInterval: {err}"))?;
+        if let Some(election) = &self.leader_election {
+            election.timing()?;
+        }
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ pub mod build;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
 pub mod observe;
@@ -109,6 +110,22 @@ pub async fn run_with(
         );
     }
 
+    let leader = match &config.leader_election {
+        None => None,
+        Some(settings) => {
+            // A standby is healthy: ready to take over.
+            health.set_ready(true);
+            match leader::acquire(client.clone(), settings, shutdown.clone()).await? {
+                Some(leader) => Some(leader),
+                None => {
+                    let _ = server.await;
+                    return Ok(());
+                }
+            }
+        }
+    };
+    let stop = stop_on(shutdown.clone(), leader.as_ref().map(leader::Leader::lost));
+
     let concurrency = config.concurrency;
     let mut installations_config = watcher::Config::default().any_semantic();
     if let Some(selector) = &config.installation_selector {
@@ -179,7 +196,7 @@ pub async fn run_with(
             },
         )
         .reconcile_all_on(capacity_wakeups)
-        .graceful_shutdown_on(shutdown.clone());
+        .graceful_shutdown_on(stop);
 
     let sweep_ctx = ctx.clone();
     let sweeper = tokio::spawn(async move {
@@ -235,6 +252,32 @@ pub async fn run_with(
     gauges.abort();
     sweeper.abort();
     tracing::info!("controller stopped");
+    if let Some(leader) = leader {
+        if leader.is_lost() {
+            server.abort();
+            anyhow::bail!(
+                "lost the leader lease; exiting so that a fresh process starts as a standby"
+            );
+        }
+        leader.release().await;
+    }
     let _ = server.await;
     Ok(())
+}
+
+/// Resolves on `shutdown`, or when this process stops being the leader.
+fn stop_on(
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    lost: Option<futures::future::BoxFuture<'static, ()>>,
+) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+    let lost = lost.unwrap_or_else(|| Box::pin(futures::future::pending()));
+    let either = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = lost => {}
+        }
+    };
+    futures::FutureExt::shared(
+        Box::pin(either) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+    )
 }
