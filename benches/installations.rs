@@ -274,7 +274,7 @@ async fn ephemera_run(
         cpu,
         idle.writes(),
         passes_idle - passes_ready,
-        idle.total(),
+        &idle,
         (passes_deleted - passes_idle) / n,
     )
     .with_delete(delete_s)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make bench N=100 [CONCURRENCY=…] [IDLE=60]`: ephemera against the direct
-# floor on the local control plane, release build. Writes
+# `make bench N=100 [CONCURRENCY=…] [IDLE=60] [PROFILE=release]`: ephemera
+# against the direct floor on the local control plane, release build unless
+# PROFILE says otherwise (PROFILE=dev reuses the test build). Writes
 # bench/results/latest.json and latest.md. Run it on an otherwise quiet
 # machine: the API server and the controller share its cores.
 set -euo pipefail
@@ -22,7 +23,8 @@ export EPHEMERA_KUBECONFIG=$KUBECONFIG_PATH
 export BENCH_INSTALLATIONS=${N:-100}
 export BENCH_IDLE_SECONDS=${IDLE:-60}
 if [[ -n ${CONCURRENCY:-} ]]; then export BENCH_CONCURRENCY=$CONCURRENCY; fi
-run_step "building the benchmark (release; first time: several minutes)" "$LOG_DIR/build-bench.log" \
-	cargo bench --locked --bench installations --no-run
+PROFILE=${PROFILE:-bench}
+run_step "building the benchmark ($PROFILE profile; first time: several minutes)" "$LOG_DIR/build-bench.log" \
+	cargo bench --locked --profile "$PROFILE" --bench installations --no-run
 log "measuring $BENCH_INSTALLATIONS installations (ephemera, then the direct floor)"
-cargo bench --locked --bench installations
+cargo bench --locked --profile "$PROFILE" --bench installations

@@ -81,7 +81,16 @@ impl Requests {
     }
 
     pub fn total(&self) -> f64 {
-        self.by_verb().values().sum()
+        self.by_verb().values().fold(0.0, |sum, n| sum + n)
+    }
+
+    /// "VERB resource code" → count, for the record.
+    pub fn detailed(&self) -> BTreeMap<String, f64> {
+        self.0
+            .iter()
+            .filter(|((verb, _, _), _)| verb != "WATCH")
+            .map(|((verb, resource, code), n)| (format!("{verb} {resource} {code}"), *n))
+            .collect()
     }
 
     /// GETs answered 404 (looking for something that is not there).
@@ -89,8 +98,7 @@ impl Requests {
         self.0
             .iter()
             .filter(|((verb, _, code), _)| verb == "GET" && code == "404")
-            .map(|(_, n)| n)
-            .sum()
+            .fold(0.0, |sum, (_, n)| sum + n)
     }
 
     /// Requests other than the cluster's own housekeeping: with nothing
@@ -114,7 +122,6 @@ impl Requests {
         self.0
             .iter()
             .filter(|((verb, _, _), _)| MUTATING.contains(&verb.as_str()))
-            .map(|(_, n)| n)
-            .sum()
+            .fold(0.0, |sum, (_, n)| sum + n)
     }
 }

@@ -77,6 +77,8 @@ pub struct ControllerFigures {
     pub idle_writes: f64,
     pub idle_requests: f64,
     pub idle_reconciles: f64,
+    /// The idle requests, "VERB resource code" → count.
+    pub idle_requests_detail: BTreeMap<String, f64>,
     pub delete_passes_per_installation: f64,
 }
 
@@ -116,7 +118,7 @@ impl Run {
         cpu_seconds: f64,
         idle_writes: f64,
         idle_reconciles: f64,
-        idle_requests: f64,
+        idle: &Requests,
         delete_passes_per_installation: f64,
     ) -> Self {
         self.controller = Some(ControllerFigures {
@@ -124,8 +126,9 @@ impl Run {
             peak_rss_mib,
             cpu_seconds,
             idle_writes,
-            idle_requests,
+            idle_requests: idle.total(),
             idle_reconciles,
+            idle_requests_detail: idle.detailed(),
             delete_passes_per_installation,
         });
         self

@@ -23,6 +23,7 @@ use kube::{
 use super::{
     apply,
     build::{self, BuildInput, ExternalSecrets, GeneratedSecrets},
+    changes,
     context::Context,
     error::{Result, gone_is_fine},
     lifecycle::{
@@ -30,13 +31,11 @@ use super::{
         expiry::{self, Expiry},
         seed, upgrade,
     },
-    observe::{self, NamespaceState},
+    observe::NamespaceState,
     plan::{self, Plan},
     status::{self, Situation},
 };
-use crate::api::{
-    InstallationProfile, Phase, TestInstallation, TestInstallationStatus, credentials,
-};
+use crate::api::{Phase, TestInstallation, TestInstallationStatus, credentials};
 
 /// Finalizer that keeps a TestInstallation until its namespace is gone, so a
 /// new installation of the same name never meets a terminating namespace.
@@ -44,8 +43,9 @@ pub const FINALIZER: &str = "ephemera.dev/namespace-cleanup";
 
 /// How often an installation is looked at with nothing else happening.
 const RESYNC: Duration = Duration::from_secs(600);
-/// Retry interval while waiting on something outside the installation.
-const WAIT_RETRY: Duration = Duration::from_secs(2);
+/// The next pass after a status change that the next step follows from
+/// (long enough for the watch to bring the new status into the store).
+const STATUS_STEP: Duration = Duration::from_millis(300);
 
 pub async fn reconcile(
     guard: Arc<DeserializeGuard<TestInstallation>>,
@@ -91,6 +91,7 @@ pub fn error_policy(
 async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) -> Result<Action> {
     let api: Api<TestInstallation> = Api::all(ctx.client.clone());
     let name = installation.name_any();
+    ctx.caches.wait_until_ready().await;
     if installation.metadata.deletion_timestamp.is_some() {
         return cleanup(installation, ctx).await;
     }
@@ -99,8 +100,7 @@ async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) 
     }
 
     let profile_name = plan::profile_name(installation);
-    let profiles: Api<InstallationProfile> = Api::all(ctx.client.clone());
-    let Some(profile) = profiles.get_opt(profile_name).await? else {
+    let Some(profile) = ctx.caches.profile(profile_name) else {
         let message = if installation.spec.profile.is_some() {
             format!(
                 "InstallationProfile {profile_name:?} does not exist; create it or name another profile"
@@ -115,9 +115,8 @@ async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) 
         Err(err) => return stalled(ctx, installation, err.reason(), err.to_string()).await,
     };
 
-    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
     let uid = installation.uid().unwrap_or_default();
-    match observe::namespace_state(namespaces.get_opt(&plan.namespace).await?.as_ref(), &uid) {
+    match ctx.caches.namespace_state(&plan.namespace, &uid) {
         NamespaceState::Terminating => {
             let message = format!(
                 "waiting for namespace {} of an earlier installation named {name} to be deleted",
@@ -142,7 +141,7 @@ async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) 
         NamespaceState::Absent | NamespaceState::Ours => {}
     }
 
-    let external = match read_external_secrets(ctx, &plan).await? {
+    let external = match read_external_secrets(ctx, &plan) {
         Ok(external) => external,
         Err(message) => return stalled(ctx, installation, "SecretNotFound", message).await,
     };
@@ -166,18 +165,20 @@ async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) 
         Err(err) => return stalled(ctx, installation, err.reason(), err.to_string()).await,
     };
 
-    apply::apply_namespace(
+    changes::apply_namespace(
         &ctx.client,
+        &ctx.caches,
         &build::namespace::namespace(&plan, input.owner.clone()),
     )
     .await?;
-    apply::apply_all(&ctx.client, &plan.namespace, &children).await?;
-    let pruned = apply::prune(&ctx.client, &plan.namespace, &name, &children).await?;
+    changes::apply_changed(&ctx.client, &ctx.caches, &plan.namespace, &children).await?;
+    let pruned =
+        changes::prune(&ctx.client, &ctx.caches, &plan.namespace, &name, &children).await?;
     if !pruned.is_empty() {
         tracing::info!(?pruned, "removed objects no longer desired");
     }
 
-    let observed = observe::observe(&ctx.client, &plan.namespace, &uid, &name).await?;
+    let observed = ctx.caches.observe(&plan.namespace, &uid, &name);
     let situation = Situation::Applied {
         plan: &plan,
         observed: &observed,
@@ -186,7 +187,16 @@ async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) 
     };
     let now = Timestamp::now();
     let new_status = status::compute(installation, &situation, now);
-    finish(ctx, installation, new_status, RESYNC, now).await
+    // Status changes do not run passes (see `predicates`), but some steps
+    // follow from the status itself: seeding once the app is ready, the
+    // upgrade once the old version is. Such a pass runs at once.
+    let mut next = installation.clone();
+    next.status = Some(new_status.clone());
+    let next_stage = upgrade::stage(&next, plan.upgrade_from.as_deref(), &plan.version);
+    let moves_on = seed::job_wanted(&next, plan.seed.is_some()) != input.seed
+        || next_stage.app_version(&plan.version) != app_version;
+    let requeue = if moves_on { STATUS_STEP } else { RESYNC };
+    finish(ctx, installation, new_status, requeue, now).await
 }
 
 /// Applies the expiry decision to a freshly computed status, writes it, and
@@ -309,11 +319,16 @@ async fn cleanup(installation: &TestInstallation, ctx: &Context) -> Result<Actio
     let namespace = plan::namespace_name(&ctx.config, &name);
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
     let uid = installation.uid().unwrap_or_default();
-    match observe::namespace_state(namespaces.get_opt(&namespace).await?.as_ref(), &uid) {
+    // The namespace's own watch events wake the next pass: deletion takes
+    // one pass to start it and one when it is gone.
+    match ctx.caches.namespace_state(&namespace, &uid) {
         NamespaceState::Ours => {
-            namespaces
-                .delete(&namespace, &DeleteParams::background())
-                .await?;
+            gone_is_fine(
+                namespaces
+                    .delete(&namespace, &DeleteParams::background())
+                    .await
+                    .map(|_| ()),
+            )?;
             let message = format!("deleting namespace {namespace}");
             let status = status::compute(
                 installation,
@@ -321,7 +336,7 @@ async fn cleanup(installation: &TestInstallation, ctx: &Context) -> Result<Actio
                 Timestamp::now(),
             );
             write_status(ctx, installation, status).await?;
-            Ok(Action::requeue(WAIT_RETRY))
+            Ok(Action::await_change())
         }
         NamespaceState::Terminating => {
             let message = format!("waiting for namespace {namespace} to be deleted");
@@ -331,10 +346,11 @@ async fn cleanup(installation: &TestInstallation, ctx: &Context) -> Result<Actio
                 Timestamp::now(),
             );
             write_status(ctx, installation, status).await?;
-            Ok(Action::requeue(WAIT_RETRY))
+            Ok(Action::await_change())
         }
         NamespaceState::Absent | NamespaceState::Foreign { .. } => {
             remove_finalizer(ctx, installation).await?;
+            ctx.caches.forget_namespace(&namespace);
             ctx.release(&name);
             Ok(Action::await_change())
         }
@@ -394,7 +410,8 @@ async fn waiting(
         Timestamp::now(),
     );
     write_status(ctx, installation, status).await?;
-    Ok(Action::requeue(WAIT_RETRY))
+    // The namespace's watch wakes it; the requeue is only a safety net.
+    Ok(Action::requeue(RESYNC))
 }
 
 /// Writes the status when it differs from the stored one, and publishes an
@@ -474,18 +491,18 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 /// Reads the Secrets the plan references (only from allowed namespaces,
-/// which `plan` checked). `Err(message)` when one is missing.
-async fn read_external_secrets(
+/// which `plan` checked) from their stores. `Err(message)` when one is
+/// missing.
+fn read_external_secrets(
     ctx: &Context,
     plan: &Plan,
-) -> Result<std::result::Result<ExternalSecrets, String>> {
+) -> std::result::Result<ExternalSecrets, String> {
     let mut external = ExternalSecrets::default();
     for (namespace, name) in plan.referenced_secrets() {
-        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-        let Some(secret) = api.get_opt(&name).await? else {
-            return Ok(Err(format!(
+        let Some(secret) = ctx.caches.referenced_secret(&namespace, &name) else {
+            return Err(format!(
                 "referenced secret {namespace}/{name} does not exist"
-            )));
+            ));
         };
         let data: BTreeMap<String, String> = secret
             .data
@@ -495,19 +512,30 @@ async fn read_external_secrets(
             .collect();
         external.0.insert((namespace, name), data);
     }
-    Ok(Ok(external))
+    Ok(external)
 }
 
+/// The generated Secrets, from the store. One that this process applied
+/// but the store does not show yet (its watch event is still on the way) is
+/// read from the API server, so passwords are never generated twice.
 async fn read_generated_secrets(ctx: &Context, namespace: &str) -> Result<GeneratedSecrets> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let (creds, db, fs) = tokio::try_join!(
-        api.get_opt(credentials::SECRET_NAME),
-        api.get_opt(build::database::NAME),
-        api.get_opt(build::filestore::NAME),
-    )?;
+    let mut found = Vec::new();
+    for name in [
+        credentials::SECRET_NAME,
+        build::database::NAME,
+        build::filestore::NAME,
+    ] {
+        let secret = match ctx.caches.secret(namespace, name) {
+            Some(secret) => Some(secret),
+            None if ctx.caches.was_applied("Secret", namespace, name) => api.get_opt(name).await?,
+            None => None,
+        };
+        found.push(secret);
+    }
     Ok(GeneratedSecrets::reuse_or_generate(
-        creds.as_ref(),
-        db.as_ref(),
-        fs.as_ref(),
+        found[0].as_ref(),
+        found[1].as_ref(),
+        found[2].as_ref(),
     ))
 }
