@@ -10,10 +10,12 @@ use kube::Client;
 #[derive(Clone, Debug, Default)]
 pub struct Requests(pub BTreeMap<(String, String, String), f64>);
 
-/// Resources that the cluster's own components (kubelet, scheduler,
-/// controllers, lease renewals) write on their own while nothing else
-/// happens; left out of the idle figures.
-const CLUSTER_HOUSEKEEPING: [&str; 3] = ["pods", "nodes", "leases"];
+/// Resources that the cluster's own components (fake kubelet, scheduler,
+/// controller manager, lease renewals) read and write on their own while
+/// nothing else happens; left out of the idle figures. "" is discovery
+/// (/api, /apis, /openapi), which the controller never asks for.
+const CLUSTER_HOUSEKEEPING: [&str; 6] =
+    ["pods", "nodes", "leases", "endpoints", "endpointslices", ""];
 
 const MUTATING: [&str; 6] = [
     "POST",
@@ -109,9 +111,10 @@ impl Requests {
                 .iter()
                 .filter(|((verb, resource, _), _)| {
                     verb != "WATCH"
-                        && !CLUSTER_HOUSEKEEPING
-                            .iter()
-                            .any(|h| resource == h || resource.starts_with(&format!("{h}/")))
+                        && !CLUSTER_HOUSEKEEPING.iter().any(|h| {
+                            resource == h
+                                || (!h.is_empty() && resource.starts_with(&format!("{h}/")))
+                        })
                 })
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),
