@@ -191,8 +191,18 @@ pub fn watch_all(
         without_managed_fields,
     );
 
+    // A namespace wakes its installation by label, or by name: a namespace
+    // of the same name that another owner holds has no label of ours.
+    let prefix = config.namespace_prefix.clone();
+    let namespace_of = move |ns: PartialObjectMeta<Namespace>| {
+        let by_name = ns
+            .name_any()
+            .strip_prefix(prefix.as_str())
+            .map(ObjectRef::new);
+        installation_of(ns).or(by_name)
+    };
     let mut controller = controller
-        .watches_stream(namespace_events, installation_of)
+        .watches_stream(namespace_events, namespace_of)
         .watches_stream(secret_events, installation_of)
         .watches_stream(service_events, installation_of)
         .watches_stream(network_policy_events, installation_of)

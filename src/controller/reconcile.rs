@@ -411,7 +411,7 @@ async fn waiting(
     );
     write_status(ctx, installation, status).await?;
     // The namespace's watch wakes it; the requeue is only a safety net.
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(Duration::from_secs(30)))
 }
 
 /// Writes the status when it differs from the stored one, and publishes an
