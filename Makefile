@@ -1,7 +1,8 @@
 # ephemera: the commands people and CI use. See README.md.
 SHELL := /usr/bin/env bash
 
-.PHONY: help cluster-up cluster-down test lint demo build controlplane-bins crds bench
+.PHONY: help cluster-up cluster-down test lint demo build controlplane-bins crds bench chaos
+.PHONY: image deploy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -33,3 +34,18 @@ crds: ## regenerate crds/ from the Rust types
 
 bench: ## ephemera vs the direct floor: `make bench N=100 [CONCURRENCY=16] [IDLE=60] [PROFILE=dev]` (release build by default; writes bench/results/)
 	@N=$(N) CONCURRENCY=$(CONCURRENCY) IDLE=$(IDLE) PROFILE=$(PROFILE) hack/bench.sh
+
+FAULT_KILLS ?= 40
+FAULT_INSTALLATIONS ?= 60
+chaos: ## the fault suite, longer (FAULT_KILLS, FAULT_INSTALLATIONS, FAULT_SEED; docs/security.md)
+	@hack/cluster-up.sh
+	FAULT_KILLS=$(FAULT_KILLS) FAULT_INSTALLATIONS=$(FAULT_INSTALLATIONS) \
+		EPHEMERA_KUBECONFIG=$(CURDIR)/.cluster/kubeconfig \
+		cargo test --locked --test faults -- --nocapture --test-threads=1
+
+image: ## build the OCI image with buildah from the release binary, check it, write target/image/ephemera.oci.tar
+	@hack/image.sh
+
+deploy: ## regenerate deploy/ (plain manifests) from the chart (a test fails when stale)
+	UPDATE_DEPLOY=1 EPHEMERA_HELM=$$(hack/build-controlplane.sh)/bin/helm \
+		cargo test --locked --test deploy deploy_manifests_are_current

@@ -42,5 +42,25 @@ export EPHEMERA_KUBECTL=$BIN_DIR/kubectl
 run_step "building ephemera and its tests (first time: several minutes)" "$LOG_DIR/build-tests.log" \
 	cargo test --locked --no-run
 log "running unit and integration tests"
-cargo test --locked --all-targets --no-fail-fast
+# The fault and security suites append their figures here (docs/security.md).
+export EPHEMERA_FIGURES=$LOG_DIR/figures.txt
+: >"$EPHEMERA_FIGURES"
+show_figures() {
+	log "figures of the fault and security suites:"
+	cat "$EPHEMERA_FIGURES" >&2
+}
+if ! cargo test --locked --all-targets --no-fail-fast; then
+	show_figures
+	exit 1
+fi
+show_figures
+# The image, built with buildah and checked inside (entrypoint, `ephemera
+# version` and `ephemera crd`, non-root user). From the debug binary the tests
+# just built, so the check costs seconds; `make image` (or
+# EPHEMERA_TEST_IMAGE_PROFILE=release) builds it from the release binary,
+# which from scratch is a build of its own of several minutes.
+image_profile=${EPHEMERA_TEST_IMAGE_PROFILE:-dev}
+run_step "building and checking the OCI image ($image_profile binary)" "$LOG_DIR/image.log" \
+	env EPHEMERA_IMAGE_PROFILE="$image_profile" "$HACK_DIR/image.sh"
+grep -E 'image .*MiB|inside:|run as uid' "$LOG_DIR/image.log" | sed 's/^/    /' >&2
 log "all tests passed"

@@ -29,6 +29,11 @@ pub enum Command {
         /// Address of /healthz, /readyz and /metrics.
         #[arg(long, default_value = "127.0.0.1:8080", env = "EPHEMERA_LISTEN")]
         listen: std::net::SocketAddr,
+        /// Before starting, bring the cluster's ephemera CRDs to the ones this
+        /// binary was built with (never to an older version); Helm does not
+        /// upgrade CRDs. Needs get/update on the two CRDs.
+        #[arg(long, env = "EPHEMERA_APPLY_CRDS")]
+        apply_crds: bool,
     },
     /// Print the CustomResourceDefinitions as YAML (for `kubectl apply -f -`).
     Crd,
@@ -58,7 +63,11 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Controller { config, listen } => {
+        Command::Controller {
+            config,
+            listen,
+            apply_crds,
+        } => {
             let config = match config {
                 Some(path) => crate::controller::config::ControllerConfig::load(&path)?,
                 None => crate::controller::config::ControllerConfig::default(),
@@ -66,6 +75,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = kube::Client::try_default().await.map_err(|err| {
                 anyhow::anyhow!("cannot reach Kubernetes (KUBECONFIG or in-cluster config): {err}")
             })?;
+            if apply_crds {
+                for (name, outcome) in crate::api::crd_upgrade::apply_crds(&client).await? {
+                    tracing::info!(crd = %name, %outcome, "CRD checked");
+                }
+            }
             crate::controller::run(client, config, listen).await
         }
         Command::Crd => {
@@ -78,5 +92,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Chat { listen, config } => crate::adapters::chat::run(listen, &config).await,
         Command::Github { listen, config } => crate::adapters::github::serve(listen, &config).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_charts_controller_arguments_parse() {
+        let cli = Cli::try_parse_from([
+            "ephemera",
+            "controller",
+            "--config",
+            "/etc/ephemera/controller.yaml",
+            "--listen",
+            "0.0.0.0:8080",
+            "--apply-crds",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Controller {
+                apply_crds: true,
+                ..
+            }
+        ));
+        let cli = Cli::try_parse_from(["ephemera", "controller"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Controller {
+                apply_crds: false,
+                ..
+            }
+        ));
     }
 }

@@ -7,4 +7,5 @@ pub mod adapters;
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod http_server;
 pub mod telemetry;

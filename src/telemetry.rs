@@ -5,9 +5,10 @@
 use std::{
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -47,9 +48,31 @@ pub fn init_tracing(format: LogFormat) {
 }
 
 /// Liveness and readiness of one component, shared with its probe handlers.
+///
+/// Readiness is the `set_ready` flag and, besides, no watch failed in the
+/// last `WATCH_READY_WINDOW`: a process whose watches cannot reach the API
+/// server is taken out of service. Liveness (`/healthz`) fails only when
+/// watches have kept failing for `WATCH_LIVE_WINDOW` without a pause, so a
+/// process stuck for good is restarted, while a short API server outage
+/// does not restart everything that watches it.
 #[derive(Clone, Default)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    watches: Arc<Mutex<WatchFailures>>,
+}
+
+/// Not ready while a watch failed less than this long ago.
+pub const WATCH_READY_WINDOW: Duration = Duration::from_secs(10);
+/// Not live once watches have failed without a quiet `WATCH_READY_WINDOW`
+/// for this long.
+pub const WATCH_LIVE_WINDOW: Duration = Duration::from_secs(300);
+
+#[derive(Default)]
+struct WatchFailures {
+    /// First failure of the current run of failures.
+    since: Option<Instant>,
+    last: Option<Instant>,
+    count: u64,
 }
 
 impl Health {
@@ -57,8 +80,44 @@ impl Health {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
+    /// Records that a watch (or other input stream) failed just now.
+    pub fn watch_failed(&self) {
+        let now = Instant::now();
+        let mut w = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        let quiet_since_last = w
+            .last
+            .is_none_or(|last| now.duration_since(last) >= WATCH_READY_WINDOW);
+        if quiet_since_last {
+            w.since = Some(now);
+        }
+        w.last = Some(now);
+        w.count += 1;
+    }
+
+    /// Watch failures recorded since start.
+    pub fn watch_failures(&self) -> u64 {
+        self.watches.lock().unwrap_or_else(|e| e.into_inner()).count
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.watches_quiet(Instant::now())
+    }
+
+    /// False once watches have been failing for `WATCH_LIVE_WINDOW`.
+    pub fn is_live(&self) -> bool {
+        let now = Instant::now();
+        if self.watches_quiet(now) {
+            return true;
+        }
+        let w = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        w.since
+            .is_none_or(|since| now.duration_since(since) < WATCH_LIVE_WINDOW)
+    }
+
+    fn watches_quiet(&self, now: Instant) -> bool {
+        let w = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        w.last
+            .is_none_or(|last| now.duration_since(last) >= WATCH_READY_WINDOW)
     }
 }
 
@@ -72,10 +131,21 @@ struct ProbeState {
 /// own routes into this router.
 pub fn probe_routes(health: Health, registry: Arc<Registry>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(ProbeState { health, registry })
+}
+
+async fn healthz(State(state): State<ProbeState>) -> impl IntoResponse {
+    if state.health.is_live() {
+        (StatusCode::OK, "ok")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "watches have been failing for too long",
+        )
+    }
 }
 
 async fn readyz(State(state): State<ProbeState>) -> impl IntoResponse {
@@ -109,7 +179,8 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .map_err(|err| anyhow::anyhow!("cannot listen on {addr}: {err}"))
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves `router` on `listener` until `shutdown` resolves, with the
+/// timeouts and connection cap of `crate::http_server`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -118,10 +189,7 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving HTTP");
     }
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+    crate::http_server::serve(listener, router, shutdown).await
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

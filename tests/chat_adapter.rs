@@ -205,19 +205,37 @@ struct Call {
     method: String,
     path: String,
     authorization: Option<String>,
+    content_type: Option<String>,
     body: Value,
     status: u16,
-    /// The id the fake gave a new message (Mattermost post id, Slack ts).
+    /// The id the fake gave a new message (Mattermost post id, Slack ts),
+    /// also when the answer was lost (commit-then-fail).
     created_id: Option<String>,
+    /// The marker the adapter put on a new message.
+    key: Option<String>,
     at: Instant,
+}
+
+/// How the fake answers the next requests to one path.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Answers this status without doing anything (429 with `Retry-After`
+    /// when `retry_after` is set; 403 for Slack-style "secondary" limits).
+    Status(StatusCode),
+    /// Does the work (a post is stored), then answers 502: the answer is lost.
+    CommitThenFail,
+    /// A permanent refusal: Slack `{"ok":false,"error":"user_not_found"}`,
+    /// Mattermost 403.
+    Refuse,
 }
 
 #[derive(Default)]
 struct FakeState {
     calls: Vec<Call>,
-    /// Path → how many more requests get this error status (429 comes with
-    /// `Retry-After: 1`).
-    throttle: HashMap<String, (u32, StatusCode)>,
+    /// Path → how many more requests get this fault (`u32::MAX`: always).
+    faults: HashMap<String, (u32, Fault)>,
+    /// Channel → how long posts to it take.
+    slow: HashMap<String, Duration>,
     next_id: u32,
 }
 
@@ -234,6 +252,7 @@ struct Message {
     id: String,
     channel: String,
     text: String,
+    key: Option<String>,
 }
 
 impl FakeChat {
@@ -251,18 +270,30 @@ impl FakeChat {
     }
 
     fn fail(&self, path: &str, status: StatusCode, times: u32) {
+        self.fault(path, Fault::Status(status), times);
+    }
+
+    fn fault(&self, path: &str, fault: Fault, times: u32) {
         self.state
             .lock()
             .unwrap()
-            .throttle
-            .insert(path.to_string(), (times, status));
+            .faults
+            .insert(path.to_string(), (times, fault));
+    }
+
+    fn slow_channel(&self, channel: &str, delay: Duration) {
+        self.state
+            .lock()
+            .unwrap()
+            .slow
+            .insert(channel.to_string(), delay);
     }
 
     fn calls(&self) -> Vec<Call> {
         self.state.lock().unwrap().calls.clone()
     }
 
-    /// New messages (successful posts), in order.
+    /// New messages (posts the fake stored, answered or not), in order.
     fn posts(&self) -> Vec<Message> {
         self.calls()
             .into_iter()
@@ -279,6 +310,7 @@ impl FakeChat {
                     .or(c.body["text"].as_str())
                     .unwrap_or_default()
                     .to_string(),
+                key: c.key.clone(),
             })
             .collect()
     }
@@ -315,7 +347,7 @@ impl FakeChat {
             .collect()
     }
 
-    /// Waits until exactly... at least `n` posts contain `needle`.
+    /// Waits until at least `n` posts contain `needle`.
     async fn wait_for_posts(&self, needle: &str, n: usize) -> Vec<Message> {
         wait_for(
             &format!("{n} message(s) containing {needle:?}"),
@@ -333,15 +365,50 @@ impl FakeChat {
     }
 }
 
+/// The marker the adapter puts on a message: Mattermost `props`, Slack
+/// `metadata`.
+fn marker_of(body: &Value) -> Option<String> {
+    body["props"]["ephemera_key"]
+        .as_str()
+        .or(body["metadata"]["event_payload"]["key"].as_str())
+        .map(str::to_string)
+}
+
 async fn fake_api(
     State(state): State<Arc<Mutex<FakeState>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    raw: axum::body::Bytes,
 ) -> Response {
     let path = uri.path().to_string();
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body: Value = serde_json::from_slice(&raw).unwrap_or_else(|_| {
+        // Form-encoded (Slack read methods).
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&raw).unwrap_or_default();
+        Value::Object(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+        )
+    });
+    let slow = {
+        let state = state.lock().unwrap();
+        let channel = body["channel_id"].as_str().or(body["channel"].as_str());
+        match (path.as_str(), channel) {
+            ("/api/v4/posts" | "/api/chat.postMessage", Some(channel)) => {
+                state.slow.get(channel).copied()
+            }
+            _ => None,
+        }
+    };
+    if let Some(delay) = slow {
+        tokio::time::sleep(delay).await;
+    }
     let mut state = state.lock().unwrap();
     let mut call = Call {
         method: method.to_string(),
@@ -350,34 +417,90 @@ async fn fake_api(
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        content_type,
         body: body.clone(),
         status: 200,
         created_id: None,
+        key: None,
         at: Instant::now(),
     };
-    if let Some((left, status)) = state.throttle.get_mut(&path)
+    let mut fault = None;
+    if let Some((left, f)) = state.faults.get_mut(&path)
         && *left > 0
     {
-        *left -= 1;
-        let status = *status;
-        call.status = status.as_u16();
-        state.calls.push(call);
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            return (status, [("retry-after", "1")], "slow down").into_response();
+        if *left != u32::MAX {
+            *left -= 1;
         }
-        return (status, "try later").into_response();
+        fault = Some(*f);
+    }
+    match fault {
+        Some(Fault::Status(status)) => {
+            call.status = status.as_u16();
+            state.calls.push(call);
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                return (status, [("retry-after", "1")], "slow down").into_response();
+            }
+            return (status, "try later").into_response();
+        }
+        Some(Fault::Refuse) => {
+            let slack = path.starts_with("/api/") && !path.starts_with("/api/v4/");
+            call.status = if slack { 200 } else { 403 };
+            state.calls.push(call);
+            return if slack {
+                Json(json!({ "ok": false, "error": "user_not_found" })).into_response()
+            } else {
+                (
+                    StatusCode::FORBIDDEN,
+                    Json(json!({ "message": "user is deactivated" })),
+                )
+                    .into_response()
+            };
+        }
+        _ => {}
     }
     state.next_id += 1;
     let n = state.next_id;
+    // Stored messages of a channel, newest first: (id, key).
+    let stored = |state: &FakeState, channel: &str| -> Vec<(String, Option<String>)> {
+        let mut found: Vec<(String, Option<String>)> = state
+            .calls
+            .iter()
+            .filter(|c| c.created_id.is_some())
+            .filter(|c| {
+                c.body["channel_id"].as_str().or(c.body["channel"].as_str()) == Some(channel)
+            })
+            .map(|c| (c.created_id.clone().unwrap(), c.key.clone()))
+            .collect();
+        found.reverse();
+        found
+    };
     let (status, reply) = match (method.as_str(), path.as_str()) {
         ("GET", "/api/v4/users/me") => (StatusCode::OK, json!({ "id": "bot-user-id" })),
         ("POST", "/api/v4/channels/direct") => (
             StatusCode::CREATED,
             json!({ "id": format!("dm-{}", body[1].as_str().unwrap_or("?")) }),
         ),
+        ("GET", p) if p.starts_with("/api/v4/channels/") && p.ends_with("/posts") => {
+            let channel = p
+                .trim_start_matches("/api/v4/channels/")
+                .trim_end_matches("/posts");
+            let found = stored(&state, channel);
+            let order: Vec<&String> = found.iter().map(|(id, _)| id).collect();
+            let posts: serde_json::Map<String, Value> = found
+                .iter()
+                .map(|(id, key)| {
+                    (
+                        id.clone(),
+                        json!({ "id": id, "channel_id": channel, "props": { "ephemera_key": key } }),
+                    )
+                })
+                .collect();
+            (StatusCode::OK, json!({ "order": order, "posts": posts }))
+        }
         ("POST", "/api/v4/posts") => {
             let id = format!("post-{n}");
             call.created_id = Some(id.clone());
+            call.key = marker_of(&body);
             (
                 StatusCode::CREATED,
                 json!({ "id": id, "channel_id": body["channel_id"] }),
@@ -390,9 +513,23 @@ async fn fake_api(
             StatusCode::OK,
             json!({ "ok": true, "channel": { "id": format!("D-{}", body["users"].as_str().unwrap_or("?")) } }),
         ),
+        ("POST", "/api/conversations.history") => {
+            let channel = body["channel"].as_str().unwrap_or_default();
+            let messages: Vec<Value> = stored(&state, channel)
+                .into_iter()
+                .map(|(ts, key)| {
+                    json!({
+                        "ts": ts,
+                        "metadata": { "event_type": "ephemera_notice", "event_payload": { "key": key } },
+                    })
+                })
+                .collect();
+            (StatusCode::OK, json!({ "ok": true, "messages": messages }))
+        }
         ("POST", "/api/chat.postMessage") => {
             let ts = format!("1700000000.{n:06}");
             call.created_id = Some(ts.clone());
+            call.key = marker_of(&body);
             (
                 StatusCode::OK,
                 json!({ "ok": true, "channel": body["channel"], "ts": ts }),
@@ -407,6 +544,11 @@ async fn fake_api(
             json!({ "error": "no such endpoint" }),
         ),
     };
+    if matches!(fault, Some(Fault::CommitThenFail)) {
+        call.status = 502;
+        state.calls.push(call);
+        return (StatusCode::BAD_GATEWAY, "bad gateway").into_response();
+    }
     call.status = status.as_u16();
     state.calls.push(call);
     (status, Json(reply)).into_response()
@@ -423,6 +565,7 @@ struct Setup {
     max_per_user: usize,
     admins: Vec<String>,
     expiry_warning: &'static str,
+    give_up_after: &'static str,
     /// Set once `cleanup` ran; until then, a panicking test's installations
     /// are removed when the `Setup` is dropped.
     cleaned: bool,
@@ -430,7 +573,18 @@ struct Setup {
 
 impl Setup {
     async fn new() -> Self {
-        let instance = next_instance();
+        Self::with_instance(next_instance()).await
+    }
+
+    /// An adapter instance no controller reconciles: the test writes the
+    /// installations' status itself, so it runs in milliseconds.
+    async fn unmanaged() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Self::with_instance(format!("{}-u{n}", unique_name("chat"))).await
+    }
+
+    async fn with_instance(instance: String) -> Self {
         let dir = std::env::temp_dir().join(format!("ephemera-chat-{instance}"));
         std::fs::create_dir_all(&dir).unwrap();
         for (file, value) in [
@@ -448,6 +602,7 @@ impl Setup {
             max_per_user: 3,
             admins: vec![],
             expiry_warning: "1h",
+            give_up_after: "10m",
             cleaned: false,
         }
     }
@@ -472,12 +627,14 @@ admins: {admins:?}
 maxInstallationsPerUser: {max}
 defaults: {{profile: {PROFILE}, ttl: 24h}}
 expiryWarning: {warning}
+giveUpAfter: {give_up}
 "#,
             instance = self.instance,
             url = self.fake.url(),
             admins = self.admins,
             max = self.max_per_user,
             warning = self.expiry_warning,
+            give_up = self.give_up_after,
         );
         Config::from_yaml(&yaml).expect("test config")
     }
@@ -552,6 +709,13 @@ struct Adapter {
 }
 
 impl Adapter {
+    /// Like `kill -9`: the adapter stops wherever it is, mid-request.
+    async fn kill(mut self) {
+        let task = self.task.take().unwrap();
+        task.abort();
+        let _ = task.await;
+    }
+
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         let result = tokio::time::timeout(TIMEOUT, self.task.take().unwrap())
@@ -892,6 +1056,24 @@ async fn lifecycle(platform: Platform) {
     .await;
     let held = get(&client, &name).await.unwrap();
     assert_eq!(held.phase(), Some(Phase::Pending), "{:#?}", held.status);
+    // `expiresAt` is known while Pending too, and within the warning window:
+    // let the adapter warn and remember it before it is stopped.
+    wait_for("the expiry warning to be remembered", TIMEOUT, || async {
+        let ti = get(&client, &name)
+            .await
+            .ok_or_else(|| "gone".to_string())?;
+        let told = ti
+            .annotations()
+            .get("ephemera.dev/notified-chat")
+            .cloned()
+            .unwrap_or_default();
+        if told.contains("expiryWarned") {
+            Ok(())
+        } else {
+            Err(told)
+        }
+    })
+    .await;
 
     // Restart mid-way: the installation becomes Ready while the adapter is down.
     adapter.stop().await;
@@ -953,6 +1135,25 @@ async fn lifecycle(platform: Platform) {
         assert!(!text.contains(&credentials.user_password));
     }
     let edits_before = updates.len();
+
+    // The expiry was warned about while Pending, so that warning is no sync
+    // point for the ready message: wait until the adapter remembers it.
+    wait_for("the ready message to be remembered", TIMEOUT, || async {
+        let ti = get(&client, &name)
+            .await
+            .ok_or_else(|| "gone".to_string())?;
+        let told = ti
+            .annotations()
+            .get("ephemera.dev/notified-chat")
+            .cloned()
+            .unwrap_or_default();
+        if told.contains("\"ready\":true") {
+            Ok(())
+        } else {
+            Err(told)
+        }
+    })
+    .await;
 
     // Another restart tells nothing again. `extend` gives a new `expiresAt`,
     // and its warning is a sync point: once it arrives, the restarted adapter
@@ -1065,6 +1266,14 @@ async fn lifecycle(platform: Platform) {
         assert!(!metrics.contains(secret));
     }
     setup.cleanup(&client).await;
+    // Telling the deletion and releasing the finalizer raced the
+    // controller's status updates, without a single false warning.
+    let warnings: Vec<String> = logs_text()
+        .lines()
+        .filter(|l| l.contains(&name) && l.contains("WARN") && l.contains("ephemera::adapters"))
+        .map(str::to_string)
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
     adapter.stop().await;
 }
 
@@ -1543,4 +1752,552 @@ async fn refuses_to_start_with_an_empty_secret() {
         "{text}"
     );
     setup.cleanup(&client).await;
+}
+
+// ------------------------------------------- faults, kills and limits ----
+
+/// A small seeded random source (the trials are repeatable by seed).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+fn post_path(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Mattermost => "/api/v4/posts",
+        Platform::Slack => "/api/chat.postMessage",
+    }
+}
+
+fn open_path(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Mattermost => "/api/v4/channels/direct",
+        Platform::Slack => "/api/conversations.open",
+    }
+}
+
+/// An installation as the command handler makes it, for an unmanaged
+/// instance (no controller), so the test sets its status itself.
+async fn manual_installation(
+    client: &Client,
+    setup: &Setup,
+    user: &User,
+    name: &str,
+) -> TestInstallation {
+    let ti: TestInstallation = serde_json::from_value(json!({
+        "apiVersion": "ephemera.dev/v1alpha1",
+        "kind": "TestInstallation",
+        "metadata": {
+            "name": name,
+            "labels": {
+                labels::SOURCE: "chat",
+                labels::REQUESTER: user.requester_label(),
+                LABEL_INSTANCE: setup.instance,
+            },
+            "annotations": {
+                "ephemera.dev/chat-platform": user.platform.as_str(),
+                "ephemera.dev/chat-user-id": user.id,
+                "ephemera.dev/chat-user-name": user.name,
+                "ephemera.dev/chat-command": "/testenv",
+            },
+            "finalizers": [FINALIZER],
+        },
+        "spec": { "profile": PROFILE },
+    }))
+    .unwrap();
+    Api::<TestInstallation>::all(client.clone())
+        .create(&PostParams::default(), &ti)
+        .await
+        .unwrap_or_else(|err| panic!("creating {name}: {err}"))
+}
+
+async fn set_status(client: &Client, name: &str, status: Value) {
+    Api::<TestInstallation>::all(client.clone())
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("status of {name}: {err}"));
+}
+
+/// A `credentials`-shaped Secret in `default` for manual installations.
+async fn credentials_secret(client: &Client, name: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "stringData": {
+            "adminUser": "admin", "adminPassword": "admin-password-123",
+            "user": "user", "userPassword": "user-password-123",
+        },
+    }))
+    .unwrap();
+    let api = Api::<Secret>::namespaced(client.clone(), "default");
+    let _ = api.delete(name, &DeleteParams::default()).await;
+    api.create(&PostParams::default(), &secret).await.unwrap();
+}
+
+/// Kills (abort, like `kill -9`) or stops (like SIGTERM) the adapter at a
+/// random moment of each step of a notification — progress, Ready,
+/// hibernated, woken, deleted — with, at random, a post whose answer is lost
+/// (the platform stored it, then answered 502). Every message must arrive
+/// exactly once.
+async fn kill_trials(platform: Platform, trials: usize, seed: u64) {
+    let client = plane().await;
+    let mut setup = Setup::unmanaged().await;
+    let secret = format!("creds-{}", short_name("kt"));
+    credentials_secret(&client, &secret).await;
+    let mut rng = Rng(seed);
+    let user = User::new(platform, "kim");
+    let mut adapter = Some(setup.start(&client).await);
+    let api: Api<TestInstallation> = Api::all(client.clone());
+    let started = Instant::now();
+    let (mut kills, mut stops, mut lost_answers) = (0, 0, 0);
+    let mut keys_seen: Vec<String> = Vec::new();
+    for trial in 0..trials {
+        let name = short_name("kt");
+        let uid = manual_installation(&client, &setup, &user, &name)
+            .await
+            .uid()
+            .unwrap();
+        let ready = json!({
+            "phase": "Ready", "message": "ready", "url": format!("http://{name}.example"),
+            "credentialsSecret": { "namespace": "default", "name": secret },
+        });
+        let steps: Vec<(&str, Option<Value>)> = vec![
+            ("progress", None),
+            ("ready", Some(ready.clone())),
+            (
+                "hibernated",
+                Some(json!({ "phase": "Hibernated", "message": "asleep" })),
+            ),
+            ("woken", Some(ready.clone())),
+            ("deleted", Some(Value::Null)),
+        ];
+        for (kind, change) in steps {
+            match change {
+                None => {}
+                Some(Value::Null) => {
+                    api.delete(&name, &DeleteParams::default()).await.unwrap();
+                }
+                Some(status) => set_status(&client, &name, status).await,
+            }
+            if rng.below(10) < 3 {
+                lost_answers += 1;
+                setup
+                    .fake
+                    .fault(post_path(platform), Fault::CommitThenFail, 1);
+            }
+            tokio::time::sleep(Duration::from_millis(rng.below(40))).await;
+            match rng.below(3) {
+                0 => {
+                    kills += 1;
+                    adapter.take().unwrap().kill().await;
+                }
+                1 => {
+                    stops += 1;
+                    adapter.take().unwrap().stop().await;
+                }
+                _ => {}
+            }
+            if adapter.is_none() {
+                adapter = Some(setup.start(&client).await);
+            }
+            let prefix = format!("{uid}/{kind}");
+            wait_for(
+                &format!("trial {trial}: the {kind} message of {name}"),
+                TIMEOUT,
+                || async {
+                    let n = setup
+                        .fake
+                        .posts()
+                        .iter()
+                        .filter(|m| m.key.as_deref().is_some_and(|k| k.starts_with(&prefix)))
+                        .count();
+                    if n >= 1 {
+                        Ok(())
+                    } else {
+                        Err(setup.fake.posts())
+                    }
+                },
+            )
+            .await;
+        }
+        wait_for(&format!("{name} to be gone"), TIMEOUT, || async {
+            match api.get_opt(&name).await {
+                Ok(None) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        keys_seen.extend(
+            setup
+                .fake
+                .posts()
+                .into_iter()
+                .filter_map(|m| m.key)
+                .filter(|k| k.starts_with(&uid)),
+        );
+    }
+    // Late copies would come within this pause.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for post in setup.fake.posts() {
+        *counts
+            .entry(
+                post.key
+                    .unwrap_or_else(|| format!("unmarked: {}", post.text)),
+            )
+            .or_default() += 1;
+    }
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    let kinds = ["progress", "ready", "hibernated", "woken", "deleted"];
+    let lost = trials * kinds.len() - counts.len().min(trials * kinds.len());
+    println!(
+        "{platform:?}: {trials} trials (seed {seed}) with {kills} kills, {stops} stops and \
+         {lost_answers} lost answers in {:?}: {} messages, duplicates: {duplicates}, lost: {lost}",
+        started.elapsed(),
+        counts.len()
+    );
+    assert_eq!(duplicates, 0, "{counts:#?}");
+    assert_eq!(counts.len(), trials * kinds.len(), "{counts:#?}");
+    assert!(keys_seen.len() >= trials * kinds.len());
+    adapter.take().unwrap().stop().await;
+    setup.cleanup(&client).await;
+    let _ = Api::<Secret>::namespaced(client.clone(), "default")
+        .delete(&secret, &DeleteParams::default())
+        .await;
+}
+
+#[tokio::test]
+async fn mattermost_kills_and_lost_answers_never_repeat_or_drop_a_message() {
+    kill_trials(Platform::Mattermost, 12, 0x5eed_0001).await;
+}
+
+#[tokio::test]
+async fn slack_kills_and_lost_answers_never_repeat_or_drop_a_message() {
+    kill_trials(Platform::Slack, 12, 0x5eed_0002).await;
+}
+
+/// A credentials DM is never held up by the cosmetic edit of the progress
+/// message: the edit fails for good, the Ready DM still arrives.
+#[tokio::test]
+async fn a_failing_progress_edit_never_blocks_the_credentials() {
+    let client = plane().await;
+    let mut setup = Setup::unmanaged().await;
+    let secret = format!("creds-{}", short_name("ed"));
+    credentials_secret(&client, &secret).await;
+    setup
+        .fake
+        .fault("/api/chat.update", Fault::Refuse, u32::MAX);
+    let adapter = setup.start(&client).await;
+    let user = User::new(Platform::Slack, "lee");
+    let name = short_name("ed");
+    manual_installation(&client, &setup, &user, &name).await;
+    setup.fake.wait_for_posts("Setting up", 1).await;
+    set_status(
+        &client,
+        &name,
+        json!({
+            "phase": "Ready", "url": "http://x.example",
+            "credentialsSecret": { "namespace": "default", "name": secret },
+        }),
+    )
+    .await;
+    let ready = setup.fake.wait_for_posts("is ready", 1).await;
+    assert!(ready[0].text.contains("admin-password-123"));
+    assert!(
+        setup
+            .fake
+            .calls()
+            .iter()
+            .any(|c| c.path == "/api/chat.update"),
+        "the edit was tried"
+    );
+    setup.cleanup(&client).await;
+    adapter.stop().await;
+}
+
+/// A requester who can never be told (deactivated: every DM refused) does
+/// not hold a deleted installation beyond `giveUpAfter` (plus one attempt):
+/// it is given up on, counted, recorded as an Event, and let go.
+async fn undeliverable(platform: Platform) {
+    let client = plane().await;
+    let mut setup = Setup::unmanaged().await;
+    setup.give_up_after = "3s";
+    setup
+        .fake
+        .fault(open_path(platform), Fault::Refuse, u32::MAX);
+    let adapter = setup.start(&client).await;
+    let user = User::new(platform, "gone");
+    let name = short_name("ud");
+    manual_installation(&client, &setup, &user, &name).await;
+    let api: Api<TestInstallation> = Api::all(client.clone());
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    let deleted_at = Instant::now();
+    wait_for(&format!("{name} to be let go"), TIMEOUT, || async {
+        match api.get_opt(&name).await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let took = deleted_at.elapsed();
+    println!("{platform:?}: an undeliverable deletion was let go after {took:?} (bound 3s)");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "not before the bound: {took:?}"
+    );
+    let metrics = adapter.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "ephemera_chat_notifications_total{{platform=\"{}\",kind=\"deleted\",outcome=\"given_up\"}} 1",
+            platform.as_str()
+        )),
+        "{metrics}"
+    );
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), "default")
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(
+        events.items.iter().any(|e| {
+            e.reason.as_deref() == Some("NotificationGivenUp")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str())
+        }),
+        "an Event on {name}"
+    );
+    assert!(setup.fake.posts().is_empty());
+    adapter.stop().await;
+    setup.cleanup(&client).await;
+}
+
+#[tokio::test]
+async fn mattermost_an_undeliverable_requester_never_wedges_a_deletion() {
+    undeliverable(Platform::Mattermost).await;
+}
+
+#[tokio::test]
+async fn slack_an_undeliverable_requester_never_wedges_a_deletion() {
+    undeliverable(Platform::Slack).await;
+}
+
+/// One requester's slow DM channel does not delay another's message.
+#[tokio::test]
+async fn a_slow_platform_for_one_installation_does_not_delay_another() {
+    let client = plane().await;
+    let mut setup = Setup::unmanaged().await;
+    let slow = User::new(Platform::Mattermost, "slow");
+    let quick = User::new(Platform::Mattermost, "quick");
+    setup
+        .fake
+        .slow_channel(&format!("dm-{}", slow.id), Duration::from_secs(8));
+    let adapter = setup.start(&client).await;
+    manual_installation(&client, &setup, &slow, &short_name("slow")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    let quick_name = short_name("quick");
+    manual_installation(&client, &setup, &quick, &quick_name).await;
+    wait_for("the quick requester's message", TIMEOUT, || async {
+        let posts = setup.fake.posts();
+        if posts
+            .iter()
+            .any(|m| m.channel == format!("dm-{}", quick.id))
+        {
+            Ok(())
+        } else {
+            Err(posts)
+        }
+    })
+    .await;
+    let took = start.elapsed();
+    println!("the quick requester was told after {took:?} while the other channel takes 8 s");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    setup
+        .fake
+        .slow_channel(&format!("dm-{}", slow.id), Duration::ZERO);
+    setup.cleanup(&client).await;
+    adapter.stop().await;
+}
+
+/// 8 concurrent creates by one person make exactly the limit (3).
+async fn concurrent_creates(platform: Platform) {
+    let client = plane().await;
+    let mut setup = Setup::unmanaged().await;
+    let adapter = setup.start(&client).await;
+    let user = User::new(platform, "eager");
+    let names: Vec<String> = (0..8).map(|_| short_name("cc")).collect();
+    let commands: Vec<String> = names.iter().map(|name| format!("create {name}")).collect();
+    let answers =
+        futures::future::join_all(commands.iter().map(|text| adapter.command(&user, text))).await;
+    let created = answers
+        .iter()
+        .filter(|a| a.assert_ephemeral().contains("Creating"))
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|a| a.text().contains("the most one person may have is 3"))
+        .count();
+    let list = Api::<TestInstallation>::all(client.clone())
+        .list(&kube::api::ListParams::default().labels(&format!(
+            "{}={}",
+            labels::REQUESTER,
+            user.requester_label()
+        )))
+        .await
+        .unwrap();
+    let live = list
+        .items
+        .iter()
+        .filter(|ti| ti.metadata.deletion_timestamp.is_none())
+        .count();
+    println!(
+        "{platform:?}: 8 concurrent creates: {created} created, {refused} refused, {live} exist"
+    );
+    assert_eq!((created, refused, live), (3, 5, 3), "{answers:#?}");
+    setup.cleanup(&client).await;
+    adapter.stop().await;
+}
+
+#[tokio::test]
+async fn mattermost_concurrent_creates_make_exactly_the_limit() {
+    concurrent_creates(Platform::Mattermost).await;
+}
+
+#[tokio::test]
+async fn slack_concurrent_creates_make_exactly_the_limit() {
+    concurrent_creates(Platform::Slack).await;
+}
+
+/// A signed Slack request captured and replayed after the adapter restarted
+/// (within Slack's 5 minutes) is refused and changes nothing.
+#[tokio::test]
+async fn a_replayed_slack_request_is_refused_after_a_restart() {
+    let client = plane().await;
+    let mut setup = Setup::unmanaged().await;
+    let adapter = setup.start(&client).await;
+    let user = User::new(Platform::Slack, "replay");
+    let name = short_name("rp");
+    adapter
+        .command(&user, &format!("create {name}"))
+        .await
+        .assert_ephemeral();
+    let body = form(&user, &format!("hibernate {name}"), &unique_name("trig")).into_bytes();
+    let ts = unix_now();
+    let signature = slack_signature(SIGNING_SECRET, ts, &body);
+    let send = |base: String, body: Vec<u8>, signature: String| async move {
+        reqwest::Client::new()
+            .post(format!("{base}/slack/command"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-slack-request-timestamp", ts.to_string())
+            .header("x-slack-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(
+        send(adapter.base.clone(), body.clone(), signature.clone()).await,
+        200
+    );
+    assert!(get(&client, &name).await.unwrap().spec.hibernate);
+    adapter
+        .command(&user, &format!("wake {name}"))
+        .await
+        .assert_ephemeral();
+    assert!(!get(&client, &name).await.unwrap().spec.hibernate);
+    adapter.stop().await;
+    let adapter = setup.start(&client).await;
+    assert_eq!(
+        send(adapter.base.clone(), body, signature).await,
+        401,
+        "the replay is refused"
+    );
+    assert!(
+        !get(&client, &name).await.unwrap().spec.hibernate,
+        "and changed nothing"
+    );
+    setup.cleanup(&client).await;
+    adapter.stop().await;
+}
+
+/// Slack's `ssl_check=1` gets 200; JSON to Slack names its charset; a bad
+/// size or a too-long ttl is refused before "Creating…"; `extend` is capped
+/// at the profile's maximum (and says so), however large the request.
+#[tokio::test]
+async fn profile_rules_are_checked_at_once_and_extend_is_capped() {
+    let client = plane().await;
+    let mut setup = Setup::unmanaged().await;
+    let adapter = setup.start(&client).await;
+    let check = adapter
+        .send_raw(
+            Platform::Slack,
+            b"ssl_check=1&token=x".to_vec(),
+            Auth::SlackUnsigned,
+        )
+        .await;
+    assert_eq!(check.status, 200, "{check:?}");
+
+    let user = User::new(Platform::Slack, "rules");
+    let name = short_name("pr");
+    let answer = adapter
+        .command(&user, &format!("create {name} --size huge"))
+        .await;
+    let text = answer.assert_ephemeral();
+    assert!(text.contains("`huge`") && text.contains("miniHA"), "{text}");
+    let answer = adapter
+        .command(&user, &format!("create {name} --ttl 30d"))
+        .await;
+    let text = answer.assert_ephemeral();
+    assert!(text.contains("7d"), "{text}");
+    assert!(get(&client, &name).await.is_none(), "nothing was created");
+
+    adapter
+        .command(&user, &format!("create {name}"))
+        .await
+        .assert_ephemeral();
+    let answer = adapter.command(&user, &format!("extend {name} 30d")).await;
+    let text = answer.assert_ephemeral();
+    assert!(
+        text.contains("most profile") && text.contains("7d"),
+        "{text}"
+    );
+    assert_eq!(
+        get(&client, &name).await.unwrap().spec.ttl.as_deref(),
+        Some("7d")
+    );
+    let answer = adapter
+        .command(&user, &format!("extend {name} 99999999999999999d"))
+        .await;
+    let text = answer.assert_ephemeral();
+    assert!(text.contains("too long"), "{text}");
+    assert_eq!(
+        get(&client, &name).await.unwrap().spec.ttl.as_deref(),
+        Some("7d")
+    );
+    setup.fake.wait_for_posts("Setting up", 1).await;
+    for call in setup
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| c.path == "/api/chat.postMessage")
+    {
+        assert_eq!(
+            call.content_type.as_deref(),
+            Some("application/json; charset=utf-8"),
+            "{call:?}"
+        );
+    }
+    setup.cleanup(&client).await;
+    adapter.stop().await;
 }

@@ -11,7 +11,12 @@
 mod fake_github;
 mod support;
 
-use std::{net::SocketAddr, path::PathBuf, sync::OnceLock, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
 
 use ephemera::{
     adapters::{
@@ -20,11 +25,11 @@ use ephemera::{
     },
     api::{InstallationProfile, Phase, TestInstallation, labels},
 };
-use fake_github::{AuthMode, FakeGitHub};
+use fake_github::{AuthMode, FakeGitHub, Fault};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -54,14 +59,18 @@ const MISSING_IMAGE: &str = "missing.invalid/{repo}:{sha7}";
 /// made of them when the binary's first test starts.
 const REPOSITORIES: &[&str] = &[
     "life", "flap", "auth", "dup", "cmd", "nofork", "fork", "rate", "restart", "app", "queue",
-    "labels",
+    "labels", "lost", "fail", "redo", "replay",
 ];
+
+/// Repositories of installations no controller reconciles: the test writes
+/// their status itself.
+const UNMANAGED: &str = "kills";
 
 /// The repository `acme/<prefix>-<run>` of this test binary.
 fn repo(prefix: &str) -> String {
     static RUN: OnceLock<String> = OnceLock::new();
     assert!(
-        REPOSITORIES.contains(&prefix),
+        REPOSITORIES.contains(&prefix) || prefix == UNMANAGED,
         "repository prefix {prefix} is not in REPOSITORIES, so no controller would reconcile it"
     );
     format!("acme/{prefix}-{}", RUN.get_or_init(|| unique_name("g")))
@@ -230,6 +239,12 @@ impl Adapter {
         self.task.await.unwrap().expect("adapter ended cleanly");
     }
 
+    /// Like `kill -9`: stops wherever it is, mid-request.
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
     async fn post(&self, headers: &[(&str, String)], body: Vec<u8>) -> (StatusCode, String) {
         let mut request = reqwest::Client::new()
             .post(format!("http://{}/github/webhook", self.addr))
@@ -293,6 +308,7 @@ fn config_yaml(gh: &FakeGitHub, repos: &[(&str, bool)], extra: &str) -> String {
     format!(
         "apiBaseUrl: {url}\n\
          botLogin: '{BOT}'\n\
+         instance: '{instance}'\n\
          webhookSecrets:\n  - {{file: {rotated}}}\n  - {{file: {secret}}}\n\
          auth: {{token: {{file: {token}}}}}\n\
          maxBodyBytes: 65536\n\
@@ -304,6 +320,8 @@ fn config_yaml(gh: &FakeGitHub, repos: &[(&str, bool)], extra: &str) -> String {
         secret = secret.display(),
         token = token.display(),
         repos = repositories.join("\n"),
+        // One adapter instance per repository set, the same across restarts.
+        instance = naming::repository_label(repos[0].0),
     )
 }
 
@@ -388,10 +406,15 @@ struct Env {
 }
 
 async fn setup(prefix: &str, forks: bool) -> Env {
+    setup_with(prefix, forks, "").await
+}
+
+/// [`setup`] with more config lines.
+async fn setup_with(prefix: &str, forks: bool, extra: &str) -> Env {
     let kube = plane().await;
     let gh = FakeGitHub::start(BOT, AuthMode::Token(TOKEN.into())).await;
     let repo = repo(prefix);
-    let config = Config::from_yaml(&config_yaml(&gh, &[(&repo, forks)], "")).unwrap();
+    let config = Config::from_yaml(&config_yaml(&gh, &[(&repo, forks)], extra)).unwrap();
     let adapter = Adapter::start(config, kube.clone()).await;
     Env {
         api: Api::all(kube.clone()),
@@ -640,7 +663,11 @@ async fn label_push_and_close_drive_one_installation_one_comment_and_deployments
     .await;
     let deployments = gh.deployments(repo);
     assert_eq!(deployments.len(), 2, "{deployments:#?}");
-    assert_eq!(deployments[0].states(), ["in_progress", "success"]);
+    // The superseded commit's environment is no longer shown as live.
+    assert_eq!(
+        deployments[0].states(),
+        ["in_progress", "success", "inactive"]
+    );
     assert_eq!(deployments[1].states(), ["in_progress", "success"]);
     assert_eq!(
         gh.comments(repo, 7).len(),
@@ -1029,6 +1056,25 @@ async fn comment_commands_check_permission_and_keep_the_label_as_the_state() {
         ti.spec.ttl.as_deref() == Some("3d")
     })
     .await;
+    // However much is asked, never beyond the profile's maximum (7d).
+    env.adapter
+        .deliver(
+            "issue_comment",
+            &comment_event(repo, 21, 60, "/testenv extend 3650d", "maintainer"),
+        )
+        .await;
+    wait_installation(api, &name, "ttl capped at the profile's max", |ti| {
+        ti.spec.ttl.as_deref() == Some("7d")
+    })
+    .await;
+    wait_for("the capped extension answered", TIMEOUT, || async {
+        let r = replies_to("maintainer");
+        r.iter()
+            .any(|c| c.body.contains("the most profile"))
+            .then_some(())
+            .ok_or(format!("{r:?}"))
+    })
+    .await;
     let ti = api.get(&name).await.unwrap();
     assert_eq!(
         ti.spec.size.as_deref(),
@@ -1295,8 +1341,8 @@ async fn restarts_neither_repeat_nor_drop_reports() {
     let d = gh.deployments(&repo);
     assert_eq!(
         d[0].states(),
-        ["in_progress", "success"],
-        "the restart repeated nothing"
+        ["in_progress", "success", "inactive"],
+        "the restart repeated nothing; the superseded commit went inactive"
     );
     assert_eq!(d[1].states(), ["in_progress", "failure"]);
     let description = d[1].statuses[1]["description"].as_str().unwrap_or_default();
@@ -1360,7 +1406,7 @@ async fn restarts_neither_repeat_nor_drop_reports() {
     let adapter = Adapter::start(config(MISSING_IMAGE), kube.clone()).await;
     wait_gone(&api, &name).await;
     let d = gh.deployments(&repo);
-    assert_eq!(d[0].states(), ["in_progress", "success"]);
+    assert_eq!(d[0].states(), ["in_progress", "success", "inactive"]);
     assert_eq!(d[1].states(), ["in_progress", "failure", "inactive"]);
     let stickies = gh.stickies(&repo, 4);
     assert_eq!(stickies.len(), 1);
@@ -1576,4 +1622,357 @@ async fn ha_and_upgrade_labels_pick_size_and_the_profiles_default_version() {
     leftovers.clean().await;
     assert!(profiles.get_opt(&profile).await.unwrap().is_none());
     adapter.stop().await;
+}
+
+// ------------------------------------------------ lost answers, failures
+
+/// GitHub stores the sticky comment, the Deployment and a Deployment status
+/// but the answers are lost (502): the adapter looks before it posts again,
+/// so the PR still shows one comment, one Deployment and each state once.
+#[tokio::test]
+async fn a_lost_answer_never_makes_a_second_comment_or_deployment() {
+    let env = setup("lost", false).await;
+    let (gh, api, repo) = (&env.gh, &env.api, env.repo.as_str());
+    // 150 comments of others first: the sticky comment lands on the second
+    // page, which the adapter must reach through the `Link` header.
+    gh.with(|s| {
+        for i in 0..150 {
+            s.comments.push(fake_github::Comment {
+                id: 1 + i,
+                repo: repo.to_string(),
+                number: 9,
+                body: format!("comment {i}"),
+                user: "someone".into(),
+                edits: 0,
+                history: vec![],
+            });
+        }
+    });
+    gh.fault(Method::POST, "/issues/9/comments", Fault::CommitThenFail, 1);
+    gh.fault(Method::POST, "/deployments", Fault::CommitThenFail, 1);
+    gh.fault(Method::POST, "/statuses", Fault::CommitThenFail, 1);
+    let pr = pull(repo, 9, &sha('9'), &[LABEL], false);
+    gh.set_pull(repo, pr.clone());
+    env.adapter
+        .deliver(
+            "pull_request",
+            &pull_event("labeled", &pr, Some(LABEL), "dev"),
+        )
+        .await;
+    let name = name_of(repo, 9);
+    wait_phase(api, &name, Phase::Ready).await;
+    wait_for("Ready reported", TIMEOUT, || async {
+        let d = gh.deployments(repo);
+        (d.len() == 1 && d[0].states().last().map(String::as_str) == Some("success"))
+            .then_some(())
+            .ok_or(format!("{d:#?}"))
+    })
+    .await;
+    let lost = gh.with(|s| s.calls.iter().filter(|c| c.status == 502).count());
+    let stickies = gh.stickies(repo, 9);
+    let deployments = gh.deployments(repo);
+    println!(
+        "{lost} lost answers: {} sticky comment(s), {} deployment(s), states {:?}",
+        stickies.len(),
+        deployments.len(),
+        deployments[0].states()
+    );
+    assert_eq!(lost, 3);
+    assert_eq!(stickies.len(), 1, "{stickies:#?}");
+    assert_eq!(gh.comments(repo, 9).len(), 151);
+    assert!(
+        gh.with(|s| s.calls.iter().any(|c| c.path.starts_with("/repositories/"))),
+        "the second page was read by its link"
+    );
+    assert_eq!(deployments.len(), 1, "{deployments:#?}");
+    assert_eq!(deployments[0].states(), ["in_progress", "success"]);
+    env.finish().await;
+}
+
+/// A command that arrives while GitHub fails (the permission check answers
+/// 500 seven times, the reply first meets a secondary rate limit) is
+/// answered once GitHub recovers, exactly once.
+#[tokio::test]
+async fn a_command_during_github_failures_is_answered_once_they_recover() {
+    let env = setup_with("fail", false, "deliveryRetryWait: 1s\n").await;
+    let (gh, repo) = (&env.gh, env.repo.as_str());
+    gh.set_permission("maintainer", "write");
+    let pr = pull(repo, 12, &sha('c'), &[], false);
+    gh.set_pull(repo, pr);
+    gh.fault(Method::GET, "/permission", Fault::ServerError, 7);
+    gh.fault(
+        Method::POST,
+        "/issues/12/comments",
+        Fault::SecondaryLimit(Some(1)),
+        1,
+    );
+    let started = Instant::now();
+    let (status, _) = env
+        .adapter
+        .deliver(
+            "issue_comment",
+            &comment_event(repo, 12, 1201, "/testenv status", "maintainer"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    wait_for(
+        "the answer after the failures",
+        Duration::from_secs(60),
+        || async {
+            let r: Vec<_> = gh
+                .comments(repo, 12)
+                .into_iter()
+                .filter(|c| c.body.starts_with("@maintainer"))
+                .collect();
+            (!r.is_empty()).then_some(()).ok_or(r.len())
+        },
+    )
+    .await;
+    println!("answered after {:?} of failures", started.elapsed());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let replies: Vec<_> = gh
+        .comments(repo, 12)
+        .into_iter()
+        .filter(|c| c.body.starts_with("@maintainer"))
+        .collect();
+    assert_eq!(replies.len(), 1, "{replies:#?}");
+    assert!(
+        replies[0].body.contains("no test installation"),
+        "{}",
+        replies[0].body
+    );
+    let failures = gh.calls(Method::GET, "/permission");
+    assert_eq!(failures.iter().filter(|c| c.status == 500).count(), 7);
+    env.finish().await;
+}
+
+/// A delivery that could not be handled (nor its failure answered) is not
+/// remembered as handled: GitHub's redelivery of it runs again.
+#[tokio::test]
+async fn a_redelivery_of_a_failed_delivery_is_handled() {
+    let env = setup_with(
+        "redo",
+        false,
+        "deliveryAttempts: 2\ndeliveryRetryWait: 1s\n",
+    )
+    .await;
+    let (gh, repo) = (&env.gh, env.repo.as_str());
+    gh.set_permission("maintainer", "write");
+    gh.set_pull(repo, pull(repo, 13, &sha('d'), &[], false));
+    gh.fault(Method::GET, "/permission", Fault::Forbidden, u32::MAX);
+    gh.fault(
+        Method::POST,
+        "/issues/13/comments",
+        Fault::ServerError,
+        u32::MAX,
+    );
+    let event = comment_event(repo, 13, 1301, "/testenv status", "maintainer");
+    let (status, _) = env
+        .adapter
+        .deliver_as("issue_comment", &event, "guid-failing")
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    wait_for("the delivery to be given up", TIMEOUT, || async {
+        let posts = gh.calls(Method::POST, "/issues/13/comments");
+        (!posts.is_empty()).then_some(()).ok_or(posts.len())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(gh.comments(repo, 13).is_empty());
+    gh.clear_faults();
+    let (status, text) = env
+        .adapter
+        .deliver_as("issue_comment", &event, "guid-failing")
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    wait_for("the redelivery answered", TIMEOUT, || async {
+        let c = gh.comments(repo, 13);
+        (c.len() == 1).then_some(()).ok_or(c.len())
+    })
+    .await;
+    // And now it is handled: a further redelivery is a duplicate.
+    let (status, text) = env
+        .adapter
+        .deliver_as("issue_comment", &event, "guid-failing")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(gh.comments(repo, 13).len(), 1);
+    env.finish().await;
+}
+
+/// An old `labeled` delivery replayed after the PR was closed creates
+/// nothing: the adapter decides from GitHub's current PR, never from the
+/// webhook's copy.
+#[tokio::test]
+async fn a_replayed_labeled_delivery_of_a_closed_pr_creates_nothing() {
+    let env = setup("replay", false).await;
+    let (gh, api, repo) = (&env.gh, &env.api, env.repo.as_str());
+    let pr = pull(repo, 14, &sha('f'), &[LABEL], false);
+    let mut closed = pr.clone();
+    closed["state"] = json!("closed");
+    gh.set_pull(repo, closed);
+    let (status, _) = env
+        .adapter
+        .deliver(
+            "pull_request",
+            &pull_event("labeled", &pr, Some(LABEL), "dev"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    wait_for("the delivery to be handled", TIMEOUT, || async {
+        let gets = gh.calls(Method::GET, "/pulls/14");
+        (!gets.is_empty()).then_some(()).ok_or(0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(api.get_opt(&name_of(repo, 14)).await.unwrap().is_none());
+    env.finish().await;
+}
+
+#[test]
+fn names_of_the_same_repository_under_different_owners_differ() {
+    assert_ne!(name_of("org-a/app", 5), name_of("org-b/app", 5));
+}
+
+/// Kills (abort, like `kill -9`) or stops (like SIGTERM) the adapter at a
+/// random moment of each report — Pending, Ready, removed — while GitHub, at
+/// random, stores a comment, Deployment or status but loses the answer.
+/// Every PR still shows one sticky comment and one Deployment whose states
+/// are each told once, in order.
+#[tokio::test]
+async fn kills_and_lost_answers_never_repeat_or_drop_a_report() {
+    let kube = plane().await;
+    let gh = FakeGitHub::start(BOT, AuthMode::Token(TOKEN.into())).await;
+    let repo = repo(UNMANAGED);
+    let config = || Config::from_yaml(&config_yaml(&gh, &[(&repo, false)], "")).unwrap();
+    let leftovers = Leftovers::of(&kube, &[&repo]);
+    let api: Api<TestInstallation> = Api::all(kube.clone());
+    let mut adapter = Some(Adapter::start(config(), kube.clone()).await);
+    let mut seed: u64 = 0x5eed_0003;
+    let mut below = |n: u64| {
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        seed.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    };
+    let trials = 16;
+    let (mut kills, mut stops, mut lost) = (0, 0, 0);
+    let started = Instant::now();
+    for trial in 0..trials {
+        let number = 100 + trial;
+        let name = name_of(&repo, number);
+        let head = sha('k');
+        let ti: TestInstallation = serde_json::from_value(json!({
+            "apiVersion": "ephemera.dev/v1alpha1",
+            "kind": "TestInstallation",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    labels::SOURCE: "github",
+                    annotations::REPOSITORY: naming::repository_label(&repo),
+                    annotations::PULL_NUMBER: number.to_string(),
+                    annotations::INSTANCE: naming::repository_label(&repo),
+                },
+                "annotations": {
+                    annotations::REPOSITORY: repo,
+                    annotations::PULL_NUMBER: number.to_string(),
+                    labels::HEAD_SHA: head,
+                    labels::PR_URL: format!("https://github.com/{repo}/pull/{number}"),
+                },
+                "finalizers": [annotations::FINALIZER],
+            },
+            "spec": { "profile": PROFILE, "version": "kkkkkkk" },
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &ti).await.unwrap();
+        let steps = [
+            Some(json!({ "phase": "Provisioning", "observedGeneration": 1 })),
+            Some(json!({
+                "phase": "Ready", "observedGeneration": 1,
+                "url": format!("https://{name}.example"), "version": "kkkkkkk",
+            })),
+            None,
+        ];
+        for (step, change) in steps.into_iter().enumerate() {
+            match change {
+                Some(status) => {
+                    api.patch_status(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({ "status": status })),
+                    )
+                    .await
+                    .unwrap();
+                }
+                None => {
+                    api.delete(&name, &DeleteParams::default()).await.unwrap();
+                }
+            }
+            if below(10) < 4 {
+                lost += 1;
+                let target = ["/comments", "/deployments", "/statuses"][below(3) as usize];
+                gh.fault(Method::POST, target, Fault::CommitThenFail, 1);
+            }
+            tokio::time::sleep(Duration::from_millis(below(60))).await;
+            match below(3) {
+                0 => {
+                    kills += 1;
+                    adapter.take().unwrap().kill().await;
+                }
+                1 => {
+                    stops += 1;
+                    adapter.take().unwrap().stop().await;
+                }
+                _ => {}
+            }
+            if adapter.is_none() {
+                adapter = Some(Adapter::start(config(), kube.clone()).await);
+            }
+            let wanted = ["in_progress", "success", "inactive"][step];
+            wait_for(
+                &format!("trial {trial}: {wanted} reported for PR {number}"),
+                TIMEOUT,
+                || async {
+                    let d: Vec<_> = gh
+                        .deployments(&repo)
+                        .into_iter()
+                        .filter(|d| d.request["environment"] == format!("ephemera/{name}"))
+                        .collect();
+                    let done = d
+                        .iter()
+                        .any(|d| d.states().last().map(String::as_str) == Some(wanted));
+                    done.then_some(()).ok_or(format!("{d:#?}"))
+                },
+            )
+            .await;
+        }
+        wait_gone(&api, &name).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut duplicates = 0;
+    for trial in 0..trials {
+        let number = 100 + trial;
+        let name = name_of(&repo, number);
+        let stickies = gh.stickies(&repo, number);
+        let deployments: Vec<_> = gh
+            .deployments(&repo)
+            .into_iter()
+            .filter(|d| d.request["environment"] == format!("ephemera/{name}"))
+            .collect();
+        duplicates += stickies.len().saturating_sub(1) + deployments.len().saturating_sub(1);
+        assert_eq!(stickies.len(), 1, "PR {number}: {stickies:#?}");
+        assert_eq!(deployments.len(), 1, "PR {number}: {deployments:#?}");
+        assert_eq!(
+            deployments[0].states(),
+            ["in_progress", "success", "inactive"],
+            "PR {number}"
+        );
+        assert!(stickies[0].body.contains("Removed"), "{}", stickies[0].body);
+    }
+    println!(
+        "GitHub: {trials} trials with {kills} kills, {stops} stops and {lost} lost answers in {:?}: duplicates: {duplicates}",
+        started.elapsed()
+    );
+    adapter.take().unwrap().stop().await;
+    leftovers.clean().await;
 }

@@ -417,39 +417,303 @@ async fn locked_installations_cannot_be_deleted_or_expire() {
 }
 
 #[tokio::test]
-async fn orphaned_namespaces_are_swept() {
+async fn only_namespaces_our_installations_left_behind_are_swept() {
     let client = client().await;
     controller();
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let name = unique_name("ti-orphan");
-    let ns: Namespace = serde_json::from_value(json!({
-        "metadata": { "name": name, "labels": {
-            "app.kubernetes.io/managed-by": "ephemera",
-            "ephemera.dev/installation": unique_name("never-existed")
-        } }
-    }))
-    .unwrap();
+    let labelled = |name: &str, owner: Option<&str>| -> Namespace {
+        let owners: Vec<serde_json::Value> = owner
+            .map(|uid| {
+                json!({ "apiVersion": "ephemera.dev/v1alpha1", "kind": "TestInstallation",
+                        "name": "never-existed", "uid": uid })
+            })
+            .into_iter()
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": { "name": name, "ownerReferences": owners, "labels": {
+                "app.kubernetes.io/managed-by": "ephemera",
+                "ephemera.dev/installation": unique_name("never-existed")
+            } }
+        }))
+        .unwrap()
+    };
+    // Made by hand with ephemera's labels: not provably ours.
+    let hand_made = unique_name("ti-hand");
     namespaces
-        .create(&PostParams::default(), &ns)
+        .create(&PostParams::default(), &labelled(&hand_made, None))
+        .await
+        .unwrap();
+    // Owned by an installation UID that does not exist: an orphan.
+    let orphan = unique_name("ti-orphan");
+    namespaces
+        .create(
+            &PostParams::default(),
+            &labelled(&orphan, Some("00000000-0000-0000-0000-00000000dead")),
+        )
         .await
         .unwrap();
     wait_for("the orphan to be deleted", TIMEOUT, || async {
-        match namespaces.get_opt(&name).await.map_err(|e| e.to_string())? {
+        match namespaces
+            .get_opt(&orphan)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             None => Ok(()),
             Some(ns) if ns.metadata.deletion_timestamp.is_some() => Ok(()),
             Some(_) => Err("still there".to_string()),
         }
     })
     .await;
-    let events = Api::<Event>::all(client.clone())
-        .list(&ListParams::default())
+    let event_about = |events: &[Event], reason: &str, name: &str| {
+        events.iter().any(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+    };
+    // Reported, with a Warning Event, and never deleted: the sweep runs
+    // every 2 s, so by now it has seen the namespace several times.
+    wait_for("an UnownedNamespace event", TIMEOUT, || async {
+        let events = Api::<Event>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        event_about(&events.items, "UnownedNamespace", &hand_made)
+            .then_some(())
+            .ok_or_else(|| "no event yet".to_string())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let still = namespaces.get(&hand_made).await.unwrap();
+    assert!(
+        still.metadata.deletion_timestamp.is_none(),
+        "the sweep deleted a namespace it does not own"
+    );
+    namespaces
+        .delete(&hand_made, &DeleteParams::default())
         .await
         .unwrap();
-    assert!(
-        events
-            .items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("OrphanDeleted")
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str()))
+}
+
+#[tokio::test]
+async fn installations_that_never_become_ready_still_expire() {
+    let client = client().await;
+    let p = profile(&client, json!({})).await;
+    // Stalled for an unknown size, for a missing profile, and one locked.
+    let unknown_size = create(
+        &client,
+        "stall",
+        json!({ "profile": p, "size": "huge", "ttl": "15s" }),
+    )
+    .await;
+    let no_profile = create(
+        &client,
+        "noprof",
+        json!({ "profile": unique_name("missing"), "ttl": "15s" }),
+    )
+    .await;
+    let locked = create(
+        &client,
+        "stlock",
+        json!({ "profile": p, "size": "huge", "ttl": "5s", "deletionLocked": true }),
+    )
+    .await;
+    for (name, reason) in [
+        (&unknown_size, "UnknownSize"),
+        (&no_profile, "ProfileNotFound"),
+    ] {
+        let ti = wait_until(&client, name, reason, |ti| {
+            ti.condition("Stalled").is_some_and(|c| c.reason == reason)
+        })
+        .await;
+        assert_eq!(ti.phase(), Some(Phase::Failed));
+        let status = ti.status.unwrap();
+        let created = ti.metadata.creation_timestamp.unwrap().0;
+        let expires = status
+            .expires_at
+            .expect("a stalled installation has expiresAt")
+            .0;
+        assert_eq!(created.duration_until(expires).as_secs(), 15, "{name}");
+    }
+    gone(&client, &unknown_size, Duration::from_secs(45)).await;
+    gone(&client, &no_profile, Duration::from_secs(45)).await;
+
+    // The locked one is past its deadline and kept.
+    wait_until(&client, &locked, "kept past its deadline", |ti| {
+        ti.status
+            .as_ref()
+            .and_then(|s| s.message.as_deref())
+            .is_some_and(|m| m.contains("kept because deletionLocked is true"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let api: Api<TestInstallation> = Api::all(client.clone());
+    let ti = api.get(&locked).await.unwrap();
+    assert!(ti.metadata.deletion_timestamp.is_none());
+    api.patch(
+        &locked,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "deletionLocked": false } })),
+    )
+    .await
+    .unwrap();
+    gone(&client, &locked, TIMEOUT).await;
+}
+
+#[tokio::test]
+async fn profile_ttl_edits_never_shorten_or_stall_existing_installations() {
+    let client = client().await;
+    let p = profile(&client, json!({ "ttl": { "default": "48h", "max": "7d" } })).await;
+    let by_default = create(&client, "pdef", json!({ "profile": p })).await;
+    let by_spec = create(&client, "pspec", json!({ "profile": p, "ttl": "3d" })).await;
+    let mut promised = vec![];
+    for (name, hours) in [(&by_default, 48), (&by_spec, 72)] {
+        let ti = wait_until(&client, name, "Ready", |ti| {
+            ti.phase() == Some(Phase::Ready)
+        })
+        .await;
+        let status = ti.status.unwrap();
+        let created = ti.metadata.creation_timestamp.unwrap().0;
+        let expires = status.expires_at.clone().unwrap();
+        assert_eq!(created.duration_until(expires.0).as_secs(), hours * 3600);
+        assert_eq!(
+            status.ttl.as_deref(),
+            Some(if hours == 48 { "2d" } else { "3d" })
+        );
+        promised.push((name.clone(), expires));
+    }
+
+    Api::<InstallationProfile>::all(client.clone())
+        .patch(
+            &p,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "ttl": { "default": "5s", "max": "10s" } } })),
+        )
+        .await
+        .unwrap();
+    // A new installation gets the new default: the edit did reach the
+    // controller, which also wakes every installation of the profile.
+    let fresh = create(&client, "pnew", json!({ "profile": p })).await;
+    let api: Api<TestInstallation> = Api::all(client.clone());
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        for (name, expires) in &promised {
+            let ti = api.get_opt(name).await.unwrap().unwrap_or_else(|| {
+                panic!("{name} was deleted after the profile's ttl was lowered")
+            });
+            let status = ti.status.clone().unwrap_or_default();
+            assert_eq!(status.expires_at.as_ref(), Some(expires), "{name} moved");
+            assert_eq!(
+                ti.phase(),
+                Some(Phase::Ready),
+                "{name}: {:?}",
+                status.message
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    gone(&client, &fresh, TIMEOUT).await;
+
+    // An extension is checked against today's maximum: refused, and the
+    // promise stays.
+    api.patch(
+        &by_spec,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "ttl": "4d" } })),
+    )
+    .await
+    .unwrap();
+    let ti = wait_until(&client, &by_spec, "the extension refused", |ti| {
+        ti.condition("Stalled")
+            .is_some_and(|c| c.reason == "TtlTooLong")
+    })
+    .await;
+    assert_eq!(
+        ti.status.clone().unwrap().expires_at.as_ref(),
+        Some(&promised[1].1)
     );
+    assert!(
+        ti.condition("Stalled")
+            .unwrap()
+            .message
+            .contains("keeps its ttl of 3d"),
+        "{:?}",
+        ti.condition("Stalled")
+    );
+    delete(&client, &by_default).await;
+    delete(&client, &by_spec).await;
+}
+
+#[tokio::test]
+async fn an_upgrade_to_a_version_that_never_becomes_ready_is_never_reported_done() {
+    let client = client().await;
+    let p = profile(&client, json!({})).await;
+    // The fake kubelet runs pods of images tagged never-ready without ever
+    // making them ready (hack/kwok-failure-stages.yaml).
+    let name = create(
+        &client,
+        "neverup",
+        json!({ "profile": p, "upgradeFrom": "1.0.0", "version": "never-ready" }),
+    )
+    .await;
+    wait_until(&client, &name, "rolling to never-ready", |ti| {
+        ti.condition("Upgraded")
+            .is_some_and(|c| c.reason == "Upgrading")
+    })
+    .await;
+    let api: Api<TestInstallation> = Api::all(client.clone());
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &format!("ti-{name}"));
+    let mut saw_old_pod_serving = false;
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        let ti = api.get(&name).await.unwrap();
+        let status = ti.status.clone().unwrap_or_default();
+        assert_ne!(ti.phase(), Some(Phase::Ready), "{:#?}", status);
+        assert!(!condition_is(&ti, "Upgraded", "True"), "{:#?}", status);
+        assert!(!condition_is(&ti, "Ready", "True"), "{:#?}", status);
+        assert_ne!(status.version.as_deref(), Some("never-ready"));
+        let app = deployments
+            .get("app")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        // The situation that fooled the old check: the old pod is ready,
+        // the new one is not.
+        if app.replicas == Some(2)
+            && app.ready_replicas == Some(1)
+            && app.updated_replicas == Some(1)
+        {
+            saw_old_pod_serving = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        saw_old_pod_serving,
+        "the rollout never reached one old ready pod beside one new unready pod"
+    );
+    let ti = api.get(&name).await.unwrap();
+    assert_eq!(ti.phase(), Some(Phase::Upgrading));
+    assert_eq!(ti.status.unwrap().version.as_deref(), Some("1.0.0"));
+
+    // Once the Deployment gives up (a short progress deadline, set by hand
+    // so the test need not wait the default 10 minutes), the upgrade has
+    // failed with that reason, and kstatus tools see Stalled.
+    deployments
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "progressDeadlineSeconds": 2 } })),
+        )
+        .await
+        .unwrap();
+    let ti = wait_until(&client, &name, "ProgressDeadlineExceeded", |ti| {
+        ti.condition("AppReady")
+            .is_some_and(|c| c.reason == "ProgressDeadlineExceeded")
+    })
+    .await;
+    assert_eq!(ti.phase(), Some(Phase::Failed));
+    assert!(condition_is(&ti, "Stalled", "True"));
+    assert_eq!(ti.condition("Upgraded").unwrap().reason, "UpgradeFailed");
+    assert_eq!(ti.status.unwrap().version.as_deref(), Some("1.0.0"));
+    delete(&client, &name).await;
 }

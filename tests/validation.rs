@@ -252,3 +252,66 @@ async fn profile_rules() {
     .await;
     assert_mentions(&msg, "env names must start with a letter or '_'");
 }
+
+#[tokio::test]
+async fn database_engine_cannot_change_after_creation() {
+    let client = client().await;
+    install_crds(&client).await;
+    let api: Api<TestInstallation> = Api::all(client.clone());
+    let message = "database.engine cannot be set, changed or removed after creation";
+    let create = |name: String, spec: Value| {
+        let api = api.clone();
+        async move {
+            let ti: TestInstallation = serde_json::from_value(json!({
+                "apiVersion": "ephemera.dev/v1alpha1",
+                "kind": "TestInstallation",
+                "metadata": { "name": name },
+                "spec": spec
+            }))
+            .unwrap();
+            api.create(&PostParams::default(), &ti).await.unwrap();
+            name
+        }
+    };
+    let patch = |name: String, spec: Value| {
+        let api = api.clone();
+        async move {
+            api.patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({ "spec": spec })),
+            )
+            .await
+        }
+    };
+    let named = create(
+        unique_name("engine"),
+        json!({ "database": { "engine": "postgres" } }),
+    )
+    .await;
+    let unnamed = create(unique_name("noengine"), json!({})).await;
+    for (name, change) in [
+        (&named, json!({ "database": { "engine": "mysql" } })),
+        (&named, json!({ "database": null })),
+        (&unnamed, json!({ "database": { "engine": "mysql" } })),
+    ] {
+        match patch(name.clone(), change.clone()).await {
+            Err(kube::Error::Api(status)) if status.code == 422 => {
+                assert_mentions(&status.message, message)
+            }
+            other => panic!("{change} on {name} was not refused: {other:?}"),
+        }
+    }
+    // Everything else about the database may still change.
+    patch(
+        named.clone(),
+        json!({ "database": { "storage": "persistent", "storageSize": "2Gi" } }),
+    )
+    .await
+    .expect("a storage change is allowed (the controller recreates the database)");
+    for name in [named, unnamed] {
+        api.delete(&name, &kube::api::DeleteParams::default())
+            .await
+            .unwrap();
+    }
+}

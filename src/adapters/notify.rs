@@ -80,7 +80,7 @@ pub fn installation_events(
     let api: Api<TestInstallation> = Api::all(client);
     let config = watcher::Config::default().labels(label_selector);
     watcher(api, config)
-        .default_backoff()
+        .backoff(super::backoff::WatchBackoff::default())
         .filter_map(|event| async move {
             match event {
                 Ok(watcher::Event::Apply(ti) | watcher::Event::InitApply(ti)) => {

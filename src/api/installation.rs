@@ -30,6 +30,8 @@ use serde::{Deserialize, Serialize};
 )]
 #[x_kube(validation = Rule::new("!has(self.upgradeFrom) || !has(self.version) || self.upgradeFrom != self.version")
     .message("upgradeFrom must differ from version: an upgrade test starts on upgradeFrom and then rolls to version"))]
+#[x_kube(validation = Rule::new("(has(self.database) && has(self.database.engine)) == (has(oldSelf.database) && has(oldSelf.database.engine)) && (!(has(self.database) && has(self.database.engine)) || self.database.engine == oldSelf.database.engine)")
+    .message("database.engine cannot be set, changed or removed after creation: the data of one engine cannot be carried over to another; create a new installation instead"))]
 #[serde(rename_all = "camelCase")]
 pub struct TestInstallationSpec {
     /// Name of the InstallationProfile (the app template). Defaults to the
@@ -200,6 +202,8 @@ pub struct SecretRef {
     .message("each env entry needs exactly one of value or valueFrom"))]
 #[x_kube(validation = Rule::new("!has(self.value) || !self.name.upperAscii().matches('(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL)')")
     .message("this env name looks like a secret: put the value in a Secret and use valueFrom.secretKeyRef instead of a literal value"))]
+#[x_kube(validation = Rule::new("!has(self.value) || !self.value.matches('(gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|xox[abposr]-[A-Za-z0-9-]{10,}|glpat-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|sk_live_[A-Za-z0-9]{16,}|-----BEGIN [A-Z ]*PRIVATE KEY|eyJ[A-Za-z0-9_-]{10,}[.]eyJ[A-Za-z0-9_-]{10,}[.])')")
+    .message("this env value looks like a secret (a token, key or JWT): put it in a Secret and use valueFrom.secretKeyRef instead of a literal value"))]
 #[serde(rename_all = "camelCase")]
 pub struct EnvVar {
     #[schemars(length(min = 1, max = 128))]
@@ -258,6 +262,11 @@ pub struct TestInstallationStatus {
     pub ready_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
+    /// The lifetime promised to this installation, fixed when it was first
+    /// admitted (its `spec.ttl`, else the profile's default then). It changes
+    /// only when `spec.ttl` does; profile edits never move it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]

@@ -5,6 +5,7 @@
 //! message a person understands before the controller ever sees them.
 
 pub mod conditions;
+pub mod crd_upgrade;
 pub mod credentials;
 pub mod deletion_lock;
 pub mod duration;

@@ -100,6 +100,35 @@ pub struct InstallationProfileSpec {
 
     #[serde(default)]
     pub ingress: ProfileIngress,
+
+    /// Image repositories that installations of this profile may ask for in
+    /// `spec.image` (chat `--image`, a GitHub adapter's image template, or
+    /// kubectl), as patterns: `*` matches within one path segment, `**`
+    /// across segments, e.g. `ghcr.io/acme/*`. The profile's own `image` is
+    /// always allowed. Empty: every image is allowed; set it wherever people
+    /// you do not fully trust create installations (docs/security.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(inner(
+        length(min = 1, max = 255),
+        regex(
+            pattern = r"^[a-z0-9*]+([._*-]+[a-z0-9*]+)*(:[0-9]+)?(/[a-z0-9*]+([._*-]+[a-z0-9*]+)*)*$"
+        )
+    ))]
+    pub allowed_images: Vec<String>,
+
+    /// Secrets that installations of this profile may reference from their
+    /// own spec (env `valueFrom`, an external database, an s3 file store),
+    /// as `namespace/name`; the namespace must also be one of the
+    /// controller's shared-secrets namespaces. Empty: none. The profile's
+    /// own `env` may reference any Secret in those namespaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(inner(
+        length(min = 3, max = 317),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+    ))]
+    pub shared_secrets: Vec<String>,
 }
 
 fn default_port() -> i32 {

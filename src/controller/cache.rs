@@ -113,7 +113,11 @@ where
     K::DynamicType: Eq + Hash + Clone + Default,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, events.default_backoff()).touched_objects();
+    let stream = reflector::reflector(
+        writer,
+        events.backoff(super::trigger_backoff::TriggerBackoff::default()),
+    )
+    .touched_objects();
     (reader, stream)
 }
 
@@ -238,7 +242,7 @@ pub fn watch_all(
                 watcher::Config::default().any_semantic(),
             )
             .modify(without_managed_fields)
-            .default_backoff(),
+            .backoff(super::trigger_backoff::TriggerBackoff::default()),
         )
         .touched_objects();
         // Driven by the controller; a referenced Secret appearing does not

@@ -17,7 +17,10 @@ pub struct ControllerConfig {
     pub ingress: IngressConfig,
     /// Namespaces whose Secrets installations may reference (external
     /// database, s3 file store, env `valueFrom`). Nothing else is readable
-    /// through a TestInstallation.
+    /// through a TestInstallation. They must hold nothing but Secrets meant
+    /// for installations: `kube-system`, the other `kube-*` namespaces,
+    /// `default`, the controller's own namespace and installation namespaces
+    /// are refused (see docs/security.md).
     pub allowed_secret_namespaces: Vec<String>,
     pub images: Images,
     /// Installations reconciled at the same time.
@@ -35,6 +38,46 @@ pub struct ControllerConfig {
     /// Elect one leader among several replicas over a Lease (see
     /// `leader`); absent, this process reconciles on its own.
     pub leader_election: Option<super::leader::LeaderElection>,
+    /// The namespace the controller runs in (never a shared-secrets
+    /// namespace); found at start, not configured.
+    #[serde(skip)]
+    pub own_namespace: Option<String>,
+}
+
+/// The dedicated namespace for Secrets that installations may reference.
+pub const DEFAULT_SHARED_SECRETS_NAMESPACE: &str = "ephemera-shared-secrets";
+
+/// Why `namespace` may never be a shared-secrets namespace, if so.
+/// `own_namespace` is where the controller (and the adapters, with their
+/// tokens) run; `namespace_prefix` marks installation namespaces.
+pub fn forbidden_secret_namespace(
+    namespace: &str,
+    own_namespace: Option<&str>,
+    namespace_prefix: &str,
+) -> Option<&'static str> {
+    if namespace.starts_with("kube-") {
+        Some("it belongs to Kubernetes itself")
+    } else if namespace == "default" {
+        Some("it is the cluster's default namespace and holds other workloads' Secrets")
+    } else if Some(namespace) == own_namespace {
+        Some("it is ephemera's own namespace and holds the adapters' and controller's tokens")
+    } else if namespace.starts_with(namespace_prefix) {
+        Some("it is (or may become) an installation's own namespace")
+    } else {
+        None
+    }
+}
+
+/// The namespace this process runs in: `POD_NAMESPACE`, else the
+/// ServiceAccount's namespace file; `None` outside a cluster.
+pub fn own_namespace() -> Option<String> {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
+        })
+        .map(|ns| ns.trim().to_string())
+        .filter(|ns| !ns.is_empty())
 }
 
 impl Default for ControllerConfig {
@@ -44,7 +87,7 @@ impl Default for ControllerConfig {
             base_domain: "ephemera.localhost".into(),
             url_scheme: "https".into(),
             ingress: IngressConfig::default(),
-            allowed_secret_namespaces: vec!["ephemera-system".into()],
+            allowed_secret_namespaces: vec![DEFAULT_SHARED_SECRETS_NAMESPACE.into()],
             images: Images::default(),
             concurrency: 4,
             max_installations: None,
@@ -52,6 +95,7 @@ impl Default for ControllerConfig {
             orphan_sweep_interval: "5m".into(),
             installation_selector: None,
             leader_election: None,
+            own_namespace: None,
         }
     }
 }
@@ -103,9 +147,10 @@ impl ControllerConfig {
         let text = std::fs::read_to_string(path).map_err(|err| {
             anyhow::anyhow!("cannot read controller config {}: {err}", path.display())
         })?;
-        let config: Self = serde_yaml::from_str(&text).map_err(|err| {
+        let mut config: Self = serde_yaml::from_str(&text).map_err(|err| {
             anyhow::anyhow!("controller config {} is invalid: {err}", path.display())
         })?;
+        config.own_namespace = own_namespace();
         config.check()?;
         Ok(config)
     }
@@ -141,6 +186,21 @@ impl ControllerConfig {
         if let Some(election) = &self.leader_election {
             election.timing()?;
         }
+        self.check_secret_namespaces(self.own_namespace.as_deref())?;
+        Ok(())
+    }
+
+    /// Refuses shared-secrets namespaces that hold other Secrets.
+    pub fn check_secret_namespaces(&self, own_namespace: Option<&str>) -> anyhow::Result<()> {
+        for namespace in &self.allowed_secret_namespaces {
+            if let Some(why) =
+                forbidden_secret_namespace(namespace, own_namespace, &self.namespace_prefix)
+            {
+                anyhow::bail!(
+                    "allowedSecretNamespaces must not list {namespace:?}: {why}; use a dedicated namespace such as {DEFAULT_SHARED_SECRETS_NAMESPACE}"
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -162,5 +222,29 @@ mod tests {
         let config: ControllerConfig = serde_yaml::from_str("namespacePrefix: Bad_").unwrap();
         let err = config.check().unwrap_err().to_string();
         assert!(err.contains("namespacePrefix"), "{err}");
+    }
+
+    #[test]
+    fn namespaces_holding_other_secrets_cannot_be_shared_secret_namespaces() {
+        let with = |ns: &str| ControllerConfig {
+            allowed_secret_namespaces: vec![DEFAULT_SHARED_SECRETS_NAMESPACE.into(), ns.into()],
+            ..Default::default()
+        };
+        for ns in [
+            "kube-system",
+            "kube-public",
+            "default",
+            "ephemera-system",
+            "ti-x",
+        ] {
+            let err = with(ns)
+                .check_secret_namespaces(Some("ephemera-system"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(ns), "{err}");
+        }
+        with("team-secrets")
+            .check_secret_namespaces(Some("ephemera-system"))
+            .unwrap();
     }
 }

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub duration: Histogram,
     pub installations: Family<PhaseLabels, Gauge>,
     pub time_to_ready: Histogram,
+    /// Labelled namespaces the sweep found without our owner reference.
+    pub unowned_namespaces: Gauge,
 }
 
 impl Metrics {
@@ -38,6 +40,7 @@ impl Metrics {
             time_to_ready: Histogram::new([
                 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
             ]),
+            unowned_namespaces: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("ephemera_controller");
         r.register(
@@ -64,6 +67,11 @@ impl Metrics {
             "time_to_ready_seconds",
             "Time from creation of a TestInstallation to its first Ready",
             metrics.time_to_ready.clone(),
+        );
+        r.register(
+            "unowned_namespaces",
+            "Namespaces labelled as ephemera's that no TestInstallation owns (never deleted)",
+            metrics.unowned_namespaces.clone(),
         );
         metrics
     }

@@ -4,6 +4,7 @@
 //! cannot map them back (it looks the owner up in the child's namespace);
 //! children are watched by the `ephemera.dev/installation` label instead.
 
+pub mod allow_list;
 pub mod apply;
 pub mod build;
 pub mod cache;
@@ -19,6 +20,7 @@ pub mod plan;
 pub mod predicates;
 pub mod reconcile;
 pub mod status;
+pub mod trigger_backoff;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -49,9 +51,13 @@ const DEBOUNCE: Duration = Duration::from_millis(500);
 /// `listen`.
 pub async fn run(
     client: Client,
-    config: ControllerConfig,
+    mut config: ControllerConfig,
     listen: SocketAddr,
 ) -> anyhow::Result<()> {
+    if config.own_namespace.is_none() {
+        config.own_namespace = config::own_namespace();
+        config.check_secret_namespaces(config.own_namespace.as_deref())?;
+    }
     let listener = telemetry::bind(listen).await?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -119,18 +125,21 @@ pub async fn run_with(
     let (store, writer) = reflector::store();
     let installation_events = reflector::reflector(
         writer,
-        watcher(installations, installations_config).default_backoff(),
+        watcher(installations, installations_config)
+            .backoff(trigger_backoff::TriggerBackoff::default()),
     )
     .applied_objects()
     .predicate_filter(
         predicates::installation_changes(),
         PredicateConfig::default(),
     );
-    let controller = Controller::for_stream(installation_events, store.clone()).with_config(
-        controller::Config::default()
-            .concurrency(concurrency)
-            .debounce(DEBOUNCE),
-    );
+    let controller = Controller::for_stream(installation_events, store.clone())
+        .with_config(
+            controller::Config::default()
+                .concurrency(concurrency)
+                .debounce(DEBOUNCE),
+        )
+        .trigger_backoff(trigger_backoff::TriggerBackoff::default());
     let (capacity_freed, capacity_wakeups) = futures::channel::mpsc::unbounded();
     let (controller, caches) = cache::watch_all(controller, &client, &config, store.clone());
     let ctx = Arc::new(Context::new(
@@ -151,10 +160,18 @@ pub async fn run_with(
         loop {
             tick.tick().await;
             match lifecycle::sweep::sweep(&sweep_ctx.client, &sweep_ctx.recorder).await {
-                Ok(deleted) if !deleted.is_empty() => {
-                    tracing::info!(count = deleted.len(), "orphan sweep deleted namespaces")
+                Ok(report) => {
+                    if !report.deleted.is_empty() {
+                        tracing::info!(
+                            count = report.deleted.len(),
+                            "orphan sweep deleted namespaces"
+                        );
+                    }
+                    sweep_ctx
+                        .metrics
+                        .unowned_namespaces
+                        .set(report.unowned.len() as i64);
                 }
-                Ok(_) => {}
                 Err(err) => tracing::warn!(%err, "orphan sweep failed; will try again"),
             }
         }
@@ -189,10 +206,9 @@ pub async fn run_with(
     tracing::info!("controller started");
     controller
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                tracing::debug!(%err, "reconcile stream event");
-            }
+        .for_each(|result| {
+            let health = health.clone();
+            async move { observe_run(result, &health) }
         })
         .await;
     health.set_ready(false);
@@ -227,4 +243,20 @@ fn stop_on(
     futures::FutureExt::shared(
         Box::pin(either) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
     )
+}
+
+/// Watch failures make the process unready for a while (see
+/// `telemetry::Health`); other results are only logged.
+fn observe_run<T, E1: std::error::Error + 'static, E2: std::error::Error + 'static>(
+    result: Result<T, controller::Error<E1, E2>>,
+    health: &telemetry::Health,
+) {
+    match result {
+        Ok(_) => {}
+        Err(controller::Error::QueueError(err)) => {
+            health.watch_failed();
+            tracing::warn!(%err, "a watch failed; it is retried within a second");
+        }
+        Err(err) => tracing::debug!(%err, "reconcile stream event"),
+    }
 }

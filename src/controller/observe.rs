@@ -32,17 +32,33 @@ pub enum NamespaceState {
 pub struct WorkloadState {
     pub desired: i32,
     pub ready: i32,
-    pub updated: i32,
     /// Pods that exist at all (0 once scaled down).
     pub current_pods: i32,
-    /// The workload controller has seen the latest spec.
-    pub observed_latest: bool,
     pub image: Option<String>,
+    /// Whether the rollout is done, as kstatus judges it.
+    pub rollout: Rollout,
+}
+
+/// A workload's rollout, by the rules of kstatus (`sigs.k8s.io/cli-utils`):
+/// done only when the workload controller saw the latest spec, every pod
+/// runs the latest template, no old pod is left and enough are available.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Rollout {
+    Current,
+    /// Still rolling; why, in kstatus' words ("Updated: 1/2").
+    #[default]
+    InProgress,
+    /// It will not finish by itself: the reason (`ProgressDeadlineExceeded`)
+    /// and the workload controller's message.
+    Failed {
+        reason: String,
+        message: String,
+    },
 }
 
 impl WorkloadState {
     pub fn rolled_out(&self) -> bool {
-        self.observed_latest && self.ready >= self.desired && self.updated >= self.desired
+        self.rollout == Rollout::Current
     }
 }
 
@@ -127,37 +143,96 @@ pub fn namespace_state(ns: Option<&Namespace>, owner_uid: &str) -> NamespaceStat
     }
 }
 
+fn first_image(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> Option<String> {
+    template
+        .spec
+        .as_ref()
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.image.clone())
+}
+
+/// kstatus' rules for a Deployment.
 pub fn deployment_state(d: &Deployment) -> WorkloadState {
     let spec = d.spec.as_ref();
     let status = d.status.clone().unwrap_or_default();
+    let desired = spec.and_then(|s| s.replicas).unwrap_or(1);
+    let replicas = status.replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let ready = status.ready_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    let conditions = status.conditions.unwrap_or_default();
+    let condition = |type_: &str| conditions.iter().find(|c| c.type_ == type_);
+    let deadline_exceeded = condition("Progressing")
+        .filter(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"));
+    let has_deadline = spec.and_then(|s| s.progress_deadline_seconds).is_some();
+    let progressing_done = !has_deadline
+        || condition("Progressing").is_some_and(|c| {
+            c.status == "True" && c.reason.as_deref() == Some("NewReplicaSetAvailable")
+        });
+    let is_available = condition("Available").is_some_and(|c| c.status == "True");
+    let observed_latest =
+        status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+    let rollout = if let Some(c) = deadline_exceeded {
+        Rollout::Failed {
+            reason: "ProgressDeadlineExceeded".into(),
+            message: c.message.clone().unwrap_or_default(),
+        }
+    } else if observed_latest
+        && desired <= replicas
+        && desired <= updated
+        && replicas <= desired
+        && updated <= available
+        && desired <= ready
+        && progressing_done
+        && is_available
+    {
+        Rollout::Current
+    } else {
+        Rollout::InProgress
+    };
     WorkloadState {
-        desired: spec.and_then(|s| s.replicas).unwrap_or(1),
-        ready: status.ready_replicas.unwrap_or(0),
-        updated: status.updated_replicas.unwrap_or(0),
-        current_pods: status.replicas.unwrap_or(0),
-        observed_latest: status.observed_generation.unwrap_or(0)
-            >= d.metadata.generation.unwrap_or(0),
-        image: spec
-            .and_then(|s| s.template.spec.as_ref())
-            .and_then(|p| p.containers.first())
-            .and_then(|c| c.image.clone()),
+        desired,
+        ready,
+        current_pods: replicas,
+        image: spec.and_then(|s| first_image(&s.template)),
+        rollout,
     }
 }
 
+/// kstatus' rules for a StatefulSet.
 pub fn stateful_set_state(s: &StatefulSet) -> WorkloadState {
     let spec = s.spec.as_ref();
     let status = s.status.clone().unwrap_or_default();
+    let desired = spec.and_then(|s| s.replicas).unwrap_or(1);
+    let replicas = status.replicas;
+    let ready = status.ready_replicas.unwrap_or(0);
+    let current = status.current_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let strategy = spec.and_then(|s| s.update_strategy.as_ref());
+    let rolling = strategy
+        .and_then(|u| u.type_.as_deref())
+        .is_none_or(|t| t == "RollingUpdate");
+    let partition = strategy
+        .and_then(|u| u.rolling_update.as_ref())
+        .and_then(|r| r.partition);
+    let observed_latest =
+        status.observed_generation.unwrap_or(0) >= s.metadata.generation.unwrap_or(0);
+    let counts_ok = desired <= replicas && desired <= ready && replicas <= desired;
+    let revision_ok = match partition {
+        _ if !rolling => true,
+        Some(partition) => updated >= desired - partition,
+        None => desired <= current && status.current_revision == status.update_revision,
+    };
     WorkloadState {
-        desired: spec.and_then(|s| s.replicas).unwrap_or(1),
-        ready: status.ready_replicas.unwrap_or(0),
-        updated: status.updated_replicas.unwrap_or(0),
-        current_pods: status.replicas,
-        observed_latest: status.observed_generation.unwrap_or(0)
-            >= s.metadata.generation.unwrap_or(0),
-        image: spec
-            .and_then(|s| s.template.spec.as_ref())
-            .and_then(|p| p.containers.first())
-            .and_then(|c| c.image.clone()),
+        desired,
+        ready,
+        current_pods: replicas,
+        image: spec.and_then(|s| first_image(&s.template)),
+        rollout: if observed_latest && counts_ok && revision_ok {
+            Rollout::Current
+        } else {
+            Rollout::InProgress
+        },
     }
 }
 
@@ -342,18 +417,74 @@ mod tests {
         assert!(problems[0].message.contains("Too many pods"));
     }
 
-    #[test]
-    fn deployment_rollout_needs_the_latest_generation() {
-        let d: Deployment = serde_json::from_value(json!({
-            "metadata": { "name": "app", "generation": 3 },
-            "spec": { "replicas": 2, "selector": {}, "template": {} },
-            "status": { "observedGeneration": 2, "readyReplicas": 2, "updatedReplicas": 2, "replicas": 2 }
+    fn deployment(generation: i64, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": { "name": "app", "generation": generation },
+            "spec": { "replicas": 1, "selector": {}, "template": {}, "progressDeadlineSeconds": 600 },
+            "status": status
         }))
-        .unwrap();
-        let mut state = deployment_state(&d);
-        assert!(!state.rolled_out());
-        state.observed_latest = true;
-        assert!(state.rolled_out());
+        .unwrap()
+    }
+
+    fn done() -> serde_json::Value {
+        json!({
+            "observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1,
+            "availableReplicas": 1,
+            "conditions": [
+                { "type": "Available", "status": "True" },
+                { "type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable" }
+            ]
+        })
+    }
+
+    #[test]
+    fn a_deployment_is_rolled_out_only_as_kstatus_counts_it() {
+        assert!(deployment_state(&deployment(2, done())).rolled_out());
+        // The controller has not seen the latest spec.
+        assert!(!deployment_state(&deployment(3, done())).rolled_out());
+        // The old pod is ready, the new one is not: two pods, one updated.
+        let mut rolling = done();
+        rolling["replicas"] = json!(2);
+        rolling["conditions"][1]["reason"] = json!("ReplicaSetUpdated");
+        assert!(!deployment_state(&deployment(2, rolling)).rolled_out());
+        // Updated but not available.
+        let mut unavailable = done();
+        unavailable["availableReplicas"] = json!(0);
+        assert!(!deployment_state(&deployment(2, unavailable)).rolled_out());
+    }
+
+    #[test]
+    fn a_deployment_past_its_progress_deadline_has_failed() {
+        let mut stuck = done();
+        stuck["conditions"][1] = json!({
+            "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+            "message": "ReplicaSet \"app-1\" has timed out progressing."
+        });
+        let state = deployment_state(&deployment(2, stuck));
+        assert_eq!(
+            state.rollout,
+            Rollout::Failed {
+                reason: "ProgressDeadlineExceeded".into(),
+                message: "ReplicaSet \"app-1\" has timed out progressing.".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_stateful_set_is_rolled_out_when_every_pod_runs_the_update_revision() {
+        let sts = |current_revision: &str| -> StatefulSet {
+            serde_json::from_value(json!({
+                "metadata": { "name": "database", "generation": 1 },
+                "spec": { "replicas": 1, "selector": {}, "template": {}, "serviceName": "database",
+                          "updateStrategy": { "type": "RollingUpdate" } },
+                "status": { "observedGeneration": 1, "replicas": 1, "readyReplicas": 1,
+                            "currentReplicas": 1, "updatedReplicas": 1,
+                            "currentRevision": current_revision, "updateRevision": "database-2" }
+            }))
+            .unwrap()
+        };
+        assert!(stateful_set_state(&sts("database-2")).rolled_out());
+        assert!(!stateful_set_state(&sts("database-1")).rolled_out());
     }
 
     #[test]

@@ -3,18 +3,20 @@
 //! `PlanError` that says what is wrong in words a person understands.
 //!
 //! The API server's schema and CEL rules already refuse malformed specs; what
-//! is checked here needs the profile or the config (sizes, ttl limits, seed
-//! command, secret namespaces).
+//! is checked here needs the profile or the config (sizes, seed command,
+//! secret namespaces). The ttl is decided in `lifecycle::ttl`.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
-use super::config::ControllerConfig;
+use super::{
+    allow_list::image_allowed,
+    config::{ControllerConfig, forbidden_secret_namespace},
+};
 use crate::api::{
     DatabaseEngine, DatabaseStorage, EnvVar, FilestoreType, InstallationProfile, ProfileEnvVar,
     SecretKeyRef, SecretRef, SeedSpec, SizeClass, TestInstallation,
-    duration::{format_duration, parse_duration},
 };
 
 /// Everything needed to build an installation, decided.
@@ -46,7 +48,6 @@ pub struct Plan {
     pub profile_env: Vec<ProfileEnvVar>,
     pub env: Vec<EnvVar>,
     pub seed: Option<SeedSpec>,
-    pub ttl: Duration,
     pub ingress_class: Option<String>,
     pub ingress_annotations: BTreeMap<String, String>,
     pub tls_secret_name: Option<String>,
@@ -85,14 +86,6 @@ pub enum PlanError {
         profile: String,
         available: String,
     },
-    #[error("ttl {asked} is longer than the maximum {max} allowed by profile {profile:?}")]
-    TtlTooLong {
-        asked: String,
-        max: String,
-        profile: String,
-    },
-    #[error("invalid ttl: {0}")]
-    BadTtl(String),
     #[error("testData was requested but profile {0:?} has no seed command")]
     NoSeedCommand(String),
     #[error(
@@ -101,6 +94,29 @@ pub enum PlanError {
     SecretNamespaceNotAllowed {
         namespace: String,
         name: String,
+        allowed: String,
+    },
+    #[error(
+        "secret {namespace}/{name} is referenced but namespace {namespace:?} can never hold Secrets for installations: {why}"
+    )]
+    SecretNamespaceForbidden {
+        namespace: String,
+        name: String,
+        why: &'static str,
+    },
+    #[error(
+        "secret {namespace}/{name} is not one profile {profile:?} lets installations reference; its sharedSecrets: {allowed}"
+    )]
+    SecretNotAllowedByProfile {
+        namespace: String,
+        name: String,
+        profile: String,
+        allowed: String,
+    },
+    #[error("image {image:?} is not allowed by profile {profile:?}; allowedImages: {allowed}")]
+    ImageNotAllowed {
+        image: String,
+        profile: String,
         allowed: String,
     },
     #[error(
@@ -116,10 +132,11 @@ impl PlanError {
     pub fn reason(&self) -> &'static str {
         match self {
             PlanError::UnknownSize { .. } => "UnknownSize",
-            PlanError::TtlTooLong { .. } => "TtlTooLong",
-            PlanError::BadTtl(_) => "InvalidTtl",
             PlanError::NoSeedCommand(_) => "NoSeedCommand",
-            PlanError::SecretNamespaceNotAllowed { .. } => "SecretNamespaceNotAllowed",
+            PlanError::SecretNamespaceNotAllowed { .. }
+            | PlanError::SecretNamespaceForbidden { .. } => "SecretNamespaceNotAllowed",
+            PlanError::SecretNotAllowedByProfile { .. } => "SecretNotAllowedByProfile",
+            PlanError::ImageNotAllowed { .. } => "ImageNotAllowed",
             PlanError::NamespaceTooLong(_) => "NamespaceTooLong",
             PlanError::Unsupported(_) => "Unsupported",
         }
@@ -211,25 +228,6 @@ pub fn plan(
             }
         })?;
 
-    let max_ttl = parse_duration(&p.ttl.max)
-        .map_err(|e| PlanError::BadTtl(format!("profile {profile_name:?} ttl.max: {e}")))?;
-    let ttl = match &spec.ttl {
-        Some(asked) => {
-            let ttl = parse_duration(asked).map_err(|e| PlanError::BadTtl(e.to_string()))?;
-            if ttl > max_ttl {
-                return Err(PlanError::TtlTooLong {
-                    asked: asked.clone(),
-                    max: format_duration(max_ttl),
-                    profile: profile_name,
-                });
-            }
-            ttl
-        }
-        None => parse_duration(&p.ttl.default)
-            .map_err(|e| PlanError::BadTtl(format!("profile {profile_name:?} ttl.default: {e}")))?
-            .min(max_ttl),
-    };
-
     let seed = if spec.test_data {
         Some(
             p.seed
@@ -292,9 +290,22 @@ pub fn plan(
         ));
     }
 
+    check_images(spec.image.as_deref(), profile)?;
+    check_spec_secrets(spec, profile, config)?;
     for (namespace, name) in
         referenced_secrets(spec_env_refs(&spec.env), &database, &filestore, &p.env)
     {
+        if let Some(why) = forbidden_secret_namespace(
+            &namespace,
+            config.own_namespace.as_deref(),
+            &config.namespace_prefix,
+        ) {
+            return Err(PlanError::SecretNamespaceForbidden {
+                namespace,
+                name,
+                why,
+            });
+        }
         if !config.allowed_secret_namespaces.contains(&namespace) {
             return Err(PlanError::SecretNamespaceNotAllowed {
                 namespace,
@@ -335,7 +346,6 @@ pub fn plan(
         profile_env: p.env.clone(),
         env: spec.env.clone(),
         seed,
-        ttl,
         ingress_class: p
             .ingress
             .class_name
@@ -346,6 +356,74 @@ pub fn plan(
         ingress_controller_namespace: config.ingress.controller_namespace.clone(),
         name,
     })
+}
+
+/// The image the installation asks for must be allowed by its profile.
+fn check_images(image: Option<&str>, profile: &InstallationProfile) -> Result<(), PlanError> {
+    let p = &profile.spec;
+    match image {
+        Some(image) if !image_allowed(image, &p.image, &p.allowed_images) => {
+            Err(PlanError::ImageNotAllowed {
+                image: image.to_string(),
+                profile: profile.metadata.name.clone().unwrap_or_default(),
+                allowed: std::iter::once(p.image.as_str())
+                    .chain(p.allowed_images.iter().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Secrets named in the installation's own spec must be listed in the
+/// profile's `sharedSecrets` (the profile's own env is trusted).
+fn check_spec_secrets(
+    spec: &crate::api::TestInstallationSpec,
+    profile: &InstallationProfile,
+    config: &ControllerConfig,
+) -> Result<(), PlanError> {
+    let from_spec = spec_env_refs(&spec.env)
+        .map(|r| (&r.namespace, &r.name))
+        .chain(
+            spec.database
+                .iter()
+                .filter_map(|d| d.secret_ref.as_ref())
+                .chain(spec.filestore.iter().filter_map(|f| f.secret_ref.as_ref()))
+                .map(|r| (&r.namespace, &r.name)),
+        );
+    for (namespace, name) in from_spec {
+        if let Some(why) = forbidden_secret_namespace(
+            namespace,
+            config.own_namespace.as_deref(),
+            &config.namespace_prefix,
+        ) {
+            return Err(PlanError::SecretNamespaceForbidden {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                why,
+            });
+        }
+        let listed = profile
+            .spec
+            .shared_secrets
+            .iter()
+            .any(|s| s.split_once('/') == Some((namespace.as_str(), name.as_str())));
+        if !listed {
+            let allowed = &profile.spec.shared_secrets;
+            return Err(PlanError::SecretNotAllowedByProfile {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                profile: profile.metadata.name.clone().unwrap_or_default(),
+                allowed: if allowed.is_empty() {
+                    "none".into()
+                } else {
+                    allowed.join(", ")
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 fn spec_env_refs(env: &[EnvVar]) -> impl Iterator<Item = &SecretKeyRef> {
@@ -441,7 +519,6 @@ pub(crate) mod tests {
         assert_eq!(plan.image_ref(&plan.version), "example.com/app:1.0.0");
         assert_eq!(plan.size, "miniSingleton");
         assert_eq!(plan.replicas, 1);
-        assert_eq!(plan.ttl, Duration::from_secs(48 * 3600));
         assert_eq!(plan.database.engine, DatabaseEngine::Postgres);
         assert_eq!(
             plan.database.image.as_deref(),
@@ -456,7 +533,6 @@ pub(crate) mod tests {
             version: Some("sha256:".to_string() + &"a".repeat(64)),
             size: Some("miniHA".into()),
             replicas: Some(3),
-            ttl: Some("90m".into()),
             ..Default::default()
         };
         let plan = plan(
@@ -471,7 +547,6 @@ pub(crate) mod tests {
         );
         assert_eq!(plan.size, "miniHA");
         assert_eq!(plan.replicas, 3);
-        assert_eq!(plan.ttl, Duration::from_secs(5400));
     }
 
     #[test]
@@ -491,24 +566,6 @@ pub(crate) mod tests {
         assert!(
             text.contains("huge") && text.contains("miniSingleton, miniHA"),
             "{text}"
-        );
-    }
-
-    #[test]
-    fn ttl_above_profile_maximum_is_refused() {
-        let spec = TestInstallationSpec {
-            ttl: Some("8d".into()),
-            ..Default::default()
-        };
-        let err = plan(
-            &installation(spec),
-            &profile(),
-            &ControllerConfig::default(),
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "ttl 8d is longer than the maximum 7d allowed by profile \"default\""
         );
     }
 
@@ -551,5 +608,83 @@ pub(crate) mod tests {
         .unwrap_err();
         assert_eq!(err.reason(), "SecretNamespaceNotAllowed");
         assert!(err.to_string().contains("kube-system/tokens"));
+    }
+
+    fn env_from(namespace: &str, name: &str) -> TestInstallationSpec {
+        TestInstallationSpec {
+            env: vec![EnvVar {
+                name: "SHARED".into(),
+                value: None,
+                value_from: Some(crate::api::EnvVarSource {
+                    secret_key_ref: SecretKeyRef {
+                        name: name.into(),
+                        namespace: namespace.into(),
+                        key: "k".into(),
+                    },
+                }),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_release_namespace_and_kube_namespaces_are_refused_even_if_configured() {
+        let config = ControllerConfig {
+            allowed_secret_namespaces: vec!["ephemera-system".into(), "kube-system".into()],
+            own_namespace: Some("ephemera-system".into()),
+            ..Default::default()
+        };
+        let mut p = profile();
+        p.spec.shared_secrets = vec![
+            "ephemera-system/ephemera-chat-tokens".into(),
+            "kube-system/x".into(),
+        ];
+        for (ns, name) in [
+            ("ephemera-system", "ephemera-chat-tokens"),
+            ("kube-system", "x"),
+        ] {
+            let err = plan(&installation(env_from(ns, name)), &p, &config).unwrap_err();
+            assert_eq!(err.reason(), "SecretNamespaceNotAllowed", "{err}");
+            assert!(err.to_string().contains("can never hold"), "{err}");
+        }
+    }
+
+    #[test]
+    fn shared_secrets_need_the_profiles_consent() {
+        let config = ControllerConfig::default();
+        let err = plan(
+            &installation(env_from("ephemera-shared-secrets", "db")),
+            &profile(),
+            &config,
+        )
+        .unwrap_err();
+        assert_eq!(err.reason(), "SecretNotAllowedByProfile");
+        assert!(err.to_string().contains("none"), "{err}");
+        let mut p = profile();
+        p.spec.shared_secrets = vec!["ephemera-shared-secrets/db".into()];
+        plan(
+            &installation(env_from("ephemera-shared-secrets", "db")),
+            &p,
+            &config,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn images_outside_the_profiles_allow_list_are_refused() {
+        let mut p = profile();
+        p.spec.allowed_images = vec!["ghcr.io/acme/*".into()];
+        let with_image = |image: &str| {
+            installation(TestInstallationSpec {
+                image: Some(image.into()),
+                ..Default::default()
+            })
+        };
+        let config = ControllerConfig::default();
+        let err = plan(&with_image("docker.io/library/alpine"), &p, &config).unwrap_err();
+        assert_eq!(err.reason(), "ImageNotAllowed");
+        assert!(err.to_string().contains("ghcr.io/acme/*"), "{err}");
+        plan(&with_image("ghcr.io/acme/app"), &p, &config).unwrap();
+        plan(&with_image("example.com/app"), &p, &config).unwrap();
     }
 }

@@ -1,12 +1,12 @@
 //! One reconcile pass of a TestInstallation: validate and resolve the
-//! profile → build (pure) → server-side apply → prune → observe → status
-//! (pure) → write the status only when it changed → requeue at the next
-//! deadline.
+//! profile → build (pure) → server-side apply of what changed → prune →
+//! observe (from the stores) → status (pure) → write the status only when it
+//! changed → requeue at the next deadline.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use k8s_openapi::{
-    api::core::v1::{Namespace, Secret},
+    api::core::v1::{Namespace, ObjectReference, Secret},
     apimachinery::pkg::apis::meta::v1::OwnerReference,
     jiff::Timestamp,
 };
@@ -22,20 +22,26 @@ use kube::{
 
 use super::{
     apply,
-    build::{self, BuildInput, ExternalSecrets, GeneratedSecrets},
+    build::{
+        self, BuildInput, ExternalSecrets, GeneratedSecrets,
+        secrets::{CredentialsLost, Recovered, StoredSecrets},
+    },
     changes,
     context::Context,
-    error::{Result, gone_is_fine},
+    error::{Context as _, Error, Result, gone_is_fine},
     lifecycle::{
         capacity::Admission,
         expiry::{self, Expiry},
-        seed, upgrade,
+        seed, ttl, upgrade,
     },
     observe::NamespaceState,
     plan::{self, Plan},
     status::{self, Situation},
 };
-use crate::api::{Phase, TestInstallation, TestInstallationStatus, credentials};
+use crate::api::{
+    DatabaseEngine, FilestoreType, InstallationProfile, Phase, TestInstallation,
+    TestInstallationStatus, credentials,
+};
 
 /// Finalizer that keeps a TestInstallation until its namespace is gone, so a
 /// new installation of the same name never meets a terminating namespace.
@@ -43,6 +49,11 @@ pub const FINALIZER: &str = "ephemera.dev/namespace-cleanup";
 
 /// How often an installation is looked at with nothing else happening.
 const RESYNC: Duration = Duration::from_secs(600);
+/// Safety requeue while waiting on a namespace: its watch event is what
+/// normally wakes the installation.
+const WAIT_SAFETY: Duration = Duration::from_secs(30);
+/// How soon a stalled installation is looked at again without a change.
+const STALLED_RETRY: Duration = Duration::from_secs(60);
 /// The next pass after a status change that the next step follows from
 /// (long enough for the watch to bring the new status into the store).
 const STATUS_STEP: Duration = Duration::from_millis(300);
@@ -87,20 +98,73 @@ pub fn error_policy(
     Action::requeue(delay)
 }
 
+/// What a pass decided: the status to write and when to look again (the
+/// expiry deadline may bring that forward).
+struct Outcome {
+    status: TestInstallationStatus,
+    requeue: Duration,
+}
+
+impl Outcome {
+    fn of(installation: &TestInstallation, situation: &Situation, requeue: Duration) -> Self {
+        Self {
+            status: status::compute(installation, situation, Timestamp::now()),
+            requeue,
+        }
+    }
+
+    fn stalled(installation: &TestInstallation, reason: &str, message: String) -> Self {
+        // Profiles are watched; Secrets outside the namespace are not, so
+        // look again now and then.
+        Self::of(
+            installation,
+            &Situation::Stalled { reason, message },
+            STALLED_RETRY,
+        )
+    }
+
+    fn waiting(installation: &TestInstallation, reason: &str, message: String) -> Self {
+        Self::of(
+            installation,
+            &Situation::Waiting { reason, message },
+            WAIT_SAFETY,
+        )
+    }
+}
+
 #[tracing::instrument(skip_all, fields(installation = %installation.name_any()))]
 async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) -> Result<Action> {
     let api: Api<TestInstallation> = Api::all(ctx.client.clone());
-    let name = installation.name_any();
     ctx.caches.wait_until_ready().await;
     if installation.metadata.deletion_timestamp.is_some() {
         return cleanup(installation, ctx).await;
     }
+    // Lifecycle first: what is recorded and asked decides expiry before
+    // anything that can fail.
+    let now = Timestamp::now();
+    let known = ttl::lifetime(installation, None);
+    if expiry::decide(
+        known.expires_at(installation).map(|t| t.0),
+        installation.spec.deletion_locked,
+        now,
+    ) == Expiry::Due
+    {
+        expire(ctx, installation).await?;
+        return Ok(Action::await_change());
+    }
+    // A failed test on the resourceVersion (a stale read) is answered with
+    // 422: retried with backoff, never taken as a permanent error.
     if !installation.finalizers().iter().any(|f| f == FINALIZER) {
         add_finalizer(&api, installation).await?;
     }
 
     let profile_name = plan::profile_name(installation);
-    let Some(profile) = ctx.caches.profile(profile_name) else {
+    let profile = ctx.caches.profile(profile_name);
+    let lifetime = ttl::lifetime(
+        installation,
+        profile.as_ref().map(|p| (profile_name, &p.spec.ttl)),
+    );
+    let Some(profile) = profile else {
         let message = if installation.spec.profile.is_some() {
             format!(
                 "InstallationProfile {profile_name:?} does not exist; create it or name another profile"
@@ -108,48 +172,161 @@ async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) 
         } else {
             "no profile named and no InstallationProfile \"default\" exists; create one or set spec.profile".to_string()
         };
-        return stalled(ctx, installation, "ProfileNotFound", message).await;
+        let outcome = Outcome::stalled(installation, "ProfileNotFound", message);
+        return finish(ctx, installation, outcome, &lifetime, now).await;
     };
-    let plan = match plan::plan(installation, &profile, &ctx.config) {
+    match pass(installation, ctx, &profile, &lifetime).await {
+        Ok(outcome) => finish(ctx, installation, outcome, &lifetime, now).await,
+        Err(err) => failed(ctx, installation, &lifetime, err, now).await,
+    }
+}
+
+/// A pass that failed: a permanent error stalls the installation (with a
+/// Warning Event), a transient one keeps it `Reconciling` and is retried
+/// with backoff. Either way the expiry still holds.
+async fn failed(
+    ctx: &Context,
+    installation: &TestInstallation,
+    lifetime: &ttl::Lifetime,
+    err: Error,
+    now: Timestamp,
+) -> Result<Action> {
+    if err.is_permanent() {
+        // Counted like the transient ones, which `reconcile` counts.
+        ctx.metrics
+            .failures
+            .get_or_create(&super::metrics::ErrorLabels {
+                error: err.metric_label(),
+            })
+            .inc();
+        tracing::warn!(error = %err, "a permanent API error stalls the installation");
+        let message = truncate(&err.message(), 1000);
+        publish(
+            ctx,
+            installation,
+            EventType::Warning,
+            err.reason(),
+            "Reconcile",
+            &message,
+        )
+        .await;
+        let outcome = Outcome::stalled(installation, err.reason(), message);
+        return finish(ctx, installation, outcome, lifetime, now).await;
+    }
+    let message = truncate(
+        &format!("retrying after a transient error: {}", err.message()),
+        1000,
+    );
+    let mut outcome = Outcome::of(
+        installation,
+        &Situation::Retrying { message },
+        STALLED_RETRY,
+    );
+    outcome.status.phase = installation.phase().or(outcome.status.phase);
+    // The error goes to the backoff; writing the status is best effort.
+    if let Err(write) = finish(ctx, installation, outcome, lifetime, now).await {
+        tracing::debug!(error = %write, "could not record the transient error in the status");
+    }
+    Err(err)
+}
+
+/// Everything after the lifetime: plan, apply, observe, status.
+async fn pass(
+    installation: &TestInstallation,
+    ctx: &Context,
+    profile: &InstallationProfile,
+    lifetime: &ttl::Lifetime,
+) -> Result<Outcome> {
+    let name = installation.name_any();
+    if let Some(problem) = &lifetime.problem {
+        return Ok(Outcome::stalled(
+            installation,
+            problem.reason(),
+            problem.to_string(),
+        ));
+    }
+    let plan = match plan::plan(installation, profile, &ctx.config) {
         Ok(plan) => plan,
-        Err(err) => return stalled(ctx, installation, err.reason(), err.to_string()).await,
+        Err(err) => {
+            return Ok(Outcome::stalled(
+                installation,
+                err.reason(),
+                err.to_string(),
+            ));
+        }
     };
 
     let uid = installation.uid().unwrap_or_default();
+    // The Namespace watch wakes the installation when a namespace it waits
+    // for goes away; the requeue is only a safety net.
     match ctx.caches.namespace_state(&plan.namespace, &uid) {
         NamespaceState::Terminating => {
             let message = format!(
                 "waiting for namespace {} of an earlier installation named {name} to be deleted",
                 plan.namespace
             );
-            return waiting(ctx, installation, "WaitingForPreviousNamespace", message).await;
+            return Ok(Outcome::waiting(
+                installation,
+                "WaitingForPreviousNamespace",
+                message,
+            ));
         }
         NamespaceState::Foreign { owner } if owner.starts_with("TestInstallation ") => {
             let message = format!(
                 "waiting for namespace {} of an earlier installation named {name} to be deleted",
                 plan.namespace
             );
-            return waiting(ctx, installation, "WaitingForPreviousNamespace", message).await;
+            return Ok(Outcome::waiting(
+                installation,
+                "WaitingForPreviousNamespace",
+                message,
+            ));
         }
         NamespaceState::Foreign { owner } => {
             let message = format!(
                 "namespace {} already exists and belongs to {owner}; ephemera will not take it over",
                 plan.namespace
             );
-            return stalled(ctx, installation, "NamespaceConflict", message).await;
+            return Ok(Outcome::stalled(installation, "NamespaceConflict", message));
         }
         NamespaceState::Absent | NamespaceState::Ours => {}
     }
 
     let external = match read_external_secrets(ctx, &plan) {
         Ok(external) => external,
-        Err(message) => return stalled(ctx, installation, "SecretNotFound", message).await,
+        Err(message) => return Ok(Outcome::stalled(installation, "SecretNotFound", message)),
     };
     if let Admission::Queued { message } = ctx.admit(installation) {
-        return waiting_for_capacity(ctx, installation, &plan, message).await;
+        // Woken when capacity frees up; the requeue is only a safety net.
+        let mut outcome = Outcome::waiting(installation, "QuotaExceeded", message);
+        outcome.requeue = Duration::from_secs(60);
+        return Ok(outcome);
     }
 
-    let generated = read_generated_secrets(ctx, &plan.namespace).await?;
+    let created = installation
+        .status
+        .as_ref()
+        .is_some_and(|s| s.credentials_secret.is_some());
+    let (recovered, read_uids) = read_generated_secrets(ctx, &plan, created).await?;
+    let generated = match recovered {
+        Ok(recovered) => recovered.secrets,
+        Err(lost) => {
+            publish(
+                ctx,
+                installation,
+                EventType::Warning,
+                "CredentialsLost",
+                "Restore",
+                &lost.to_string(),
+            )
+            .await;
+            return Ok(Outcome::stalled(
+                installation,
+                "CredentialsLost",
+                lost.to_string(),
+            ));
+        }
+    };
     let stage = upgrade::stage(installation, plan.upgrade_from.as_deref(), &plan.version);
     let app_version = stage.app_version(&plan.version).to_string();
     let input = BuildInput {
@@ -162,7 +339,13 @@ async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) 
     };
     let children = match build::children(&input) {
         Ok(children) => children,
-        Err(err) => return stalled(ctx, installation, err.reason(), err.to_string()).await,
+        Err(err) => {
+            return Ok(Outcome::stalled(
+                installation,
+                err.reason(),
+                err.to_string(),
+            ));
+        }
     };
 
     changes::apply_namespace(
@@ -171,11 +354,70 @@ async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) 
         &build::namespace::namespace(&plan, input.owner.clone()),
     )
     .await?;
-    changes::apply_changed(&ctx.client, &ctx.caches, &plan.namespace, &children).await?;
-    let pruned =
-        changes::prune(&ctx.client, &ctx.caches, &plan.namespace, &name, &children).await?;
-    if !pruned.is_empty() {
-        tracing::info!(?pruned, "removed objects no longer desired");
+    let changes::Changes { applied, sent } =
+        changes::apply_changed(&ctx.client, &ctx.caches, &plan.namespace, &children).await?;
+    // A generated Secret that had to be created again (missing when read,
+    // or deleted between the read and the apply) is announced.
+    for (secret, read_uid) in read_uids.iter().filter(|_| created) {
+        let applied_uid = applied.uids.get(&format!("Secret/{secret}"));
+        if applied_uid.is_some() && applied_uid != read_uid.as_ref() {
+            let note = format!(
+                "Secret {}/{secret} was missing; it is written again with the same generated values",
+                plan.namespace
+            );
+            // The Secret as the related object keeps one Event per Secret
+            // (the recorder folds Events of one key into a series).
+            let secret_ref = ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Secret".into()),
+                namespace: Some(plan.namespace.clone()),
+                name: Some(secret.to_string()),
+                uid: applied_uid.cloned(),
+                ..Default::default()
+            };
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "CredentialsRestored".into(),
+                note: Some(note),
+                action: "Restore".into(),
+                secondary: Some(secret_ref),
+            };
+            if let Err(err) = ctx
+                .recorder
+                .publish(&event, &installation.object_ref(&()))
+                .await
+            {
+                tracing::warn!(%err, "publishing an event failed");
+            }
+        }
+    }
+    for object in &applied.recreated {
+        let note = format!(
+            "{object} in namespace {} is being recreated: a field that changed cannot be updated in place",
+            plan.namespace
+        );
+        publish(
+            ctx,
+            installation,
+            EventType::Normal,
+            "Recreating",
+            "Apply",
+            &note,
+        )
+        .await;
+    }
+    let changed = sent > 0 || !applied.recreated.is_empty();
+    let pruned = changes::prune(
+        &ctx.client,
+        &ctx.caches,
+        &plan.namespace,
+        &name,
+        &children,
+        changed,
+    )
+    .await?;
+    if !pruned.deleted.is_empty() {
+        tracing::info!(pruned = ?pruned.deleted, "removed objects no longer desired");
     }
 
     let observed = ctx.caches.observe(&plan.namespace, &uid, &name);
@@ -185,29 +427,37 @@ async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) 
         app_version: &app_version,
         upgrade: &stage,
     };
-    let now = Timestamp::now();
-    let new_status = status::compute(installation, &situation, now);
+    let outcome = Outcome::of(installation, &situation, RESYNC);
     // Status changes do not run passes (see `predicates`), but some steps
     // follow from the status itself: seeding once the app is ready, the
     // upgrade once the old version is. Such a pass runs at once.
     let mut next = installation.clone();
-    next.status = Some(new_status.clone());
+    next.status = Some(outcome.status.clone());
     let next_stage = upgrade::stage(&next, plan.upgrade_from.as_deref(), &plan.version);
     let moves_on = seed::job_wanted(&next, plan.seed.is_some()) != input.seed
         || next_stage.app_version(&plan.version) != app_version;
-    let requeue = if moves_on { STATUS_STEP } else { RESYNC };
-    finish(ctx, installation, new_status, requeue, now).await
+    Ok(Outcome {
+        requeue: if moves_on { STATUS_STEP } else { RESYNC },
+        ..outcome
+    })
 }
 
-/// Applies the expiry decision to a freshly computed status, writes it, and
-/// returns when to look again: at the deadline, or after `requeue`.
+/// Records the lifetime in the status, carries out the expiry decision,
+/// writes the status, and returns when to look again: at the deadline, or
+/// after the outcome's requeue.
 async fn finish(
     ctx: &Context,
     installation: &TestInstallation,
-    mut new_status: TestInstallationStatus,
-    requeue: Duration,
+    outcome: Outcome,
+    lifetime: &ttl::Lifetime,
     now: Timestamp,
 ) -> Result<Action> {
+    let Outcome {
+        status: mut new_status,
+        requeue,
+    } = outcome;
+    new_status.ttl = lifetime.recorded_text();
+    new_status.expires_at = lifetime.expires_at(installation);
     let locked = installation.spec.deletion_locked;
     match expiry::decide(new_status.expires_at.as_ref().map(|t| t.0), locked, now) {
         Expiry::Due => {
@@ -240,18 +490,40 @@ async fn finish(
 async fn expire(ctx: &Context, installation: &TestInstallation) -> Result<()> {
     let name = installation.name_any();
     let ttl = installation
-        .spec
-        .ttl
-        .clone()
-        .unwrap_or_else(|| "the profile's default ttl".into());
+        .status
+        .as_ref()
+        .and_then(|s| s.ttl.clone())
+        .or_else(|| installation.spec.ttl.clone())
+        .unwrap_or_else(|| "its ttl".into());
     tracing::info!(installation = %name, %ttl, "deleting the installation: its ttl has passed");
+    let note = format!("{name} reached the end of its ttl ({ttl}) and is being deleted");
+    publish(
+        ctx,
+        installation,
+        EventType::Normal,
+        "Expired",
+        "Expire",
+        &note,
+    )
+    .await;
+    let api: Api<TestInstallation> = Api::all(ctx.client.clone());
+    gone_is_fine(api.delete(&name, &DeleteParams::default()).await)
+}
+
+/// Publishes an Event about the installation; a failure is only logged.
+async fn publish(
+    ctx: &Context,
+    installation: &TestInstallation,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: &str,
+) {
     let event = Event {
-        type_: EventType::Normal,
-        reason: "Expired".into(),
-        note: Some(format!(
-            "{name} reached the end of its ttl ({ttl}) and is being deleted"
-        )),
-        action: "Expire".into(),
+        type_,
+        reason: reason.into(),
+        note: Some(truncate(note, 1000)),
+        action: action.into(),
         secondary: None,
     };
     if let Err(err) = ctx
@@ -259,28 +531,8 @@ async fn expire(ctx: &Context, installation: &TestInstallation) -> Result<()> {
         .publish(&event, &installation.object_ref(&()))
         .await
     {
-        tracing::warn!(%err, "publishing the expiry event failed");
+        tracing::warn!(%err, reason, "publishing an event failed");
     }
-    let api: Api<TestInstallation> = Api::all(ctx.client.clone());
-    gone_is_fine(api.delete(&name, &DeleteParams::default()).await)
-}
-
-/// Queued for capacity: Pending with `QuotaExceeded`; still expires.
-async fn waiting_for_capacity(
-    ctx: &Context,
-    installation: &TestInstallation,
-    plan: &Plan,
-    message: String,
-) -> Result<Action> {
-    let now = Timestamp::now();
-    let situation = Situation::Waiting {
-        reason: "QuotaExceeded",
-        message,
-    };
-    let mut new_status = status::compute(installation, &situation, now);
-    new_status.expires_at = status::expires_at(installation, plan);
-    // Woken when capacity frees up; the requeue is only a safety net.
-    finish(ctx, installation, new_status, Duration::from_secs(60), now).await
 }
 
 fn owner_reference(installation: &TestInstallation) -> OwnerReference {
@@ -309,18 +561,19 @@ async fn add_finalizer(api: &Api<TestInstallation>, installation: &TestInstallat
     Ok(())
 }
 
-/// Deletion: delete the namespace, wait until it is gone, then let the
-/// TestInstallation go.
+/// Deletion: delete the namespace recorded in the status (the one this
+/// installation created, whatever the prefix is today), wait until it is
+/// gone, then let the TestInstallation go.
 async fn cleanup(installation: &TestInstallation, ctx: &Context) -> Result<Action> {
     if !installation.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
     let name = installation.name_any();
-    let namespace = plan::namespace_name(&ctx.config, &name);
+    let namespace = namespace_to_delete(installation, &ctx.config);
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
     let uid = installation.uid().unwrap_or_default();
-    // The namespace's own watch events wake the next pass: deletion takes
-    // one pass to start it and one when it is gone.
+    // The Namespace watch wakes the installation when its namespace is
+    // gone; the requeue is only a safety net.
     match ctx.caches.namespace_state(&namespace, &uid) {
         NamespaceState::Ours => {
             gone_is_fine(
@@ -336,7 +589,7 @@ async fn cleanup(installation: &TestInstallation, ctx: &Context) -> Result<Actio
                 Timestamp::now(),
             );
             write_status(ctx, installation, status).await?;
-            Ok(Action::await_change())
+            Ok(Action::requeue(WAIT_SAFETY))
         }
         NamespaceState::Terminating => {
             let message = format!("waiting for namespace {namespace} to be deleted");
@@ -346,7 +599,7 @@ async fn cleanup(installation: &TestInstallation, ctx: &Context) -> Result<Actio
                 Timestamp::now(),
             );
             write_status(ctx, installation, status).await?;
-            Ok(Action::await_change())
+            Ok(Action::requeue(WAIT_SAFETY))
         }
         NamespaceState::Absent | NamespaceState::Foreign { .. } => {
             remove_finalizer(ctx, installation).await?;
@@ -355,6 +608,19 @@ async fn cleanup(installation: &TestInstallation, ctx: &Context) -> Result<Actio
             Ok(Action::await_change())
         }
     }
+}
+
+/// The namespace an installation's deletion removes: the one recorded in its
+/// status, else (it never got that far) the one it would have had.
+pub fn namespace_to_delete(
+    installation: &TestInstallation,
+    config: &super::config::ControllerConfig,
+) -> String {
+    installation
+        .status
+        .as_ref()
+        .and_then(|s| s.namespace.clone())
+        .unwrap_or_else(|| plan::namespace_name(config, &installation.name_any()))
 }
 
 async fn remove_finalizer(ctx: &Context, installation: &TestInstallation) -> Result<()> {
@@ -379,39 +645,6 @@ async fn remove_finalizer(ctx: &Context, installation: &TestInstallation) -> Res
         )
         .await,
     )
-}
-
-async fn stalled(
-    ctx: &Context,
-    installation: &TestInstallation,
-    reason: &str,
-    message: String,
-) -> Result<Action> {
-    let status = status::compute(
-        installation,
-        &Situation::Stalled { reason, message },
-        Timestamp::now(),
-    );
-    write_status(ctx, installation, status).await?;
-    // Profiles are watched; Secrets outside the namespace are not, so look
-    // again now and then.
-    Ok(Action::requeue(Duration::from_secs(60)))
-}
-
-async fn waiting(
-    ctx: &Context,
-    installation: &TestInstallation,
-    reason: &str,
-    message: String,
-) -> Result<Action> {
-    let status = status::compute(
-        installation,
-        &Situation::Waiting { reason, message },
-        Timestamp::now(),
-    );
-    write_status(ctx, installation, status).await?;
-    // The namespace's watch wakes it; the requeue is only a safety net.
-    Ok(Action::requeue(Duration::from_secs(30)))
 }
 
 /// Writes the status when it differs from the stored one, and publishes an
@@ -515,27 +748,61 @@ fn read_external_secrets(
     Ok(external)
 }
 
-/// The generated Secrets, from the store. One that this process applied
-/// but the store does not show yet (its watch event is still on the way) is
-/// read from the API server, so passwords are never generated twice.
-async fn read_generated_secrets(ctx: &Context, namespace: &str) -> Result<GeneratedSecrets> {
+/// The generated values, recovered from the installation's Secrets (see
+/// `GeneratedSecrets::recover`), and the UID of each generated Secret in use
+/// as read (`None`: missing). Read from the store; one that this process
+/// applied but the store does not show yet (its watch event is still on the
+/// way) is read from the API server, so passwords are never generated twice.
+async fn read_generated_secrets(
+    ctx: &Context,
+    plan: &Plan,
+    created: bool,
+) -> Result<(
+    std::result::Result<Recovered, CredentialsLost>,
+    BTreeMap<&'static str, Option<String>>,
+)> {
+    let namespace = &plan.namespace;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let mut found = Vec::new();
     for name in [
+        build::secrets::GENERATED_SECRET,
         credentials::SECRET_NAME,
         build::database::NAME,
         build::filestore::NAME,
     ] {
         let secret = match ctx.caches.secret(namespace, name) {
             Some(secret) => Some(secret),
-            None if ctx.caches.was_applied("Secret", namespace, name) => api.get_opt(name).await?,
+            None if ctx.caches.was_applied("Secret", namespace, name) => api
+                .get_opt(name)
+                .await
+                .request("read", format!("Secret {namespace}/{name}"))?,
             None => None,
         };
         found.push(secret);
     }
-    Ok(GeneratedSecrets::reuse_or_generate(
-        found[0].as_ref(),
-        found[1].as_ref(),
-        found[2].as_ref(),
+    let [copy, creds, db, fs]: [Option<Secret>; 4] =
+        found.try_into().expect("four generated Secrets");
+    let database = matches!(
+        plan.database.engine,
+        DatabaseEngine::Postgres | DatabaseEngine::Mysql
+    );
+    let filestore = plan.filestore.kind == FilestoreType::Minio;
+    let uid = |secret: &Option<Secret>| secret.as_ref().and_then(|s| s.uid());
+    let mut read_uids = BTreeMap::from([(credentials::SECRET_NAME, uid(&creds))]);
+    if database {
+        read_uids.insert(build::database::NAME, uid(&db));
+    }
+    if filestore {
+        read_uids.insert(build::filestore::NAME, uid(&fs));
+    }
+    let stored = StoredSecrets {
+        generated: copy.as_ref(),
+        credentials: creds.as_ref(),
+        database: db.as_ref(),
+        filestore: fs.as_ref(),
+    };
+    Ok((
+        GeneratedSecrets::recover(stored, created, database, filestore),
+        read_uids,
     ))
 }

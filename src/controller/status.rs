@@ -9,7 +9,7 @@ use k8s_openapi::{
 };
 
 use super::lifecycle::upgrade::{self, UpgradeStage};
-use super::observe::{JobState, Observed, PodProblem, WorkloadState};
+use super::observe::{JobState, Observed, PodProblem, Rollout, WorkloadState};
 use super::plan::Plan;
 use crate::api::{
     CredentialsSecretRef, DatabaseEngine, FilestoreType, Phase, TestInstallation,
@@ -34,6 +34,9 @@ pub enum Situation<'a> {
     },
     /// Being deleted.
     Terminating { message: String },
+    /// A transient API error; the pass is retried with backoff. Only
+    /// `Reconciling` changes, the rest stays as it was.
+    Retrying { message: String },
 }
 
 /// One part's condition, before time stamps are merged in.
@@ -109,6 +112,14 @@ fn workload_condition(
         Some(_) if hibernate => {
             PartCondition::not_yet(type_, "Hibernated", format!("the {what} is scaled to zero"))
         }
+        Some(WorkloadState {
+            rollout: Rollout::Failed { reason, message },
+            ..
+        }) => PartCondition::not_yet(
+            type_,
+            reason,
+            format!("the {what} rollout failed: {reason}: {message}"),
+        ),
         Some(s) if s.rolled_out() => PartCondition::ok(
             type_,
             "Running",
@@ -364,13 +375,6 @@ fn condition(
     }
 }
 
-/// Creation time plus the ttl.
-pub fn expires_at(installation: &TestInstallation, plan: &Plan) -> Option<Time> {
-    let created = installation.metadata.creation_timestamp.as_ref()?;
-    let ttl = k8s_openapi::jiff::SignedDuration::from_secs(plan.ttl.as_secs() as i64);
-    created.0.checked_add(ttl).ok().map(Time)
-}
-
 /// The whole status for this pass.
 pub fn compute(
     installation: &TestInstallation,
@@ -406,6 +410,9 @@ pub fn compute(
             set(c::READY, false, reason, message);
             set(c::STALLED, false, reason, message);
             set(c::RECONCILING, true, reason, message);
+        }
+        Situation::Retrying { message } => {
+            set(c::RECONCILING, true, "TransientError", message);
         }
         Situation::Terminating { message } => {
             status.phase = Some(Phase::Terminating);
@@ -445,7 +452,6 @@ pub fn compute(
                 namespace: plan.namespace.clone(),
                 name: credentials::SECRET_NAME.into(),
             });
-            status.expires_at = expires_at(installation, plan);
             if observed
                 .app
                 .as_ref()
@@ -464,7 +470,10 @@ pub fn compute(
                 };
                 status.phase = Some(Phase::Hibernated);
                 status.message = Some(message.into());
-                set(c::READY, false, "Hibernated", message);
+                // Ready means "as the spec asks": True once everything is at
+                // zero, so kstatus reads a hibernated installation as Current
+                // and `kubectl wait --for=condition=Ready` returns.
+                set(c::READY, scaled_down, "Hibernated", message);
                 set(c::STALLED, false, "Hibernated", message);
                 set(c::RECONCILING, !scaled_down, "Hibernated", message);
             } else if waiting.is_empty() {
@@ -480,9 +489,12 @@ pub fn compute(
             } else if let Some(failing) = failing {
                 status.phase = Some(Phase::Failed);
                 status.message = Some(failing.message.clone());
+                // Stalled, so kstatus (Flux, kpt) reports Failed at once
+                // instead of waiting for its timeout; passes go on, and the
+                // installation recovers by itself if the part does.
                 set(c::READY, false, &failing.reason, &failing.message);
-                set(c::STALLED, false, &failing.reason, &failing.message);
-                set(c::RECONCILING, true, &failing.reason, &failing.message);
+                set(c::STALLED, true, &failing.reason, &failing.message);
+                set(c::RECONCILING, false, &failing.reason, &failing.message);
             } else {
                 let names: Vec<String> = waiting.iter().map(|p| p.message.clone()).collect();
                 let (phase, word) = if upgrading {
@@ -516,10 +528,9 @@ mod tests {
         WorkloadState {
             desired: n,
             ready: n,
-            updated: n,
             current_pods: n,
-            observed_latest: true,
             image: None,
+            rollout: Rollout::Current,
         }
     }
 
@@ -564,7 +575,6 @@ mod tests {
             Some("https://demo.ephemera.localhost")
         );
         assert_eq!(status.version.as_deref(), Some("1.0.0"));
-        assert_eq!(status.expires_at, Some(Time(t("2026-11-24T10:00:00Z"))));
         let ready = status
             .conditions
             .iter()
@@ -600,6 +610,7 @@ mod tests {
         let mut observed = observed_ready();
         observed.app = Some(WorkloadState {
             ready: 0,
+            rollout: Rollout::InProgress,
             ..running(1)
         });
         observed.problems.push(PodProblem {

@@ -1,7 +1,9 @@
 //! A local stand-in for the GitHub REST API (axum on 127.0.0.1:0): keeps pull
 //! requests, comments, labels, deployments and statuses in memory, answers
 //! like GitHub does, checks authentication, records every call, and can be
-//! told to rate-limit.
+//! told to rate-limit (429, or 403 secondary limits with or without
+//! `Retry-After`), fail N times, fail permanently, or commit a write and
+//! lose its answer (502).
 #![allow(dead_code)]
 
 use std::{
@@ -70,6 +72,19 @@ impl Deployment {
     }
 }
 
+/// How the fake misbehaves for matching calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// 500 without doing anything.
+    ServerError,
+    /// Does the work, then answers 502: the answer is lost.
+    CommitThenFail,
+    /// 403 "secondary rate limit", with `Retry-After: n` when given.
+    SecondaryLimit(Option<u64>),
+    /// 403 "Forbidden" (a permanent error).
+    Forbidden,
+}
+
 /// How the fake authenticates callers.
 pub enum AuthMode {
     /// `Authorization: Bearer <token>`.
@@ -92,6 +107,8 @@ pub struct State {
     pub calls: Vec<Call>,
     /// (method, path suffix, how many more 429s to answer).
     pub throttles: Vec<(Method, String, u32)>,
+    /// (method, path suffix, how many more times, what to do).
+    pub faults: Vec<(Method, String, u32, Fault)>,
     pub issued_tokens: HashSet<String>,
     pub token_requests: u32,
     pub bot: String,
@@ -213,6 +230,15 @@ impl FakeGitHub {
         })
     }
 
+    /// Misbehaves for the next `times` matching calls (`u32::MAX`: always).
+    pub fn fault(&self, method: Method, path_suffix: &str, fault: Fault, times: u32) {
+        self.with(|s| s.faults.push((method, path_suffix.into(), times, fault)));
+    }
+
+    pub fn clear_faults(&self) {
+        self.with(|s| s.faults.clear());
+    }
+
     /// Answers the next `times` matching calls with 429 and `Retry-After: 1`.
     pub fn throttle(&self, method: Method, path_suffix: &str, times: u32) {
         self.with(|s| s.throttles.push((method, path_suffix.into(), times)));
@@ -263,7 +289,52 @@ fn handle(
 ) -> Response {
     let path = uri.path().to_string();
     let mut s = state.lock().unwrap();
-    let response = respond(&mut s, &auth, &method, &uri, &headers, &body);
+    let mut fault = None;
+    for f in s.faults.iter_mut() {
+        if f.0 == method && path.ends_with(&f.1) && f.2 > 0 {
+            if f.2 != u32::MAX {
+                f.2 -= 1;
+            }
+            fault = Some(f.3);
+            break;
+        }
+    }
+    let early = match fault {
+        Some(Fault::ServerError) => Some(json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({ "message": "Server Error" }),
+        )),
+        Some(Fault::Forbidden) => Some(json_response(
+            StatusCode::FORBIDDEN,
+            json!({ "message": "Resource not accessible by integration" }),
+        )),
+        Some(Fault::SecondaryLimit(retry_after)) => {
+            let body = axum::Json(json!({
+                "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
+            }));
+            Some(match retry_after {
+                Some(secs) => (
+                    StatusCode::FORBIDDEN,
+                    [("retry-after", secs.to_string())],
+                    body,
+                )
+                    .into_response(),
+                None => (StatusCode::FORBIDDEN, body).into_response(),
+            })
+        }
+        _ => None,
+    };
+    let response = match early {
+        Some(response) => response,
+        None => {
+            let response = respond(&mut s, &auth, &method, &uri, &headers, &body);
+            if fault == Some(Fault::CommitThenFail) {
+                json_response(StatusCode::BAD_GATEWAY, json!({ "message": "Bad Gateway" }))
+            } else {
+                response
+            }
+        }
+    };
     s.calls.push(Call {
         method,
         path,
@@ -368,6 +439,17 @@ fn respond(
                 None => not_found(),
             }
         }
+        ("GET", ["repositories", _, "issues", n, "comments"]) => {
+            // GitHub's page links name the repository by id.
+            let full = query(uri, "repo").unwrap_or_default();
+            let (o, r) = full.split_once('/').unwrap_or(("", ""));
+            let (o, r) = (o.to_string(), r.to_string());
+            let path = format!("/repos/{o}/{r}/issues/{n}/comments");
+            let uri: Uri = format!("{path}?{}", uri.query().unwrap_or_default())
+                .parse()
+                .unwrap();
+            respond(s, auth, method, &uri, headers, &Bytes::new())
+        }
         ("GET", ["repos", o, r, "issues", n, "comments"]) => {
             let repo = format!("{o}/{r}");
             let number: u64 = n.parse().unwrap_or(0);
@@ -375,15 +457,31 @@ fn respond(
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(30);
             let page: usize = query(uri, "page").and_then(|p| p.parse().ok()).unwrap_or(1);
-            let list: Vec<Value> = s
+            let all: Vec<&Comment> = s
                 .comments
                 .iter()
                 .filter(|c| c.repo == repo && c.number == number)
+                .collect();
+            let list: Vec<Value> = all
+                .iter()
                 .skip((page - 1) * per_page)
                 .take(per_page)
                 .map(|c| json!({ "id": c.id, "body": c.body, "user": { "login": c.user } }))
                 .collect();
-            json_response(StatusCode::OK, json!(list))
+            let mut response = json_response(StatusCode::OK, json!(list));
+            if all.len() > page * per_page {
+                // Like GitHub: the next page by a link, not by counting.
+                let host = headers
+                    .get("host")
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("127.0.0.1");
+                let link = format!(
+                    "<http://{host}/repositories/1/issues/{number}/comments?repo={o}%2F{r}&per_page={per_page}&page={}>; rel=\"next\"",
+                    page + 1
+                );
+                response.headers_mut().insert("link", link.parse().unwrap());
+            }
+            response
         }
         ("POST", ["repos", o, r, "issues", n, "comments"]) => {
             let id = s.id();
@@ -490,6 +588,18 @@ fn respond(
                 statuses: Vec::new(),
             });
             json_response(StatusCode::CREATED, json!({ "id": id, "ref": body["ref"] }))
+        }
+        ("GET", ["repos", o, r, "deployments", id, "statuses"]) => {
+            let repo = format!("{o}/{r}");
+            let id: u64 = id.parse().unwrap_or(0);
+            match s.deployments.iter().find(|d| d.id == id && d.repo == repo) {
+                Some(d) => {
+                    let mut list = d.statuses.clone();
+                    list.reverse();
+                    json_response(StatusCode::OK, json!(list))
+                }
+                None => not_found(),
+            }
         }
         ("POST", ["repos", o, r, "deployments", id, "statuses"]) => {
             let repo = format!("{o}/{r}");

@@ -2,6 +2,8 @@
 //! (`make cluster-up`). Each test binary includes this with `mod support;`.
 #![allow(dead_code)] // not every test binary uses every helper
 
+pub mod chart;
+
 use std::{
     fmt::Debug,
     future::Future,

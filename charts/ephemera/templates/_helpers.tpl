@@ -67,6 +67,8 @@ spec:
               value: {{ $root.Values.controller.logFormat | quote }}
             - name: POD_NAME
               valueFrom: {fieldRef: {fieldPath: metadata.name}}
+            - name: POD_NAMESPACE
+              valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
           ports:
             - {name: http, containerPort: 8080}
           readinessProbe:

@@ -150,6 +150,45 @@ impl ReplayGuard {
     }
 }
 
+/// Annotation on an installation: the trigger ids of the commands that
+/// changed it, with when (unix seconds), kept for [`DURABLE_WINDOW_SECS`].
+/// Written in the same patch as the change, so a replay of a captured
+/// request is refused after an adapter restart and by every replica.
+pub const ANNOTATION_TRIGGERS: &str = "ephemera.dev/chat-trigger-ids";
+/// How long a trigger id is remembered on the installation: twice Slack's
+/// window, like the in-process guard.
+pub const DURABLE_WINDOW_SECS: u64 = 2 * SLACK_WINDOW_SECS;
+
+/// Whether the annotation value `recorded` names `trigger_id`.
+pub fn trigger_recorded(recorded: Option<&str>, trigger_id: &str) -> bool {
+    !trigger_id.is_empty()
+        && recorded
+            .and_then(|r| serde_json::from_str::<HashMap<String, u64>>(r).ok())
+            .is_some_and(|ids| ids.contains_key(trigger_id))
+}
+
+/// The annotation value with `trigger_id` added at `now` and ids older than
+/// the window left out.
+pub fn record_trigger(recorded: Option<&str>, trigger_id: &str, now: u64) -> String {
+    let mut ids: std::collections::BTreeMap<String, u64> = recorded
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_default();
+    ids.retain(|_, at| now.saturating_sub(*at) <= DURABLE_WINDOW_SECS);
+    if !trigger_id.is_empty() {
+        ids.insert(trigger_id.to_string(), now);
+    }
+    serde_json::to_string(&ids).expect("a map of strings to numbers serializes")
+}
+
+/// Slack's `ssl_check=1` request (sent when a command's URL is saved): a
+/// form with `ssl_check=1` and no command. It is answered 200 and changes
+/// nothing.
+pub fn is_ssl_check(body: &[u8]) -> bool {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
+    pairs.iter().any(|(k, v)| k == "ssl_check" && v == "1")
+        && !pairs.iter().any(|(k, _)| k == "command")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +279,27 @@ mod tests {
             check_slack_signature(&key, Some(b"soon"), Some(sig.as_bytes()), body, now),
             Err(AuthError::Stale)
         );
+    }
+
+    #[test]
+    fn trigger_ids_on_the_installation_expire_after_the_window() {
+        let one = record_trigger(None, "t1", 1000);
+        assert!(trigger_recorded(Some(&one), "t1"));
+        assert!(!trigger_recorded(Some(&one), "t2"));
+        assert!(!trigger_recorded(Some(&one), ""));
+        assert!(!trigger_recorded(Some("garbage"), "t1"));
+        let two = record_trigger(Some(&one), "t2", 1000 + DURABLE_WINDOW_SECS + 1);
+        assert!(trigger_recorded(Some(&two), "t2"));
+        assert!(!trigger_recorded(Some(&two), "t1"), "{two}");
+    }
+
+    #[test]
+    fn ssl_check_is_recognised() {
+        assert!(is_ssl_check(b"ssl_check=1&token=abc"));
+        assert!(!is_ssl_check(
+            b"ssl_check=1&command=%2Ftestenv&text=delete+x"
+        ));
+        assert!(!is_ssl_check(b"command=%2Ftestenv"));
     }
 
     #[test]

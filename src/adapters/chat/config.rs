@@ -38,6 +38,11 @@ pub struct Config {
         deserialize_with = "human_duration"
     )]
     pub expiry_warning: Duration,
+    /// How long a deleted installation waits for its deletion message when
+    /// the requester cannot be told (deactivated user, closed DM, platform
+    /// down); then the adapter gives up (log, metric, Event) and lets it go.
+    #[serde(default = "default_give_up_after", deserialize_with = "human_duration")]
+    pub give_up_after: Duration,
     /// Largest request body accepted on the command endpoints.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
@@ -134,7 +139,7 @@ impl SecretSource {
         if value.is_empty() {
             anyhow::bail!("the secret from {self} is empty");
         }
-        Ok(Secret(value.to_string()))
+        Ok(Secret::new(value.to_string()))
     }
 }
 
@@ -147,21 +152,7 @@ impl std::fmt::Display for SecretSource {
     }
 }
 
-/// A secret value; `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use crate::adapters::secret::Secret;
 
 impl Config {
     pub fn from_yaml(text: &str) -> anyhow::Result<Self> {
@@ -261,6 +252,10 @@ fn default_max_per_user() -> usize {
 
 fn default_expiry_warning() -> Duration {
     Duration::from_secs(3600)
+}
+
+fn default_give_up_after() -> Duration {
+    Duration::from_secs(10 * 60)
 }
 
 fn default_max_body_bytes() -> usize {

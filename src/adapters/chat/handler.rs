@@ -3,7 +3,7 @@
 //! answer at once (ephemeral), never waiting for the installation itself.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -35,10 +35,14 @@ use super::{
     messenger::{Platform, Requester},
     metrics::Metrics,
 };
-use crate::api::{
-    DatabaseSpec, EnvVar, FilestoreSpec, TestInstallation, TestInstallationSpec,
-    duration::{format_duration, parse_duration},
-    labels,
+use crate::{
+    adapters::profile_rules,
+    api::{
+        DatabaseSpec, EnvVar, FilestoreSpec, InstallationProfile, TestInstallation,
+        TestInstallationSpec,
+        duration::{format_duration, parse_duration},
+        labels,
+    },
 };
 
 /// The answer must reach Slack within 3 s; the cluster gets this long.
@@ -76,6 +80,18 @@ pub struct AppState {
     pub secrets: Secrets,
     pub replay: ReplayGuard,
     pub metrics: Arc<Metrics>,
+    /// One lock per requester: creates of one person run one at a time in
+    /// this process, so the per-person limit is counted exactly.
+    pub create_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl AppState {
+    fn create_lock(&self, requester: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.create_locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget locks nobody holds or waits for, so the map stays small.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks.entry(requester.to_string()).or_default().clone()
+    }
 }
 
 pub fn routes(state: Arc<AppState>) -> Router {
@@ -141,6 +157,9 @@ async fn slack_command(
     let (Some(config), Some(secrets)) = (&state.config.slack, &state.secrets.slack) else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    if auth::is_ssl_check(&body) {
+        return StatusCode::OK.into_response();
+    }
     let timestamp = headers
         .get("x-slack-request-timestamp")
         .map(|v| v.as_bytes());
@@ -209,6 +228,7 @@ async fn answer(state: &AppState, platform: Platform, request: CommandRequest) -
                 state,
                 requester: &requester,
                 trigger: &trigger,
+                trigger_id: &request.trigger_id,
                 channel: &request.channel_name,
             };
             let (outcome, text) =
@@ -234,6 +254,9 @@ async fn answer(state: &AppState, platform: Platform, request: CommandRequest) -
     state
         .metrics
         .command(platform.as_str(), verb, outcome.as_str());
+    if outcome == Outcome::Replayed {
+        return (StatusCode::UNAUTHORIZED, "unauthorized\n").into_response();
+    }
     Json(CommandResponse {
         response_type: "ephemeral",
         text,
@@ -247,6 +270,8 @@ enum Outcome {
     Invalid,
     Refused,
     Error,
+    /// The command's trigger id is recorded on the installation already.
+    Replayed,
 }
 
 impl Outcome {
@@ -256,6 +281,7 @@ impl Outcome {
             Outcome::Invalid => "invalid",
             Outcome::Refused => "refused",
             Outcome::Error => "error",
+            Outcome::Replayed => "unauthenticated",
         }
     }
 }
@@ -266,6 +292,8 @@ struct Ctx<'a> {
     state: &'a AppState,
     requester: &'a Requester,
     trigger: &'a str,
+    /// The request's `trigger_id`, recorded on what the command changes.
+    trigger_id: &'a str,
     channel: &'a str,
 }
 
@@ -333,54 +361,128 @@ impl Ctx<'_> {
             .contains(&self.requester.label_value())
     }
 
-    /// The installation, if the requester may change it.
+    /// The installation, if the requester may change it and this request's
+    /// trigger id has not changed it before (a replay).
     async fn owned(&self, name: &str) -> Result<TestInstallation, Answer> {
         let ti = self.get(name).await?;
         let owner = ti.labels().get(labels::REQUESTER);
-        if owner == Some(&self.requester.label_value()) || self.is_admin() {
-            Ok(ti)
-        } else {
+        if owner != Some(&self.requester.label_value()) && !self.is_admin() {
             let who = ti
                 .annotations()
                 .get(ANNOTATION_USER_NAME)
                 .map(|n| format!(" It belongs to {n}."))
                 .unwrap_or_default();
-            Err((
+            return Err((
                 Outcome::Refused,
                 format!(
                     "Only the person who created `{name}` (or an admin) may change or delete it.{who}"
                 ),
-            ))
+            ));
+        }
+        if auth::trigger_recorded(
+            ti.annotations()
+                .get(auth::ANNOTATION_TRIGGERS)
+                .map(String::as_str),
+            self.trigger_id,
+        ) {
+            tracing::warn!(
+                installation = name,
+                "refused a replayed command (trigger id recorded on the installation)"
+            );
+            return Err((Outcome::Replayed, String::new()));
+        }
+        Ok(ti)
+    }
+
+    fn profiles(&self) -> Api<InstallationProfile> {
+        Api::all(self.state.client.clone())
+    }
+
+    /// The profile an installation uses, or the answer that it does not exist.
+    async fn profile(&self, name: Option<&str>) -> Result<InstallationProfile, Answer> {
+        let name = name.unwrap_or(profile_rules::DEFAULT_PROFILE);
+        match self.profiles().get_opt(name).await {
+            Ok(Some(profile)) => Ok(profile),
+            Ok(None) => Err((
+                Outcome::Invalid,
+                format!("⚠️ There is no profile `{name}`; nothing was created."),
+            )),
+            Err(err) => Err(cluster_error(&err)),
         }
     }
 
-    async fn create(&self, args: CreateArgs) -> Answer {
-        let api = self.api();
+    /// The requester's installations that are not being deleted, oldest
+    /// first (ties by name), as every replica orders them.
+    async fn mine(&self) -> Result<Vec<TestInstallation>, Answer> {
         let me = self.requester.label_value();
-        let mine = match api
+        let list = self
+            .api()
             .list(&ListParams::default().labels(&format!("{}={me}", labels::REQUESTER)))
             .await
-        {
-            Ok(list) => list
-                .items
-                .into_iter()
-                .filter(|ti| ti.metadata.deletion_timestamp.is_none())
-                .map(|ti| ti.name_any())
-                .collect::<Vec<_>>(),
-            Err(err) => return cluster_error(&err),
-        };
+            .map_err(|err| cluster_error(&err))?;
+        let mut mine: Vec<TestInstallation> = list
+            .items
+            .into_iter()
+            .filter(|ti| ti.metadata.deletion_timestamp.is_none())
+            .collect();
+        mine.sort_by_key(|ti| {
+            (
+                ti.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                ti.name_any(),
+            )
+        });
+        Ok(mine)
+    }
+
+    fn over_limit(&self, mine: &[String]) -> Answer {
         let max = self.state.config.max_installations_per_user;
-        if mine.len() >= max {
+        (
+            Outcome::Refused,
+            format!(
+                "You already have {} installations ({}), the most one person may have is {max}. \
+                 Delete one with `{} delete NAME` first.",
+                mine.len(),
+                mine.join(", "),
+                self.trigger
+            ),
+        )
+    }
+
+    /// Creates the installation. The profile's rules (size, ttl, test data)
+    /// are checked first, so a bad request is answered at once. The limit per
+    /// person is exact: this process creates one person's installations one
+    /// at a time, and after creating it counts again; an installation that
+    /// another replica's concurrent create pushed over the limit (the newest
+    /// by creation time, then name, loses) is deleted at once and refused.
+    async fn create(&self, args: CreateArgs) -> Answer {
+        let defaults = &self.state.config.defaults;
+        let profile = match self
+            .profile(args.profile.as_deref().or(defaults.profile.as_deref()))
+            .await
+        {
+            Ok(profile) => profile,
+            Err(answer) => return answer,
+        };
+        let ttl = args.ttl.as_deref().or(defaults.ttl.as_deref());
+        if let Err(problem) =
+            profile_rules::check_create(&profile, args.size.as_deref(), ttl, args.test_data)
+        {
             return (
-                Outcome::Refused,
-                format!(
-                    "You already have {} installations ({}), the most one person may have is {max}. \
-                     Delete one with `{} delete NAME` first.",
-                    mine.len(),
-                    mine.join(", "),
-                    self.trigger
-                ),
+                Outcome::Invalid,
+                format!("⚠️ {problem}; nothing was created."),
             );
+        }
+        let api = self.api();
+        let me = self.requester.label_value();
+        let lock = self.state.create_lock(&me);
+        let _one_at_a_time = lock.lock().await;
+        let max = self.state.config.max_installations_per_user;
+        let mine = match self.mine().await {
+            Ok(mine) => mine.iter().map(|ti| ti.name_any()).collect::<Vec<_>>(),
+            Err(answer) => return answer,
+        };
+        if mine.len() >= max {
+            return self.over_limit(&mine);
         }
         let name = args.name.clone();
         let ti = self.build(args);
@@ -389,7 +491,7 @@ impl Ctx<'_> {
             ..Default::default()
         };
         match api.create(&params, &ti).await {
-            Ok(_) => (Outcome::Ok, messages::created(&name, self.trigger)),
+            Ok(created) => self.keep_within_limit(created).await,
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 let yours = match api.get_opt(&name).await {
                     Ok(Some(existing)) => existing.labels().get(labels::REQUESTER) == Some(&me),
@@ -407,6 +509,34 @@ impl Ctx<'_> {
             }
             Err(err) => cluster_error(&err),
         }
+    }
+
+    /// Counts again after a create: when concurrent creates (on other
+    /// replicas) put the person over the limit, the installations ranked
+    /// beyond it delete themselves, so exactly the limit remains.
+    async fn keep_within_limit(&self, created: TestInstallation) -> Answer {
+        let name = created.name_any();
+        let max = self.state.config.max_installations_per_user;
+        let mine = match self.mine().await {
+            Ok(mine) => mine,
+            // Created; the count could not be checked again.
+            Err(_) => return (Outcome::Ok, messages::created(&name, self.trigger)),
+        };
+        let rank = mine.iter().position(|ti| ti.uid() == created.uid());
+        if rank.is_none_or(|rank| rank < max) {
+            return (Outcome::Ok, messages::created(&name, self.trigger));
+        }
+        tracing::info!(installation = %name, "a concurrent create went over the limit; withdrawing this one");
+        let params = DeleteParams {
+            preconditions: created.uid().map(|uid| kube::api::Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        let _ = self.api().delete(&name, &params).await;
+        let others: Vec<String> = mine.iter().take(max).map(|ti| ti.name_any()).collect();
+        self.over_limit(&others)
     }
 
     fn build(&self, args: CreateArgs) -> TestInstallation {
@@ -437,6 +567,12 @@ impl Ctx<'_> {
         }
         if !self.channel.is_empty() {
             annotations.insert(ANNOTATION_CHANNEL.into(), self.channel.to_string());
+        }
+        if !self.trigger_id.is_empty() {
+            annotations.insert(
+                auth::ANNOTATION_TRIGGERS.into(),
+                auth::record_trigger(None, self.trigger_id, unix_now()),
+            );
         }
         let spec = TestInstallationSpec {
             profile: args.profile.or_else(|| defaults.profile.clone()),
@@ -501,16 +637,52 @@ impl Ctx<'_> {
         }
     }
 
-    async fn patch_spec(&self, name: &str, spec: serde_json::Value) -> Result<(), Answer> {
+    /// Merge-patches `spec` of `ti` and records the request's trigger id on
+    /// it in the same write (the resourceVersion makes the write fail rather
+    /// than lose a trigger id another replica recorded meanwhile; then it is
+    /// read and checked again).
+    async fn patch_spec(
+        &self,
+        ti: TestInstallation,
+        spec: serde_json::Value,
+    ) -> Result<(), Answer> {
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
-        self.api()
-            .patch(name, &params, &Patch::Merge(json!({ "spec": spec })))
-            .await
-            .map(|_| ())
-            .map_err(|err| cluster_error(&err))
+        let name = ti.name_any();
+        let mut ti = ti;
+        for _ in 0..5 {
+            let triggers = auth::record_trigger(
+                ti.annotations()
+                    .get(auth::ANNOTATION_TRIGGERS)
+                    .map(String::as_str),
+                self.trigger_id,
+                unix_now(),
+            );
+            let patch = json!({
+                "metadata": {
+                    "resourceVersion": ti.resource_version(),
+                    "annotations": { auth::ANNOTATION_TRIGGERS: triggers },
+                },
+                "spec": spec,
+            });
+            match self
+                .api()
+                .patch(&name, &params, &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    ti = self.owned(&name).await?;
+                }
+                Err(err) => return Err(cluster_error(&err)),
+            }
+        }
+        Err((
+            Outcome::Error,
+            format!("`{name}` keeps changing; try again in a moment."),
+        ))
     }
 
     /// Sets or clears a boolean spec field (cleared fields are removed, as
@@ -534,18 +706,31 @@ impl Ctx<'_> {
             return (Outcome::Ok, format!("`{name}` {state}; nothing changed."));
         }
         let value = if on { json!(true) } else { json!(null) };
-        match self.patch_spec(name, json!({ field: value })).await {
+        match self.patch_spec(ti, json!({ field: value })).await {
             Ok(()) => (Outcome::Ok, format!("`{name}` {done}.")),
             Err(answer) => answer,
         }
     }
 
     /// Extending keeps the installation until `by` from now: the ttl becomes
-    /// the age plus `by`, rounded up to whole minutes. It never shortens.
+    /// the age plus `by`, rounded up to whole minutes, at most the profile's
+    /// `ttl.max` (the answer says so). It never shortens.
     async fn extend(&self, name: &str, by: Duration, now: Timestamp) -> Answer {
         let ti = match self.owned(name).await {
             Ok(ti) => ti,
             Err(answer) => return answer,
+        };
+        let profile_name = ti
+            .spec
+            .profile
+            .clone()
+            .unwrap_or_else(|| profile_rules::DEFAULT_PROFILE.into());
+        let max = match self.profiles().get_opt(&profile_name).await {
+            Ok(Some(profile)) => profile_rules::max_ttl(&profile),
+            Ok(None) => {
+                profile_rules::max_ttl(&InstallationProfile::new(&profile_name, Default::default()))
+            }
+            Err(err) => return cluster_error(&err),
         };
         let created = ti
             .metadata
@@ -553,32 +738,45 @@ impl Ctx<'_> {
             .as_ref()
             .map(|t| t.0)
             .unwrap_or(now);
-        let age = (now.as_second() - created.as_second()).max(0) as u64;
-        let ttl_secs = (age + by.as_secs()).div_ceil(60) * 60;
-        let ttl = Duration::from_secs(ttl_secs);
+        let age = Duration::from_secs((now.as_second() - created.as_second()).max(0) as u64);
+        let extension = profile_rules::extension(age, by, max);
+        let until_of = |ttl: Duration| {
+            i64::try_from(ttl.as_secs())
+                .ok()
+                .and_then(|secs| created.as_second().checked_add(secs))
+                .and_then(|secs| Timestamp::from_second(secs).ok())
+                .unwrap_or(now)
+        };
+        let cap_note = if extension.capped {
+            format!(
+                " That is the most profile `{profile_name}` allows: {} from creation.",
+                format_duration(max)
+            )
+        } else {
+            String::new()
+        };
         let current = ti.spec.ttl.as_deref().and_then(|t| parse_duration(t).ok());
-        let until = Timestamp::from_second(created.as_second() + ttl_secs as i64).unwrap_or(now);
         if let Some(current) = current
-            && current >= ttl
+            && current >= extension.ttl
         {
-            let current_until =
-                Timestamp::from_second(created.as_second() + current.as_secs() as i64)
-                    .unwrap_or(now);
             return (
                 Outcome::Ok,
                 format!(
-                    "`{name}` already lives until {}; nothing changed.",
-                    messages::when(current_until, now)
+                    "`{name}` already lives until {}; nothing changed.{cap_note}",
+                    messages::when(until_of(current), now)
                 ),
             );
         }
         match self
-            .patch_spec(name, json!({ "ttl": format_duration(ttl) }))
+            .patch_spec(ti, json!({ "ttl": format_duration(extension.ttl) }))
             .await
         {
             Ok(()) => (
                 Outcome::Ok,
-                format!("`{name}` now lives until {}.", messages::when(until, now)),
+                format!(
+                    "`{name}` now lives until {}.{cap_note}",
+                    messages::when(until_of(extension.ttl), now)
+                ),
             ),
             Err(answer) => answer,
         }

@@ -1,5 +1,6 @@
-//! Outbound calls to the chat platforms' APIs: retries on 429 and 5xx with
-//! backoff, honouring `Retry-After`.
+//! Outbound calls to the chat platforms' APIs: retries on 429 (and, for
+//! idempotent calls, 5xx) with backoff, honouring `Retry-After`. A new
+//! message is never posted again blind.
 
 use std::time::Duration;
 
@@ -7,7 +8,6 @@ use reqwest::{RequestBuilder, Response, StatusCode, header::RETRY_AFTER};
 
 /// Attempts per call, the first included.
 const MAX_ATTEMPTS: u32 = 5;
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest single wait, whatever `Retry-After` asks for.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -39,18 +39,35 @@ pub fn client() -> reqwest::Client {
         .expect("a reqwest client with rustls always builds")
 }
 
-/// Sends the request `make` builds, again after a pause when the platform
-/// answers 429 or 5xx or cannot be reached; other answers are returned as
-/// they are, non-success ones as [`ApiError::Status`].
+/// Whether a call may be sent again after an answer that leaves open
+/// whether it was carried out (a 5xx, a timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeat {
+    /// Reads, edits, opening a DM: doing it twice is doing it once.
+    Idempotent,
+    /// A new message: sent again only when it certainly was not carried out
+    /// (429, or no connection); otherwise the caller looks for it first.
+    Once,
+}
+
+/// Sends the request `make` builds, again after a pause (the shared backoff
+/// policy, or `Retry-After`) when the platform answers 429, and for
+/// idempotent calls also on 5xx or when it cannot be reached; other answers
+/// are returned as they are, non-success ones as [`ApiError::Status`].
 pub async fn send(
     what: &'static str,
+    repeat: Repeat,
     make: impl Fn() -> RequestBuilder,
 ) -> Result<Response, ApiError> {
-    let mut backoff = FIRST_BACKOFF;
+    let mut delays = crate::adapters::backoff::http();
     let mut attempt = 1;
     loop {
+        let backoff = delays.next().unwrap_or(MAX_WAIT);
         let wait = match make().send().await {
-            Ok(response) if retryable(response.status()) => {
+            Ok(response)
+                if response.status() == StatusCode::TOO_MANY_REQUESTS
+                    || (repeat == Repeat::Idempotent && retryable(response.status())) =>
+            {
                 let wait = retry_after(&response).unwrap_or(backoff);
                 if attempt >= MAX_ATTEMPTS {
                     return Err(status_error(what, response).await);
@@ -61,7 +78,9 @@ pub async fn send(
             Ok(response) if response.status().is_success() => return Ok(response),
             Ok(response) => return Err(status_error(what, response).await),
             Err(source)
-                if (source.is_connect() || source.is_timeout()) && attempt < MAX_ATTEMPTS =>
+                if (source.is_connect()
+                    || (repeat == Repeat::Idempotent && source.is_timeout()))
+                    && attempt < MAX_ATTEMPTS =>
             {
                 tracing::info!(what, error = %source, ?backoff, attempt, "retrying");
                 backoff
@@ -69,7 +88,6 @@ pub async fn send(
             Err(source) => return Err(ApiError::Transport { what, source }),
         };
         tokio::time::sleep(wait.min(MAX_WAIT)).await;
-        backoff = (backoff * 2).min(MAX_WAIT);
         attempt += 1;
     }
 }

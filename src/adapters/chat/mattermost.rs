@@ -7,7 +7,7 @@ use tokio::sync::OnceCell;
 
 use super::{
     config::Secret,
-    http::{self, ApiError},
+    http::{self, ApiError, Repeat},
     messenger::MessageRef,
 };
 
@@ -22,6 +22,22 @@ pub struct MattermostApi {
 #[derive(Deserialize)]
 struct WithId {
     id: String,
+}
+
+/// The post property that carries a message's key.
+const MARKER_PROP: &str = "ephemera_key";
+
+#[derive(Deserialize)]
+struct PostList {
+    #[serde(default)]
+    posts: std::collections::HashMap<String, Post>,
+}
+
+#[derive(Deserialize)]
+struct Post {
+    id: String,
+    #[serde(default)]
+    props: serde_json::Map<String, serde_json::Value>,
 }
 
 impl MattermostApi {
@@ -52,8 +68,10 @@ impl MattermostApi {
         self.bot_id
             .get_or_try_init(|| async {
                 let what = "mattermost users/me";
-                let response =
-                    http::send(what, || self.request(reqwest::Method::GET, "/users/me")).await?;
+                let response = http::send(what, Repeat::Idempotent, || {
+                    self.request(reqwest::Method::GET, "/users/me")
+                })
+                .await?;
                 Self::id_from(what, response).await
             })
             .await
@@ -65,7 +83,7 @@ impl MattermostApi {
         let bot = self.bot_id().await?.to_string();
         let what = "mattermost channels/direct";
         let body = json!([bot, user_id]);
-        let response = http::send(what, || {
+        let response = http::send(what, Repeat::Idempotent, || {
             self.request(reqwest::Method::POST, "/channels/direct")
                 .json(&body)
         })
@@ -73,10 +91,14 @@ impl MattermostApi {
         Self::id_from(what, response).await
     }
 
-    pub async fn post(&self, channel: &str, text: &str) -> Result<MessageRef, ApiError> {
+    pub async fn post(&self, channel: &str, text: &str, key: &str) -> Result<MessageRef, ApiError> {
         let what = "mattermost posts";
-        let body = json!({ "channel_id": channel, "message": text });
-        let response = http::send(what, || {
+        let body = json!({
+            "channel_id": channel,
+            "message": text,
+            "props": { MARKER_PROP: key },
+        });
+        let response = http::send(what, Repeat::Once, || {
             self.request(reqwest::Method::POST, "/posts").json(&body)
         })
         .await?;
@@ -86,10 +108,32 @@ impl MattermostApi {
         })
     }
 
+    /// The post carrying `key` among the channel's last 200.
+    pub async fn find(&self, channel: &str, key: &str) -> Result<Option<MessageRef>, ApiError> {
+        let what = "mattermost channel posts";
+        let path = format!("/channels/{channel}/posts?per_page=200");
+        let response = http::send(what, Repeat::Idempotent, || {
+            self.request(reqwest::Method::GET, &path)
+        })
+        .await?;
+        let list: PostList = response
+            .json()
+            .await
+            .map_err(|source| ApiError::Transport { what, source })?;
+        Ok(list
+            .posts
+            .into_values()
+            .find(|post| post.props.get(MARKER_PROP).and_then(|v| v.as_str()) == Some(key))
+            .map(|post| MessageRef {
+                channel: channel.to_string(),
+                id: post.id,
+            }))
+    }
+
     pub async fn update(&self, message: &MessageRef, text: &str) -> Result<(), ApiError> {
         let body = json!({ "message": text });
         let path = format!("/posts/{}/patch", message.id);
-        http::send("mattermost posts patch", || {
+        http::send("mattermost posts patch", Repeat::Idempotent, || {
             self.request(reqwest::Method::PUT, &path).json(&body)
         })
         .await?;

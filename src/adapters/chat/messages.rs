@@ -197,6 +197,30 @@ pub fn expiry_warning(ti: &TestInstallation, flavor: Flavor, now: Timestamp) -> 
 }
 
 /// The progress message's last state when deleted before it was ready.
+/// Told when an installation went to sleep (`hibernate`).
+pub fn hibernated(ti: &TestInstallation, flavor: Flavor) -> String {
+    format!(
+        "💤 {} is hibernating: it is scaled to zero and keeps its data. `{} wake {}` brings it back.",
+        flavor.bold(&ti.name_any()),
+        trigger(ti),
+        ti.name_any()
+    )
+}
+
+/// Told when a hibernated installation is Ready again.
+pub fn woken(ti: &TestInstallation, flavor: Flavor) -> String {
+    let url = ti
+        .status
+        .as_ref()
+        .and_then(|s| s.url.as_deref())
+        .map(|u| flavor.link(u))
+        .unwrap_or_else(|| "(no URL yet)".into());
+    format!(
+        "☀️ {} is awake and ready again: {url}\nThe logins are the ones you got before.",
+        flavor.bold(&ti.name_any())
+    )
+}
+
 pub fn progress_deleted(ti: &TestInstallation, flavor: Flavor) -> String {
     format!(
         "🗑️ {} was deleted before it was ready.",
@@ -254,11 +278,15 @@ pub fn status(ti: &TestInstallation, now: Timestamp) -> String {
         ti.name_any(),
         status.phase.map(|p| p.as_str()).unwrap_or("Pending")
     )];
-    if let Some(message) = &status.message {
-        lines.push(message.clone());
-    }
-    if let Some(url) = &status.url {
-        lines.push(format!("URL: {url}"));
+    // The controller's message may name the URL already; show it once.
+    match (&status.message, &status.url) {
+        (Some(message), Some(url)) if message.contains(url.as_str()) => {
+            lines.push(message.clone());
+        }
+        (message, url) => {
+            lines.extend(message.clone());
+            lines.extend(url.as_ref().map(|url| format!("URL: {url}")));
+        }
     }
     if let Some(version) = status.version.as_ref().or(ti.spec.version.as_ref()) {
         lines.push(format!("Version: {version}"));
@@ -471,5 +499,20 @@ mod tests {
         );
         let err = super::super::command::parse("explode").unwrap_err();
         assert!(parse_error(&err, "/t").contains("`/t delete NAME`"));
+    }
+
+    #[test]
+    fn status_shows_the_url_once() {
+        let mut ti = TestInstallation::new("demo", Default::default());
+        ti.status = Some(crate::api::TestInstallationStatus {
+            message: Some("Ready at https://demo.example".into()),
+            url: Some("https://demo.example".into()),
+            ..Default::default()
+        });
+        let text = status(&ti, Timestamp::now());
+        assert_eq!(text.matches("https://demo.example").count(), 1, "{text}");
+        ti.status.as_mut().unwrap().message = Some("Provisioning".into());
+        let text = status(&ti, Timestamp::now());
+        assert!(text.contains("URL: https://demo.example"), "{text}");
     }
 }

@@ -20,7 +20,9 @@ pub struct NotificationLabels {
     pub platform: &'static str,
     /// `progress`, `ready`, `failed`, `expiring`, `deleted`.
     pub kind: &'static str,
-    /// `sent` or `failed`.
+    /// `sent`, `failed`, `recovered` (found posted after a crash or a lost
+    /// answer, not posted again) or `given_up` (undeliverable past the
+    /// bound; the installation was let go).
     pub outcome: &'static str,
 }
 
@@ -57,11 +59,20 @@ impl Metrics {
     }
 
     pub fn notification(&self, platform: &'static str, kind: &'static str, sent: bool) {
+        self.notification_outcome(platform, kind, if sent { "sent" } else { "failed" });
+    }
+
+    pub fn notification_outcome(
+        &self,
+        platform: &'static str,
+        kind: &'static str,
+        outcome: &'static str,
+    ) {
         self.notifications
             .get_or_create(&NotificationLabels {
                 platform,
                 kind,
-                outcome: if sent { "sent" } else { "failed" },
+                outcome,
             })
             .inc();
     }

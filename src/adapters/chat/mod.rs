@@ -99,6 +99,7 @@ pub async fn serve(
         messengers,
         metrics.clone(),
         config.expiry_warning,
+        config.give_up_after,
     );
 
     let state = Arc::new(handler::AppState {
@@ -106,6 +107,7 @@ pub async fn serve(
         config: Arc::new(config),
         secrets,
         replay: auth::ReplayGuard::new(2 * auth::SLACK_WINDOW_SECS, 100_000),
+        create_locks: Default::default(),
         metrics,
     });
     let router =
@@ -122,9 +124,9 @@ pub async fn serve(
 
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "chat adapter serving");
-    let server = axum::serve(listener, router).with_graceful_shutdown(shutdown);
+    let server = telemetry::serve(listener, router, shutdown);
     tokio::select! {
-        result = server => result.map_err(Into::into),
+        result = server => result,
         () = notifier.run() => anyhow::bail!("the installation watch ended"),
     }
 }

@@ -5,9 +5,17 @@ use serde_json::{Value, json};
 
 use super::{
     config::Secret,
-    http::{self, ApiError},
+    http::{self, ApiError, Repeat},
     messenger::MessageRef,
 };
+
+/// The metadata event type that carries a message's key.
+const MARKER_EVENT: &str = "ephemera_notice";
+
+enum Body {
+    Json(Value),
+    Form(Vec<(&'static str, String)>),
+}
 
 /// The bot's Web API client.
 pub struct SlackApi {
@@ -28,12 +36,34 @@ impl SlackApi {
     /// Calls a Web API method with a JSON body; Slack reports failures as
     /// `{"ok": false, "error": ...}` with HTTP 200.
     async fn call(&self, what: &'static str, method: &str, body: Value) -> Result<Value, ApiError> {
+        self.call_with(what, method, Body::Json(body)).await
+    }
+
+    async fn call_with(
+        &self,
+        what: &'static str,
+        method: &str,
+        body: Body,
+    ) -> Result<Value, ApiError> {
         let url = format!("{}/{method}", self.base);
-        let response = http::send(what, || {
-            self.http
-                .post(&url)
-                .bearer_auth(self.token.expose())
-                .json(&body)
+        let repeat = if method == "chat.postMessage" {
+            Repeat::Once
+        } else {
+            Repeat::Idempotent
+        };
+        let response = http::send(what, repeat, || {
+            let request = self.http.post(&url).bearer_auth(self.token.expose());
+            match &body {
+                // Slack wants the charset named; `json` keeps a type set before.
+                Body::Json(body) => request
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/json; charset=utf-8",
+                    )
+                    .json(body),
+                // Read methods take only form-encoded arguments.
+                Body::Form(pairs) => request.form(pairs),
+            }
         })
         .await?;
         let value: Value = response
@@ -67,13 +97,17 @@ impl SlackApi {
             })
     }
 
-    pub async fn post(&self, channel: &str, text: &str) -> Result<MessageRef, ApiError> {
+    pub async fn post(&self, channel: &str, text: &str, key: &str) -> Result<MessageRef, ApiError> {
         let what = "slack chat.postMessage";
         let value = self
             .call(
                 what,
                 "chat.postMessage",
-                json!({ "channel": channel, "text": text }),
+                json!({
+                    "channel": channel,
+                    "text": text,
+                    "metadata": { "event_type": MARKER_EVENT, "event_payload": { "key": key } },
+                }),
             )
             .await?;
         match (value["channel"].as_str(), value["ts"].as_str()) {
@@ -86,6 +120,32 @@ impl SlackApi {
                 message: "no channel or ts in the answer".into(),
             }),
         }
+    }
+
+    /// The message carrying `key` among the channel's last 200
+    /// (`conversations.history` with metadata; needs the `im:history` scope).
+    pub async fn find(&self, channel: &str, key: &str) -> Result<Option<MessageRef>, ApiError> {
+        let value = self
+            .call_with(
+                "slack conversations.history",
+                "conversations.history",
+                Body::Form(vec![
+                    ("channel", channel.to_string()),
+                    ("limit", "200".into()),
+                    ("include_all_metadata", "true".into()),
+                ]),
+            )
+            .await?;
+        let found = value["messages"].as_array().and_then(|messages| {
+            messages.iter().find(|m| {
+                m["metadata"]["event_type"] == MARKER_EVENT
+                    && m["metadata"]["event_payload"]["key"].as_str() == Some(key)
+            })
+        });
+        Ok(found.and_then(|m| m["ts"].as_str()).map(|ts| MessageRef {
+            channel: channel.to_string(),
+            id: ts.to_string(),
+        }))
     }
 
     pub async fn update(&self, message: &MessageRef, text: &str) -> Result<(), ApiError> {

@@ -18,10 +18,13 @@ use super::{
     events::{self, CommentIntent, Desired, Intent, Plan, PullIntent, PullRequest},
     naming,
 };
-use crate::api::{
-    InstallationProfile, TestInstallation, TestInstallationSpec,
-    duration::{format_duration, parse_duration},
-    labels,
+use crate::{
+    adapters::profile_rules,
+    api::{
+        InstallationProfile, TestInstallation, TestInstallationSpec,
+        duration::{format_duration, parse_duration},
+        labels,
+    },
 };
 
 pub struct Ctx {
@@ -39,19 +42,22 @@ pub enum Outcome {
     RetryLater,
 }
 
-pub async fn process(ctx: &Ctx, intent: &Intent) -> anyhow::Result<Outcome> {
+/// Does what the delivery asks. `key` names it across redeliveries (the
+/// comment id for commands, else the delivery GUID) and marks the replies it
+/// posts, so a retried delivery never answers twice.
+pub async fn process(ctx: &Ctx, key: &str, intent: &Intent) -> anyhow::Result<Outcome> {
     match intent {
         Intent::Pull(pull) => {
             if let Some(id) = pull.installation_id {
                 ctx.github.note_installation(&pull.repository, id).await;
             }
-            reconcile_pull(ctx, pull).await
+            reconcile_pull(ctx, key, pull).await
         }
         Intent::Comment(comment) => {
             if let Some(id) = comment.installation_id {
                 ctx.github.note_installation(&comment.repository, id).await;
             }
-            command(ctx, comment).await
+            command(ctx, key, comment).await
         }
     }
 }
@@ -88,19 +94,18 @@ async fn existing(
     Ok(Some(ti))
 }
 
-async fn reconcile_pull(ctx: &Ctx, intent: &PullIntent) -> anyhow::Result<Outcome> {
+async fn reconcile_pull(ctx: &Ctx, key: &str, intent: &PullIntent) -> anyhow::Result<Outcome> {
     let repo = repository(ctx, &intent.repository)?;
     let number = intent.pull.number;
-    // The current state, not the event's snapshot: that is what makes label
-    // flapping converge and replays harmless.
-    let pull = match ctx.github.get_pull(&intent.repository, number).await {
-        Ok(pull) => pull,
-        Err(err) => {
-            tracing::warn!(repository = %intent.repository, number, error = %err,
-                "cannot read the pull request; using the event's copy");
-            intent.pull.clone()
-        }
-    };
+    // The current state, never the event's snapshot: that is what makes
+    // label flapping converge and replays of old deliveries harmless (a
+    // replayed `labeled` of a closed PR creates nothing). When GitHub cannot
+    // be read, the delivery fails and is retried.
+    let pull = ctx
+        .github
+        .get_pull(&intent.repository, number)
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot read the pull request: {err}"))?;
     let name = naming::installation_name(&intent.repository, number);
     let current = existing(ctx, &name, &intent.repository).await?;
     let mut approved = current
@@ -131,6 +136,7 @@ async fn reconcile_pull(ctx: &Ctx, intent: &PullIntent) -> anyhow::Result<Outcom
             if intent.action == "labeled" {
                 reply(
                     ctx,
+                    key,
                     &intent.repository,
                     number,
                     &format!(
@@ -138,7 +144,7 @@ async fn reconcile_pull(ctx: &Ctx, intent: &PullIntent) -> anyhow::Result<Outcom
                         intent.repository
                     ),
                 )
-                .await;
+                .await?;
             }
             Ok(Outcome::Done)
         }
@@ -146,6 +152,7 @@ async fn reconcile_pull(ctx: &Ctx, intent: &PullIntent) -> anyhow::Result<Outcom
             if intent.action == "labeled" || refused_approval {
                 reply(
                     ctx,
+                    key,
                     &intent.repository,
                     number,
                     &format!(
@@ -155,7 +162,7 @@ async fn reconcile_pull(ctx: &Ctx, intent: &PullIntent) -> anyhow::Result<Outcom
                         intent.repository
                     ),
                 )
-                .await;
+                .await?;
             }
             Ok(Outcome::Done)
         }
@@ -315,6 +322,10 @@ async fn create(
             annotations::PULL_NUMBER.to_string(),
             pull.number.to_string(),
         ),
+        (
+            annotations::INSTANCE.to_string(),
+            ctx.config.instance.clone(),
+        ),
     ]));
     ti.metadata.finalizers = Some(vec![annotations::FINALIZER.to_string()]);
     let params = PostParams {
@@ -352,14 +363,36 @@ async fn delete(ctx: &Ctx, current: Option<&TestInstallation>) -> anyhow::Result
     }
 }
 
-/// Posts a one-off answer; failures are logged, not retried.
-async fn reply(ctx: &Ctx, repository: &str, number: u64, text: &str) {
-    if let Err(err) = ctx.github.create_comment(repository, number, text).await {
-        tracing::warn!(repository, number, error = %err, "cannot post a reply");
-    }
+/// The hidden marker of the reply to the delivery `key`.
+fn reply_marker(key: &str) -> String {
+    format!("<!-- ephemera-reply:{key} -->")
 }
 
-async fn command(ctx: &Ctx, c: &CommentIntent) -> anyhow::Result<Outcome> {
+/// Posts the answer to the delivery `key`, once: a reply already there (its
+/// answer was lost, or an earlier attempt of this delivery failed after
+/// posting it) is not posted again. Failures are the delivery's failures.
+pub async fn reply(
+    ctx: &Ctx,
+    key: &str,
+    repository: &str,
+    number: u64,
+    text: &str,
+) -> anyhow::Result<()> {
+    let marker = reply_marker(key);
+    let comments = ctx.github.list_comments(repository, number).await?;
+    let posted = comments.iter().any(|c| {
+        c.user.login.eq_ignore_ascii_case(&ctx.config.bot_login)
+            && c.body.as_deref().is_some_and(|b| b.contains(&marker))
+    });
+    if !posted {
+        ctx.github
+            .create_comment(repository, number, &format!("{text}\n\n{marker}"))
+            .await?;
+    }
+    Ok(())
+}
+
+async fn command(ctx: &Ctx, key: &str, c: &CommentIntent) -> anyhow::Result<Outcome> {
     let repo = repository(ctx, &c.repository)?;
     let who = format!("@{}", c.author);
     if !ctx.github.can_write(&c.repository, &c.author).await? {
@@ -367,6 +400,7 @@ async fn command(ctx: &Ctx, c: &CommentIntent) -> anyhow::Result<Outcome> {
             "command refused: no write permission");
         reply(
             ctx,
+            key,
             &c.repository,
             c.number,
             &format!(
@@ -374,7 +408,7 @@ async fn command(ctx: &Ctx, c: &CommentIntent) -> anyhow::Result<Outcome> {
                 c.repository
             ),
         )
-        .await;
+        .await?;
         return Ok(Outcome::Done);
     }
     let command = match &c.command {
@@ -382,11 +416,12 @@ async fn command(ctx: &Ctx, c: &CommentIntent) -> anyhow::Result<Outcome> {
         Err(err) => {
             reply(
                 ctx,
+                key,
                 &c.repository,
                 c.number,
                 &format!("{who}: {err}.\n\n{}", commands::help_text()),
             )
-            .await;
+            .await?;
             return Ok(Outcome::Done);
         }
     };
@@ -395,7 +430,7 @@ async fn command(ctx: &Ctx, c: &CommentIntent) -> anyhow::Result<Outcome> {
     let name = naming::installation_name(&c.repository, c.number);
     match command {
         Command::Help => {
-            reply(ctx, &c.repository, c.number, &commands::help_text()).await;
+            reply(ctx, key, &c.repository, c.number, &commands::help_text()).await?;
             Ok(Outcome::Done)
         }
         Command::Status => {
@@ -409,7 +444,7 @@ async fn command(ctx: &Ctx, c: &CommentIntent) -> anyhow::Result<Outcome> {
                     deploy_hint()
                 ),
             };
-            reply(ctx, &c.repository, c.number, &format!("{who}: {text}")).await;
+            reply(ctx, key, &c.repository, c.number, &format!("{who}: {text}")).await?;
             Ok(Outcome::Done)
         }
         Command::Deploy { size, test_data } => {
@@ -418,6 +453,7 @@ async fn command(ctx: &Ctx, c: &CommentIntent) -> anyhow::Result<Outcome> {
             {
                 reply(
                     ctx,
+                    key,
                     &c.repository,
                     c.number,
                     &format!(
@@ -430,23 +466,25 @@ async fn command(ctx: &Ctx, c: &CommentIntent) -> anyhow::Result<Outcome> {
                             .join(", ")
                     ),
                 )
-                .await;
+                .await?;
                 return Ok(Outcome::Done);
             }
             let pull = ctx.github.get_pull(&c.repository, c.number).await?;
             if !pull.is_open() {
                 reply(
                     ctx,
+                    key,
                     &c.repository,
                     c.number,
                     &format!("{who}: the pull request is closed; nothing was deployed."),
                 )
-                .await;
+                .await?;
                 return Ok(Outcome::Done);
             }
             if pull.is_fork() && !repo.allow_forks {
                 reply(
                     ctx,
+                    key,
                     &c.repository,
                     c.number,
                     &format!(
@@ -454,7 +492,7 @@ async fn command(ctx: &Ctx, c: &CommentIntent) -> anyhow::Result<Outcome> {
                         c.repository
                     ),
                 )
-                .await;
+                .await?;
                 return Ok(Outcome::Done);
             }
             let label = ctx
@@ -510,11 +548,12 @@ async fn command(ctx: &Ctx, c: &CommentIntent) -> anyhow::Result<Outcome> {
             if current.is_none() {
                 reply(
                     ctx,
+                    key,
                     &c.repository,
                     c.number,
                     &format!("{who}: there was no test installation to destroy."),
                 )
-                .await;
+                .await?;
             }
             Ok(Outcome::Done)
         }
@@ -522,6 +561,7 @@ async fn command(ctx: &Ctx, c: &CommentIntent) -> anyhow::Result<Outcome> {
             let Some(ti) = existing(ctx, &name, &c.repository).await? else {
                 reply(
                     ctx,
+                    key,
                     &c.repository,
                     c.number,
                     &format!(
@@ -529,7 +569,7 @@ async fn command(ctx: &Ctx, c: &CommentIntent) -> anyhow::Result<Outcome> {
                         deploy_hint()
                     ),
                 )
-                .await;
+                .await?;
                 return Ok(Outcome::Done);
             };
             let current = ti
@@ -538,25 +578,47 @@ async fn command(ctx: &Ctx, c: &CommentIntent) -> anyhow::Result<Outcome> {
                 .as_deref()
                 .and_then(|t| parse_duration(t).ok())
                 .unwrap_or(ctx.config.default_ttl);
-            let ttl = commands::extended_ttl(current, *by);
-            let patch = json!({ "spec": { "ttl": ttl } });
-            ctx.installations
-                .patch(
-                    &name,
-                    &PatchParams::apply(FIELD_MANAGER),
-                    &Patch::Merge(&patch),
+            let profile_name = ti
+                .spec
+                .profile
+                .clone()
+                .unwrap_or_else(|| profile_rules::DEFAULT_PROFILE.into());
+            let max = match ctx.profiles.get_opt(&profile_name).await? {
+                Some(profile) => profile_rules::max_ttl(&profile),
+                None => profile_rules::max_ttl(&InstallationProfile::new(
+                    &profile_name,
+                    Default::default(),
+                )),
+            };
+            let extension = profile_rules::extension(current, *by, max);
+            let ttl = format_duration(extension.ttl);
+            let text = if extension.ttl <= current {
+                format!(
+                    "{who}: the installation already lives {} from its creation, the most profile `{profile_name}` allows ({}); nothing changed.",
+                    format_duration(current),
+                    format_duration(max)
                 )
-                .await?;
-            reply(
-                ctx,
-                &c.repository,
-                c.number,
-                &format!(
-                    "{who}: extended by {}; the installation now lives {ttl} from its creation.",
-                    format_duration(*by)
-                ),
-            )
-            .await;
+            } else {
+                let patch = json!({ "spec": { "ttl": ttl } });
+                ctx.installations
+                    .patch(
+                        &name,
+                        &PatchParams::apply(FIELD_MANAGER),
+                        &Patch::Merge(&patch),
+                    )
+                    .await?;
+                if extension.capped {
+                    format!(
+                        "{who}: extended to the most profile `{profile_name}` allows: the installation now lives {ttl} from its creation."
+                    )
+                } else {
+                    format!(
+                        "{who}: extended by {}; the installation now lives {ttl} from its creation.",
+                        format_duration(*by)
+                    )
+                }
+            };
+            reply(ctx, key, &c.repository, c.number, &text).await?;
             Ok(Outcome::Done)
         }
     }

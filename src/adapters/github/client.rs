@@ -305,11 +305,15 @@ impl GitHub {
             if let Some(body) = body {
                 request = request.json(body);
             }
+            // A POST that may have been committed is never sent again blind:
+            // the caller looks for what it made (by marker, ref) first.
+            let retry_allowed = method != Method::POST;
             let response = match request.send().await {
                 Ok(response) => response,
                 Err(source) => {
                     self.metrics.api_call(&method, "network_error");
-                    if attempt < ATTEMPTS {
+                    let unsent = source.is_connect();
+                    if attempt < ATTEMPTS && (retry_allowed || unsent) {
                         tokio::time::sleep(backoff(attempt)).await;
                         continue;
                     }
@@ -323,10 +327,29 @@ impl GitHub {
             let status = response.status();
             if status.is_success() {
                 self.metrics.api_call(&method, "success");
-                let bytes = response.bytes().await.unwrap_or_default();
-                return Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null));
+                let bytes = response
+                    .bytes()
+                    .await
+                    .map_err(|source| GitHubError::Network {
+                        method: method.clone(),
+                        path: path.clone(),
+                        source,
+                    })?;
+                if bytes.is_empty() {
+                    return Ok(Value::Null);
+                }
+                return serde_json::from_slice(&bytes).map_err(|err| GitHubError::Status {
+                    status,
+                    method,
+                    path,
+                    message: format!("the answer is not JSON: {err}"),
+                });
             }
-            if let Some(wait) = rate_limit_wait(status, response.headers(), attempt) {
+            let headers = response.headers().clone();
+            let body = response.text().await.unwrap_or_default();
+            // A rate-limited request was not carried out, so it is always
+            // safe to send again.
+            if let Some(wait) = rate_limit_wait(status, &headers, &body, attempt) {
                 self.metrics.api_call(&method, "rate_limited");
                 if wait > self.max_wait || attempt >= ATTEMPTS {
                     return Err(GitHubError::RateLimited { method, path, wait });
@@ -337,16 +360,14 @@ impl GitHub {
             }
             if status.is_server_error() {
                 self.metrics.api_call(&method, "server_error");
-                if attempt < ATTEMPTS {
+                if attempt < ATTEMPTS && retry_allowed {
                     tokio::time::sleep(backoff(attempt)).await;
                     continue;
                 }
             } else {
                 self.metrics.api_call(&method, "client_error");
             }
-            let message = response
-                .json::<Value>()
-                .await
+            let message = serde_json::from_str::<Value>(&body)
                 .ok()
                 .and_then(|v| v.get("message").and_then(Value::as_str).map(String::from))
                 .unwrap_or_default();
@@ -383,7 +404,10 @@ impl GitHub {
         })
     }
 
-    /// The comments of an issue or PR (at most 1,000, oldest first).
+    /// The comments of an issue or PR (at most 1,000, oldest first),
+    /// following the `Link: rel="next"` pages. An answer that is not a list
+    /// of comments is an error, never an empty list (which would make the
+    /// caller post a second sticky comment).
     pub async fn list_comments(
         &self,
         repository: &str,
@@ -391,26 +415,118 @@ impl GitHub {
     ) -> Result<Vec<IssueComment>, GitHubError> {
         let (owner, repo) = split(repository);
         let n = number.to_string();
+        let first = self.url(
+            &["repos", owner, repo, "issues", &n, "comments"],
+            &[("per_page", "100")],
+        );
         let mut all = Vec::new();
-        for page in 1..=10 {
-            let page = page.to_string();
-            let value = self
-                .call(
-                    repository,
-                    Method::GET,
-                    &["repos", owner, repo, "issues", &n, "comments"],
-                    &[("per_page", "100"), ("page", &page)],
-                    None,
-                )
-                .await?;
-            let batch: Vec<IssueComment> = serde_json::from_value(value).unwrap_or_default();
-            let full = batch.len() == 100;
+        let mut next = Some(first);
+        let mut pages = 0;
+        while let Some(url) = next.take() {
+            pages += 1;
+            let (value, link) = self.get_page(repository, url).await?;
+            let batch: Vec<IssueComment> =
+                serde_json::from_value(value).map_err(|err| GitHubError::Status {
+                    status: StatusCode::OK,
+                    method: Method::GET,
+                    path: format!("/repos/{repository}/issues/{number}/comments"),
+                    message: format!("unexpected comment list: {err}"),
+                })?;
             all.extend(batch);
-            if !full {
-                break;
+            if pages < 10 {
+                next = link
+                    .as_deref()
+                    .and_then(next_link)
+                    .and_then(|u| reqwest::Url::parse(&u).ok())
+                    // Only ever follow links to the configured API.
+                    .filter(|u| u.origin() == self.base.origin());
             }
         }
         Ok(all)
+    }
+
+    /// One GET of a full URL (a page link), with its `Link` header.
+    async fn get_page(
+        &self,
+        repository: &str,
+        url: reqwest::Url,
+    ) -> Result<(Value, Option<String>), GitHubError> {
+        let token = self.token(Some(repository)).await?;
+        let path = url.path().to_string();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = self
+                .http
+                .get(url.clone())
+                .bearer_auth(token.expose())
+                .header("Accept", "application/vnd.github+json")
+                .header("X-GitHub-Api-Version", "2022-11-28")
+                .send()
+                .await;
+            let response = match sent {
+                Ok(response) => response,
+                Err(source) if attempt < ATTEMPTS => {
+                    tracing::debug!(%path, error = %source, "GET failed; retrying");
+                    self.metrics.api_call(&Method::GET, "network_error");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    continue;
+                }
+                Err(source) => {
+                    return Err(GitHubError::Network {
+                        method: Method::GET,
+                        path,
+                        source,
+                    });
+                }
+            };
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response.text().await.unwrap_or_default();
+            if status.is_success() {
+                self.metrics.api_call(&Method::GET, "success");
+                let link = headers
+                    .get(reqwest::header::LINK)
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from);
+                let value = serde_json::from_str(&body).map_err(|err| GitHubError::Status {
+                    status,
+                    method: Method::GET,
+                    path: path.clone(),
+                    message: format!("the answer is not JSON: {err}"),
+                })?;
+                return Ok((value, link));
+            }
+            if let Some(wait) = rate_limit_wait(status, &headers, &body, attempt) {
+                self.metrics.api_call(&Method::GET, "rate_limited");
+                if wait > self.max_wait || attempt >= ATTEMPTS {
+                    return Err(GitHubError::RateLimited {
+                        method: Method::GET,
+                        path,
+                        wait,
+                    });
+                }
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            if status.is_server_error() && attempt < ATTEMPTS {
+                self.metrics.api_call(&Method::GET, "server_error");
+                tokio::time::sleep(backoff(attempt)).await;
+                continue;
+            }
+            if status == StatusCode::UNAUTHORIZED {
+                self.forget_token(repository).await;
+            }
+            return Err(GitHubError::Status {
+                status,
+                method: Method::GET,
+                path,
+                message: serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("message").and_then(Value::as_str).map(String::from))
+                    .unwrap_or_default(),
+            });
+        }
     }
 
     pub async fn create_comment(
@@ -533,7 +649,13 @@ impl GitHub {
                 None,
             )
             .await?;
-        let deployments: Vec<Deployment> = serde_json::from_value(value).unwrap_or_default();
+        let deployments: Vec<Deployment> =
+            serde_json::from_value(value).map_err(|err| GitHubError::Status {
+                status: StatusCode::OK,
+                method: Method::GET,
+                path: format!("/repos/{repository}/deployments"),
+                message: format!("unexpected deployment list: {err}"),
+            })?;
         Ok(deployments
             .into_iter()
             .filter(|d| d.git_ref == git_ref)
@@ -609,6 +731,36 @@ impl GitHub {
         .map(drop)
     }
 
+    /// The state of the newest status of a deployment, if it has any.
+    pub async fn latest_deployment_state(
+        &self,
+        repository: &str,
+        deployment: u64,
+    ) -> Result<Option<String>, GitHubError> {
+        let (owner, repo) = split(repository);
+        let id = deployment.to_string();
+        let value = self
+            .call(
+                repository,
+                Method::GET,
+                &["repos", owner, repo, "deployments", &id, "statuses"],
+                &[("per_page", "1")],
+                None,
+            )
+            .await?;
+        let statuses = value.as_array().ok_or_else(|| GitHubError::Status {
+            status: StatusCode::OK,
+            method: Method::GET,
+            path: format!("/repos/{repository}/deployments/{deployment}/statuses"),
+            message: "unexpected status list".into(),
+        })?;
+        Ok(statuses
+            .first()
+            .and_then(|s| s.get("state"))
+            .and_then(Value::as_str)
+            .map(String::from))
+    }
+
     pub async fn create_commit_status(
         &self,
         repository: &str,
@@ -639,13 +791,23 @@ fn split(repository: &str) -> (&str, &str) {
     repository.split_once('/').unwrap_or(("", repository))
 }
 
+/// The wait before attempt `attempt + 1` (the shared policy).
 fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(500 * 2u64.pow(attempt.min(6)))
+    crate::adapters::backoff::http()
+        .nth(attempt.saturating_sub(1) as usize)
+        .unwrap_or(Duration::from_secs(60))
 }
 
-/// How long GitHub asks us to wait, when the answer is a rate limit: 429, or
-/// 403 with `Retry-After` or an exhausted `x-ratelimit-remaining`.
-pub fn rate_limit_wait(status: StatusCode, headers: &HeaderMap, attempt: u32) -> Option<Duration> {
+/// How long GitHub asks us to wait, when the answer is a rate limit: 429,
+/// or 403 with `Retry-After`, an exhausted `x-ratelimit-remaining`, or a
+/// body that names a secondary rate limit (GitHub sends those without
+/// headers; its advice is then to wait at least a minute, backing off).
+pub fn rate_limit_wait(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &str,
+    attempt: u32,
+) -> Option<Duration> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -654,8 +816,9 @@ pub fn rate_limit_wait(status: StatusCode, headers: &HeaderMap, attempt: u32) ->
     };
     let retry_after = header("retry-after");
     let exhausted = header("x-ratelimit-remaining") == Some(0);
+    let secondary = body.to_ascii_lowercase().contains("rate limit");
     let limited = status == StatusCode::TOO_MANY_REQUESTS
-        || (status == StatusCode::FORBIDDEN && (retry_after.is_some() || exhausted));
+        || (status == StatusCode::FORBIDDEN && (retry_after.is_some() || exhausted || secondary));
     if !limited {
         return None;
     }
@@ -669,10 +832,26 @@ pub fn rate_limit_wait(status: StatusCode, headers: &HeaderMap, attempt: u32) ->
             .as_secs();
         return Some(Duration::from_secs(reset.saturating_sub(now) + 1));
     }
-    // GitHub's advice without headers: wait at least a minute, backing off.
     Some(Duration::from_secs(
         60 * 2u64.pow(attempt.saturating_sub(1).min(4)),
     ))
+}
+
+/// The `rel="next"` target of a `Link` header.
+pub fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let is_next = params
+            .split(';')
+            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"");
+        is_next.then(|| {
+            target
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
+    })
 }
 
 #[cfg(test)]
@@ -692,11 +871,11 @@ mod tests {
     fn retry_after_wins() {
         let h = headers(&[("retry-after", "3".into())]);
         assert_eq!(
-            rate_limit_wait(StatusCode::TOO_MANY_REQUESTS, &h, 1),
+            rate_limit_wait(StatusCode::TOO_MANY_REQUESTS, &h, "", 1),
             Some(Duration::from_secs(3))
         );
         assert_eq!(
-            rate_limit_wait(StatusCode::FORBIDDEN, &h, 1),
+            rate_limit_wait(StatusCode::FORBIDDEN, &h, "", 1),
             Some(Duration::from_secs(3))
         );
     }
@@ -711,7 +890,7 @@ mod tests {
             ("x-ratelimit-remaining", "0".into()),
             ("x-ratelimit-reset", (now + 30).to_string()),
         ]);
-        let wait = rate_limit_wait(StatusCode::FORBIDDEN, &h, 1).unwrap();
+        let wait = rate_limit_wait(StatusCode::FORBIDDEN, &h, "", 1).unwrap();
         assert!((29..=32).contains(&wait.as_secs()), "{wait:?}");
     }
 
@@ -719,19 +898,45 @@ mod tests {
     fn secondary_limit_without_headers_backs_off_from_a_minute() {
         let h = HeaderMap::new();
         assert_eq!(
-            rate_limit_wait(StatusCode::TOO_MANY_REQUESTS, &h, 1),
+            rate_limit_wait(StatusCode::TOO_MANY_REQUESTS, &h, "", 1),
             Some(Duration::from_secs(60))
         );
         assert_eq!(
-            rate_limit_wait(StatusCode::TOO_MANY_REQUESTS, &h, 3),
+            rate_limit_wait(StatusCode::TOO_MANY_REQUESTS, &h, "", 3),
             Some(Duration::from_secs(240))
+        );
+    }
+
+    #[test]
+    fn a_secondary_limit_403_without_headers_waits_a_minute() {
+        let body = r#"{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again."}"#;
+        assert_eq!(
+            rate_limit_wait(StatusCode::FORBIDDEN, &HeaderMap::new(), body, 1),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            rate_limit_wait(StatusCode::FORBIDDEN, &HeaderMap::new(), body, 2),
+            Some(Duration::from_secs(120))
+        );
+    }
+
+    #[test]
+    fn next_page_comes_from_the_link_header() {
+        let link = r#"<https://api.github.com/repositories/1/issues/2/comments?per_page=100&page=2>; rel="next", <https://api.github.com/repositories/1/issues/2/comments?per_page=100&page=5>; rel="last""#;
+        assert_eq!(
+            next_link(link).as_deref(),
+            Some("https://api.github.com/repositories/1/issues/2/comments?per_page=100&page=2")
+        );
+        assert_eq!(
+            next_link(r#"<https://x/y?page=1>; rel="prev", <https://x/y?page=1>; rel="first""#),
+            None
         );
     }
 
     #[test]
     fn a_plain_forbidden_is_not_a_rate_limit() {
         let h = headers(&[("x-ratelimit-remaining", "4000".into())]);
-        assert_eq!(rate_limit_wait(StatusCode::FORBIDDEN, &h, 1), None);
-        assert_eq!(rate_limit_wait(StatusCode::NOT_FOUND, &h, 1), None);
+        assert_eq!(rate_limit_wait(StatusCode::FORBIDDEN, &h, "", 1), None);
+        assert_eq!(rate_limit_wait(StatusCode::NOT_FOUND, &h, "", 1), None);
     }
 }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::api::duration::{format_duration, parse_duration};
+use crate::api::duration::parse_duration;
 
 pub const PREFIX: &str = "/testenv";
 
@@ -183,11 +183,6 @@ pub fn help_text() -> String {
     )
 }
 
-/// `ttl` extended by `by`, formatted for the spec.
-pub fn extended_ttl(current: Duration, by: Duration) -> String {
-    format_duration(current.saturating_add(by))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,14 +276,6 @@ mod tests {
         assert_eq!(
             cmd("/testenv deploy --size 'miniHA"),
             Some(Err(CommandError::Unbalanced))
-        );
-    }
-
-    #[test]
-    fn extends_ttl() {
-        assert_eq!(
-            extended_ttl(Duration::from_secs(48 * 3600), Duration::from_secs(86_400)),
-            "3d"
         );
     }
 }

@@ -10,24 +10,7 @@ use serde::Deserialize;
 
 use crate::api::duration::parse_duration;
 
-/// A secret value; `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use crate::adapters::secret::Secret;
 
 /// Where a secret comes from: exactly one of `env` or `file`.
 #[derive(Debug, Clone, Deserialize)]
@@ -61,7 +44,7 @@ impl SecretSource {
         if value.trim().is_empty() {
             return Err(bad("the secret is empty".into()));
         }
-        Ok(Secret(value))
+        Ok(Secret::new(value))
     }
 }
 
@@ -77,6 +60,18 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+fn default_instance() -> String {
+    "default".into()
+}
+
+fn default_delivery_attempts() -> u32 {
+    6
+}
+
+fn default_delivery_retry_wait() -> String {
+    "2s".into()
+}
+
 fn invalid(message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid(message.into())
 }
@@ -90,12 +85,24 @@ pub struct RawConfig {
     /// The login of the adapter on GitHub (`<app-slug>[bot]` for an App);
     /// its own comments and labels are never treated as commands.
     pub bot_login: String,
+    /// Names this adapter when several share a cluster: it reports only on
+    /// the installations it created (label `ephemera.dev/github-instance`).
+    #[serde(default = "default_instance")]
+    pub instance: String,
     pub webhook_secrets: Vec<SecretSource>,
     pub auth: RawAuth,
     #[serde(default = "default_body")]
     pub max_body_bytes: usize,
     #[serde(default = "default_queue")]
     pub queue_capacity: usize,
+    /// How often a delivery whose handling failed is tried, in all, before
+    /// it is given up (answered with a failure reply where it is a command,
+    /// or left for GitHub's redelivery).
+    #[serde(default = "default_delivery_attempts")]
+    pub delivery_attempts: u32,
+    /// The wait before the second attempt; it doubles for each next one.
+    #[serde(default = "default_delivery_retry_wait")]
+    pub delivery_retry_wait: String,
     #[serde(default = "default_ttl")]
     pub default_ttl: String,
     #[serde(default)]
@@ -219,10 +226,13 @@ pub struct Repository {
 pub struct Config {
     pub api_base_url: String,
     pub bot_login: String,
+    pub instance: String,
     pub webhook_secrets: Vec<Secret>,
     pub auth: Auth,
     pub max_body_bytes: usize,
     pub queue_capacity: usize,
+    pub delivery_attempts: u32,
+    pub delivery_retry_wait: Duration,
     pub default_ttl: Duration,
     pub commit_status: bool,
     pub labels: Vec<LabelSettings>,
@@ -248,6 +258,13 @@ impl Config {
             .map_err(|err| invalid(format!("apiBaseUrl {:?}: {err}", raw.api_base_url)))?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(invalid("apiBaseUrl must be an http(s) URL"));
+        }
+        if raw.instance.is_empty() || crate::api::labels::label_value(&raw.instance) != raw.instance
+        {
+            return Err(invalid(format!(
+                "instance {:?} must be a label value: letters, digits, '-', '_', '.', at most 63",
+                raw.instance
+            )));
         }
         if raw.bot_login.trim().is_empty() {
             return Err(invalid("botLogin must name the adapter's GitHub login"));
@@ -286,6 +303,11 @@ impl Config {
         if raw.queue_capacity == 0 {
             return Err(invalid("queueCapacity must be at least 1"));
         }
+        if raw.delivery_attempts == 0 {
+            return Err(invalid("deliveryAttempts must be at least 1"));
+        }
+        let delivery_retry_wait = parse_duration(&raw.delivery_retry_wait)
+            .map_err(|err| invalid(format!("deliveryRetryWait: {err}")))?;
         let default_ttl = parse_duration(&raw.default_ttl)
             .map_err(|err| invalid(format!("defaultTtl: {err}")))?;
         if raw.labels.is_empty() {
@@ -342,10 +364,13 @@ impl Config {
         Ok(Config {
             api_base_url: raw.api_base_url.trim_end_matches('/').to_string(),
             bot_login: raw.bot_login,
+            instance: raw.instance,
             webhook_secrets,
             auth,
             max_body_bytes: raw.max_body_bytes,
             queue_capacity: raw.queue_capacity,
+            delivery_attempts: raw.delivery_attempts,
+            delivery_retry_wait,
             default_ttl,
             commit_status: raw.commit_status,
             labels: raw.labels,

@@ -57,6 +57,8 @@ pub mod annotations {
     pub const LATEST_HEAD: &str = "ephemera.dev/github-latest-head";
     /// Holds a deleted installation until its teardown is reported.
     pub const FINALIZER: &str = "ephemera.dev/github-report";
+    /// The `instance` of the adapter that created it (label).
+    pub const INSTANCE: &str = "ephemera.dev/github-instance";
 }
 
 /// Loads the config, connects to the cluster and serves until SIGTERM.
@@ -101,21 +103,34 @@ pub async fn run(
     });
 
     let (tx, rx) = mpsc::channel(config.queue_capacity);
-    let worker = tokio::spawn(work(ctx.clone(), rx, tx.clone(), metrics.clone()));
-    let reporter = tokio::spawn(reporter::run(ctx.clone(), client));
+    let seen = webhook::seen_set();
+    // Dropping `run` (a crash, an aborted task) stops both with it.
+    let _worker = AbortOnDrop(tokio::spawn(work(
+        ctx.clone(),
+        rx,
+        tx.clone(),
+        seen.clone(),
+        metrics.clone(),
+    )));
+    let _reporter = AbortOnDrop(tokio::spawn(reporter::run(ctx.clone(), client)));
 
     let health = Health::default();
-    let router = webhook::routes(webhook::Intake::new(config.clone(), tx, metrics))
+    let router = webhook::routes(webhook::Intake::new(config.clone(), tx, seen, metrics))
         .merge(telemetry::probe_routes(health.clone(), Arc::new(registry)));
     let addr = listener.local_addr()?;
     health.set_ready(true);
     tracing::info!(%addr, repositories = config.repositories.len(), "GitHub adapter serving");
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await;
-    worker.abort();
-    reporter.abort();
+    let served = telemetry::serve(listener, router, shutdown).await;
     served.context("serving HTTP")
+}
+
+/// A task that ends when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// How long an intent waits before it is tried again while its installation
@@ -124,38 +139,78 @@ const RETRY_WAIT: Duration = Duration::from_secs(2);
 const RETRY_ATTEMPTS: u32 = 300;
 
 /// The worker: one intent at a time, in delivery order, so events of one PR
-/// never race each other.
+/// never race each other. A delivery counts as handled only when its action
+/// completed or its failure was answered.
 async fn work(
     ctx: Arc<actions::Ctx>,
     mut rx: mpsc::Receiver<webhook::Job>,
     tx: mpsc::Sender<webhook::Job>,
+    seen: webhook::SeenSet,
     metrics: metrics::Metrics,
 ) {
+    let requeue = |job: webhook::Job, wait: Duration| {
+        let tx = tx.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if tx.send(job).await.is_ok() {
+                metrics.queue_depth().inc();
+            }
+        });
+    };
     while let Some(mut job) = rx.recv().await {
         metrics.queue_depth().dec();
         let span = tracing::info_span!("delivery", id = %job.delivery,
             repository = %job.intent.repository(), number = job.intent.number());
-        match actions::process(&ctx, &job.intent).instrument(span).await {
+        let key = job.key().to_string();
+        match actions::process(&ctx, &key, &job.intent)
+            .instrument(span.clone())
+            .await
+        {
             Ok(actions::Outcome::Done) => metrics.processed("done"),
             Ok(actions::Outcome::RetryLater) if job.attempt < RETRY_ATTEMPTS => {
                 metrics.processed("retry");
                 job.attempt += 1;
-                let tx = tx.clone();
-                let metrics = metrics.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(RETRY_WAIT).await;
-                    if tx.send(job).await.is_ok() {
-                        metrics.queue_depth().inc();
-                    }
-                });
+                requeue(job, RETRY_WAIT);
             }
             Ok(actions::Outcome::RetryLater) => {
                 metrics.processed("gave_up");
                 tracing::error!("gave up waiting for the old installation to be deleted");
+                webhook::forget(&seen, &job);
+            }
+            Err(err) if job.failures + 1 < ctx.config.delivery_attempts => {
+                metrics.processed("retry");
+                let wait = ctx
+                    .config
+                    .delivery_retry_wait
+                    .saturating_mul(2u32.saturating_pow(job.failures.min(10)));
+                tracing::warn!(parent: &span, error = format!("{err:#}"), ?wait,
+                    "handling the delivery failed; trying again");
+                job.failures += 1;
+                requeue(job, wait);
             }
             Err(err) => {
                 metrics.processed("failed");
-                tracing::error!(error = format!("{err:#}"), "handling the delivery failed");
+                tracing::error!(parent: &span, error = format!("{err:#}"),
+                    "handling the delivery failed; giving up");
+                let answered = match &job.intent {
+                    events::Intent::Comment(c) => actions::reply(
+                        &ctx,
+                        &key,
+                        &c.repository,
+                        c.number,
+                        &format!(
+                            "@{}: this command could not be carried out ({err}). Try again later.",
+                            c.author
+                        ),
+                    )
+                    .await
+                    .is_ok(),
+                    events::Intent::Pull(_) => false,
+                };
+                if !answered {
+                    webhook::forget(&seen, &job);
+                }
             }
         }
     }

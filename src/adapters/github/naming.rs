@@ -3,16 +3,18 @@
 //! The name is the installation's namespace suffix and DNS label, so it must
 //! match `^[a-z]([-a-z0-9]*[a-z0-9])?$` and be at most 40 characters (the
 //! TestInstallation CEL rule). The same PR always maps to the same name, which
-//! is what makes create-or-patch idempotent.
+//! is what makes create-or-patch idempotent, and PRs of different
+//! repositories never share one.
 
 use sha2::{Digest, Sha256};
 
 /// Longest name the TestInstallation API accepts.
 pub const MAX_LEN: usize = 40;
 
-/// `<repo>-pr-<number>`, lowercased and cleaned; when that is too long the
-/// repository part is truncated and a short hash of `owner/repo#number` keeps
-/// names of different long repositories apart.
+/// `<repo>-<hash>-pr-<number>`: the repository name lowercased and cleaned,
+/// a short hash of `owner/repo` (so `org-a/app#5` and `org-b/app#5` never
+/// share a name), and the number. When that is too long, the repository
+/// part is cut.
 pub fn installation_name(repository: &str, number: u64) -> String {
     let repo = repository.rsplit('/').next().unwrap_or(repository);
     let mut base = dns_part(repo);
@@ -22,17 +24,16 @@ pub fn installation_name(repository: &str, number: u64) -> String {
     if !base.starts_with(|c: char| c.is_ascii_lowercase()) {
         base.insert_str(0, "r-");
     }
-    let suffix = format!("-pr-{number}");
-    if base.len() + suffix.len() <= MAX_LEN {
-        return format!("{base}{suffix}");
-    }
-    let hash = short_hash(&format!("{}#{number}", repository.to_ascii_lowercase()));
-    let room = MAX_LEN - suffix.len() - hash.len() - 1;
+    let suffix = format!(
+        "-{}-pr-{number}",
+        short_hash(&repository.to_ascii_lowercase())
+    );
+    let room = MAX_LEN.saturating_sub(suffix.len());
     let mut head: String = base.chars().take(room).collect();
     while head.ends_with('-') {
         head.pop();
     }
-    format!("{head}-{hash}{suffix}")
+    format!("{head}{suffix}")
 }
 
 /// Lowercase letters and digits, every other run of characters becomes one
@@ -58,51 +59,14 @@ fn short_hash(text: &str) -> String {
     hex::encode(&digest[..3])
 }
 
-/// A label value naming a GitHub user: `github.<login>`, restricted to the
-/// characters label values allow and to 63 characters.
+/// A label value naming a GitHub user: `github.<login>`.
 pub fn requester_label(login: &str) -> String {
-    let cleaned: String = login
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let mut value = format!("github.{cleaned}");
-    value.truncate(63);
-    while value.ends_with(|c: char| !c.is_ascii_alphanumeric()) {
-        value.pop();
-    }
-    value
+    crate::api::labels::label_value(&format!("github.{login}"))
 }
 
-/// `owner.repo` as a label value (at most 63 characters, valid characters).
+/// `owner.repo` as a label value.
 pub fn repository_label(repository: &str) -> String {
-    let mut value: String = repository
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '.'
-            }
-        })
-        .collect();
-    if value.len() > 63 {
-        let hash = short_hash(repository);
-        value.truncate(63 - hash.len() - 1);
-        value = format!("{value}-{hash}");
-    }
-    while value.starts_with(|c: char| !c.is_ascii_alphanumeric()) {
-        value.remove(0);
-    }
-    while value.ends_with(|c: char| !c.is_ascii_alphanumeric()) {
-        value.pop();
-    }
-    value
+    crate::api::labels::label_value(&repository.replace('/', "."))
 }
 
 #[cfg(test)]
@@ -130,20 +94,20 @@ mod tests {
     }
 
     #[test]
-    fn short_names_are_readable() {
-        assert_eq!(installation_name("acme/webapp", 42), "webapp-pr-42");
-        assert_eq!(
-            installation_name("mattermost/mattermost", 31337),
-            "mattermost-pr-31337"
-        );
-        assert_eq!(installation_name("Acme/My_App.js", 7), "my-app-js-pr-7");
+    fn short_names_are_readable_and_distinct_across_owners() {
+        let a = installation_name("org-a/app", 5);
+        let b = installation_name("org-b/app", 5);
+        assert!(a.starts_with("app-") && a.ends_with("-pr-5"), "{a}");
+        assert_ne!(a, b);
+        assert_eq!(a, installation_name("ORG-A/App", 5), "case does not matter");
+        assert!(installation_name("Acme/My_App.js", 7).starts_with("my-app-js-"));
     }
 
     #[test]
     fn odd_repository_names_still_give_dns_labels() {
-        assert_eq!(installation_name("acme/2048", 1), "r-2048-pr-1");
-        assert_eq!(installation_name("acme/---", 1), "repo-pr-1");
-        assert_eq!(installation_name("acme/_.x", 1), "x-pr-1");
+        assert!(installation_name("acme/2048", 1).starts_with("r-2048-"));
+        assert!(installation_name("acme/---", 1).starts_with("repo-"));
+        assert!(installation_name("acme/_.x", 1).starts_with("x-"));
     }
 
     #[test]

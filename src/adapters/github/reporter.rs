@@ -11,17 +11,15 @@
 //! `ephemera.dev/github-report` holds a deleted installation until its
 //! teardown is reported, even if the adapter was down when it was deleted.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
-
-use futures::StreamExt;
-use kube::{
-    ResourceExt,
-    api::{Patch, PatchParams},
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
 };
+
+use kube::{ResourceExt, api::PatchParams};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::{
     ADAPTER, FIELD_MANAGER,
@@ -30,7 +28,10 @@ use super::{
     render::{self, Report, Stage},
 };
 use crate::{
-    adapters::notify::{self, InstallationEvent},
+    adapters::{
+        delivery::{self, Delivery},
+        finalizer, notify,
+    },
     api::{TestInstallation, labels},
 };
 
@@ -53,65 +54,68 @@ pub struct Told {
     pub deployment_ref: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment_state: Option<String>,
+    /// A deployment of an older commit still to be marked inactive
+    /// (GitHub's `auto_inactive` skips transient environments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded: Option<u64>,
     /// `<sha>:<state>` of the last commit status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_status: Option<String>,
 }
 
+/// Reports every served installation through the shared delivery engine
+/// (one step at a time per installation, installations concurrently).
 pub async fn run(ctx: Arc<Ctx>, client: kube::Client) {
     let selector = format!("{}=github", labels::SOURCE);
-    let mut events = notify::installation_events(client, &selector).boxed();
-    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<String>();
-    let mut latest: HashMap<String, (Arc<TestInstallation>, bool)> = HashMap::new();
-    let mut failures: HashMap<String, u32> = HashMap::new();
+    let reporter = Arc::new(Reporter {
+        ctx,
+        memory: Default::default(),
+    });
+    delivery::run(client, selector, reporter).await;
+}
+
+struct Reporter {
+    ctx: Arc<Ctx>,
     // What this process told; the annotation is what survives a restart.
-    let mut memory = Memory::default();
-    loop {
-        let name = tokio::select! {
-            event = events.next() => match event {
-                Some(InstallationEvent::Applied(ti)) => {
-                    let name = ti.name_any();
-                    latest.insert(name.clone(), (ti, false));
-                    name
-                }
-                Some(InstallationEvent::Deleted(ti)) => {
-                    let name = ti.name_any();
-                    latest.insert(name.clone(), (ti, true));
-                    name
-                }
-                None => return,
-            },
-            Some(name) = retry_rx.recv() => name,
-        };
-        let Some((ti, deleted)) = latest.get(&name).cloned() else {
-            continue;
-        };
-        if !serves(&ctx, &ti) {
-            latest.remove(&name);
-            continue;
+    memory: Mutex<Memory>,
+}
+
+impl Delivery for Reporter {
+    async fn deliver(
+        self: Arc<Self>,
+        ti: Arc<TestInstallation>,
+        gone: bool,
+    ) -> anyhow::Result<Option<Instant>> {
+        if !ours(&self.ctx, &ti) {
+            // Another adapter's: not ours to report on or to let go.
+            return Ok(None);
         }
-        match report(&ctx, &ti, deleted, &mut memory).await {
-            Ok(()) => {
-                failures.remove(&name);
-                if deleted {
-                    latest.remove(&name);
-                    memory.forget(&ti);
-                }
+        if !serves(&self.ctx, &ti) {
+            // Made by this adapter for a repository it no longer serves: its
+            // finalizer must not hold the installation's deletion for ever.
+            if !gone && ti.metadata.deletion_timestamp.is_some() {
+                tracing::info!(installation = %ti.name_any(),
+                    "repository not served any more; releasing the finalizer");
+                finalizer::release(
+                    &self.ctx.installations,
+                    &ti.name_any(),
+                    annotations::FINALIZER,
+                    &PatchParams::apply(FIELD_MANAGER),
+                )
+                .await?;
             }
-            Err(err) => {
-                let n = failures.entry(name.clone()).or_default();
-                *n += 1;
-                let wait = Duration::from_secs(2u64.pow((*n).min(8)));
-                tracing::warn!(installation = %name, error = %err, ?wait,
-                    "reporting to GitHub failed; will retry");
-                let tx = retry_tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    let _ = tx.send(name);
-                });
-            }
+            return Ok(None);
         }
+        report(&self.ctx, &ti, gone, &self.memory).await?;
+        if gone {
+            lock(&self.memory).forget(&ti);
+        }
+        Ok(None)
     }
+}
+
+fn lock(memory: &Mutex<Memory>) -> std::sync::MutexGuard<'_, Memory> {
+    memory.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What this process has told, by installation uid: newer than the memory
@@ -160,6 +164,15 @@ impl Memory {
     }
 }
 
+/// Whether this adapter created the installation (its `instance` label;
+/// installations from before that label belong to the `default` instance).
+fn ours(ctx: &Ctx, ti: &TestInstallation) -> bool {
+    match ti.labels().get(annotations::INSTANCE) {
+        Some(instance) => *instance == ctx.config.instance,
+        None => ctx.config.instance == "default",
+    }
+}
+
 /// Whether the installation belongs to a repository this adapter serves
 /// (several adapters may share a cluster).
 fn serves(ctx: &Ctx, ti: &TestInstallation) -> bool {
@@ -180,7 +193,7 @@ async fn report(
     ctx: &Ctx,
     ti: &TestInstallation,
     deleted: bool,
-    memory: &mut Memory,
+    memory: &Mutex<Memory>,
 ) -> anyhow::Result<()> {
     let name = ti.name_any();
     let annotations_map = ti.annotations();
@@ -194,7 +207,7 @@ async fn report(
     else {
         anyhow::bail!("{name} has no {} annotation", annotations::PULL_NUMBER);
     };
-    let before = memory.recall(ti);
+    let before = lock(memory).recall(ti);
     let mut told = before.told.clone();
     let report = Report::of(ti, deleted);
     let result = tell(ctx, &repository, number, &report, &mut told).await;
@@ -203,49 +216,14 @@ async fn report(
     // In memory first: whatever happens to the patches below, this process
     // never says it again.
     let unsaved = told != before.told || !before.saved;
-    memory.note(ti, &told, !unsaved);
+    lock(memory).note(ti, &told, !unsaved);
     if deleted {
         return result;
     }
-    let finalizers = ti.finalizers();
     let release = ti.metadata.deletion_timestamp.is_some()
         && result.is_ok()
-        && finalizers.iter().any(|f| f == annotations::FINALIZER);
-    let saved = if release {
-        let remaining: Vec<&String> = finalizers
-            .iter()
-            .filter(|f| *f != annotations::FINALIZER)
-            .collect();
-        let patch = json!({
-            "metadata": {
-                "resourceVersion": ti.resource_version(),
-                "finalizers": remaining,
-                "annotations": { notify::memory_annotation(ADAPTER): serde_json::to_string(&told)? },
-            }
-        });
-        let released = ctx
-            .installations
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER),
-                &Patch::Merge(&patch),
-            )
-            .await;
-        match released {
-            Ok(_) => {
-                tracing::info!(installation = %name, "teardown reported; finalizer released");
-                true
-            }
-            // A newer version exists (e.g. the controller's status update);
-            // its watch event is on its way and releases the finalizer then.
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                tracing::debug!(installation = %name, "changed meanwhile; releasing on the next event");
-                false
-            }
-            Err(kube::Error::Api(status)) if status.code == 404 => true,
-            Err(err) => return Err(err.into()),
-        }
-    } else if unsaved {
+        && ti.finalizers().iter().any(|f| f == annotations::FINALIZER);
+    let saved = if unsaved {
         match notify::remember_with(
             &ctx.installations,
             &name,
@@ -262,7 +240,17 @@ async fn report(
     } else {
         true
     };
-    memory.note(ti, &told, saved);
+    if release {
+        finalizer::release(
+            &ctx.installations,
+            &name,
+            annotations::FINALIZER,
+            &PatchParams::apply(FIELD_MANAGER),
+        )
+        .await?;
+        tracing::info!(installation = %name, "teardown reported; finalizer released");
+    }
+    lock(memory).note(ti, &told, saved);
     result
 }
 
@@ -321,9 +309,24 @@ async fn tell(
                     .await?
             }
         };
+        if let Some(old) = told.deployment.filter(|old| *old != id) {
+            told.superseded = Some(old);
+        }
         told.deployment = Some(id);
         told.deployment_ref = Some(git_ref.clone());
         told.deployment_state = None;
+    }
+    if let Some(old) = told.superseded {
+        github
+            .create_deployment_status(
+                repository,
+                old,
+                "inactive",
+                None,
+                "Superseded by a newer commit",
+            )
+            .await?;
+        told.superseded = None;
     }
     let state = report.stage.deployment_state();
     if let Some(id) = told.deployment
@@ -332,9 +335,14 @@ async fn tell(
         let url = (report.stage == Stage::Ready)
             .then_some(report.url.as_deref())
             .flatten();
-        github
-            .create_deployment_status(repository, id, state, url, &report.description())
-            .await?;
+        // A status whose answer was lost may be there already: never a
+        // second copy of it.
+        let latest = github.latest_deployment_state(repository, id).await?;
+        if latest.as_deref() != Some(state) {
+            github
+                .create_deployment_status(repository, id, state, url, &report.description())
+                .await?;
+        }
         told.deployment_state = Some(state.to_string());
     }
 

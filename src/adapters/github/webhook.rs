@@ -1,8 +1,10 @@
 //! `POST /github/webhook`: authenticate the delivery over its raw body,
-//! refuse what is malformed, drop what was seen already, and queue the rest
-//! for the worker. GitHub gets its answer at once; nothing queued is dropped
-//! silently: a full queue answers 503 so the delivery shows as failed and can
-//! be redelivered.
+//! refuse what is malformed, drop what is queued or handled already, and
+//! queue the rest for the worker. GitHub gets its answer at once; nothing
+//! queued is dropped silently: a full queue answers 503 so the delivery shows
+//! as failed and can be redelivered, and a delivery the worker could not
+//! handle (nor answer with a failure reply) is forgotten here, so GitHub's
+//! redelivery of it runs again.
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -32,6 +34,22 @@ pub struct Job {
     pub intent: Intent,
     /// How often it was put back because it could not be done yet.
     pub attempt: u32,
+    /// How often handling it failed.
+    pub failures: u32,
+    /// The keys it is known by in the seen-set (delivery GUID, comment id);
+    /// the last one names it across redeliveries.
+    pub keys: Vec<String>,
+}
+
+impl Job {
+    /// The name of this piece of work across redeliveries: the comment for
+    /// a command, else the delivery.
+    pub fn key(&self) -> &str {
+        self.keys
+            .last()
+            .map(String::as_str)
+            .unwrap_or(&self.delivery)
+    }
 }
 
 /// A bounded set of recently seen keys (delivery GUIDs, comment ids).
@@ -72,19 +90,39 @@ impl Seen {
     }
 }
 
+/// Deliveries queued or handled, shared by the intake and the worker.
+pub type SeenSet = Arc<Mutex<Seen>>;
+
+pub fn seen_set() -> SeenSet {
+    Arc::new(Mutex::new(Seen::new(10_000)))
+}
+
+/// Forgets a job's keys, so a redelivery of it is handled again.
+pub fn forget(seen: &SeenSet, job: &Job) {
+    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    for key in &job.keys {
+        seen.remove(key);
+    }
+}
+
 pub struct Intake {
     config: Arc<Config>,
     queue: mpsc::Sender<Job>,
-    seen: Mutex<Seen>,
+    seen: SeenSet,
     metrics: Metrics,
 }
 
 impl Intake {
-    pub fn new(config: Arc<Config>, queue: mpsc::Sender<Job>, metrics: Metrics) -> Arc<Self> {
+    pub fn new(
+        config: Arc<Config>,
+        queue: mpsc::Sender<Job>,
+        seen: SeenSet,
+        metrics: Metrics,
+    ) -> Arc<Self> {
         Arc::new(Self {
             config,
             queue,
-            seen: Mutex::new(Seen::new(10_000)),
+            seen,
             metrics,
         })
     }
@@ -206,7 +244,7 @@ fn check(
             return (
                 StatusCode::OK,
                 "duplicate",
-                "duplicate delivery, already handled".into(),
+                "duplicate delivery, already queued or handled".into(),
             );
         }
         for key in &keys {
@@ -217,6 +255,8 @@ fn check(
         delivery: delivery.to_string(),
         intent,
         attempt: 0,
+        failures: 0,
+        keys: keys.clone(),
     };
     match intake.queue.try_send(job) {
         Ok(()) => {

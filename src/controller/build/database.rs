@@ -47,7 +47,7 @@ pub fn values(input: &BuildInput) -> Result<BTreeMap<String, String>, BuildError
             let r = db
                 .external
                 .as_ref()
-                .expect("plan checks external has a secretRef");
+                .ok_or(BuildError::MissingSecretRef("database engine external"))?;
             let mut v: BTreeMap<String, String> = input
                 .external
                 .all(&r.namespace, &r.name)
@@ -382,5 +382,25 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn an_external_database_without_its_secret_ref_is_an_error_not_a_panic() {
+        let spec = TestInstallationSpec {
+            database: Some(DatabaseSpec {
+                engine: Some(DatabaseEngine::External),
+                secret_ref: Some(crate::api::SecretRef {
+                    name: "db".into(),
+                    namespace: "ephemera-system".into(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut plan = plan_with(spec, profile());
+        plan.database.external = None;
+        let (generated, external) = (generated(), ExternalSecrets::default());
+        let err = values(&input(&plan, &generated, &external)).unwrap_err();
+        assert_eq!(err.reason(), "SecretRefMissing");
     }
 }

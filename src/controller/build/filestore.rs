@@ -59,7 +59,7 @@ pub fn values(input: &BuildInput) -> Result<BTreeMap<String, String>, BuildError
             let r = fs
                 .external
                 .as_ref()
-                .expect("plan checks s3 has a secretRef");
+                .ok_or(BuildError::MissingSecretRef("file store type s3"))?;
             let mut v = BTreeMap::from([("type".to_string(), "s3".to_string())]);
             for key in [
                 "endpoint",

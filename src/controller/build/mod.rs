@@ -89,6 +89,8 @@ pub enum BuildError {
         name: String,
         key: String,
     },
+    #[error("{0} needs a secretRef")]
+    MissingSecretRef(&'static str),
 }
 
 impl BuildError {
@@ -96,6 +98,7 @@ impl BuildError {
         match self {
             BuildError::Template { .. } => "ProfileTemplateInvalid",
             BuildError::MissingSecretKey { .. } => "SecretKeyMissing",
+            BuildError::MissingSecretRef(_) => "SecretRefMissing",
         }
     }
 }
@@ -103,6 +106,7 @@ impl BuildError {
 /// Every namespaced object of the installation, in apply order.
 pub fn children(input: &BuildInput) -> Result<Vec<DesiredObject>, BuildError> {
     let mut objects = vec![
+        erase(secrets::generated_copy(input)),
         erase(secrets::credentials(input)),
         erase(policy::resource_quota(input)),
         erase(policy::limit_range(input)),

@@ -6,4 +6,5 @@ pub mod capacity;
 pub mod expiry;
 pub mod seed;
 pub mod sweep;
+pub mod ttl;
 pub mod upgrade;

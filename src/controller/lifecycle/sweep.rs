@@ -1,6 +1,12 @@
-//! The orphan sweep: namespaces labelled as managed by ephemera whose
-//! installation no longer exists are deleted, at start and then every
-//! `orphanSweepInterval`, each with a log line and an Event on the namespace.
+//! The orphan sweep: a namespace labelled as managed by ephemera is deleted
+//! only when an owner reference names a TestInstallation whose UID no longer
+//! exists, that is, when it is provably what one of our installations left
+//! behind. A labelled namespace without such an owner reference (made by
+//! hand, or by another tool) is never deleted: it is reported (log line,
+//! Warning Event on the namespace, `ephemera_controller_unowned_namespaces`
+//! metric), as
+//! reconcile refuses to take it over (`NamespaceConflict`). Runs at start and
+//! then every `orphanSweepInterval`.
 
 use std::collections::BTreeSet;
 
@@ -13,36 +19,49 @@ use kube::{
 
 use crate::api::{TestInstallation, labels};
 
-/// Pure: which namespaces are orphans, given the namespaces found and the
-/// (name, uid) of every existing installation.
-pub fn orphans<'a>(
-    namespaces: &'a [Namespace],
-    installations: &BTreeSet<(String, String)>,
-) -> Vec<&'a Namespace> {
-    namespaces
-        .iter()
-        .filter(|ns| ns.metadata.deletion_timestamp.is_none())
-        .filter(|ns| {
-            let Some(name) = ns.labels().get(labels::INSTALLATION) else {
-                return false;
-            };
-            let owner_uid = ns
-                .owner_references()
-                .iter()
-                .find(|r| r.kind == "TestInstallation")
-                .map(|r| r.uid.clone());
-            match owner_uid {
-                // Owned: an orphan when that very installation is gone.
-                Some(uid) => !installations.contains(&(name.clone(), uid)),
-                // Unowned: an orphan when no installation of that name exists.
-                None => !installations.iter().any(|(n, _)| n == name),
-            }
-        })
-        .collect()
+/// What the sweep makes of one labelled namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Owned by an installation that exists (or is being deleted): leave it.
+    Live,
+    /// Owned by an installation UID that no longer exists: delete it.
+    Orphan { installation: String },
+    /// No TestInstallation owner reference: not provably ours; report only.
+    Unowned,
 }
 
-/// One sweep. Returns the names of the namespaces deleted.
-pub async fn sweep(client: &Client, recorder: &Recorder) -> kube::Result<Vec<String>> {
+/// Pure: the verdict on one namespace, given the UIDs of every existing
+/// installation.
+pub fn verdict(ns: &Namespace, installation_uids: &BTreeSet<String>) -> Verdict {
+    let owners: Vec<_> = ns
+        .owner_references()
+        .iter()
+        .filter(|r| r.kind == "TestInstallation" && r.api_version.starts_with("ephemera.dev/"))
+        .collect();
+    if owners.is_empty() {
+        return Verdict::Unowned;
+    }
+    match owners.iter().find(|r| !installation_uids.contains(&r.uid)) {
+        Some(gone) if owners.iter().all(|r| !installation_uids.contains(&r.uid)) => {
+            Verdict::Orphan {
+                installation: gone.name.clone(),
+            }
+        }
+        _ => Verdict::Live,
+    }
+}
+
+/// What one sweep did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Orphans deleted.
+    pub deleted: Vec<String>,
+    /// Labelled namespaces left alone because nothing proves they are ours.
+    pub unowned: Vec<String>,
+}
+
+/// One sweep.
+pub async fn sweep(client: &Client, recorder: &Recorder) -> kube::Result<SweepReport> {
     let selector = format!(
         "{}={},{}",
         labels::MANAGED_BY_KEY,
@@ -54,47 +73,66 @@ pub async fn sweep(client: &Client, recorder: &Recorder) -> kube::Result<Vec<Str
         .list(&ListParams::default().labels(&selector))
         .await?
         .items;
+    let mut report = SweepReport::default();
     if found.is_empty() {
-        return Ok(vec![]);
+        return Ok(report);
     }
     // Every installation, not only those this controller selects: another
     // controller's namespace is never an orphan.
-    let installations: BTreeSet<(String, String)> = Api::<TestInstallation>::all(client.clone())
+    let uids: BTreeSet<String> = Api::<TestInstallation>::all(client.clone())
         .list_metadata(&ListParams::default())
         .await?
         .items
         .into_iter()
-        .map(|m| (m.name_any(), m.uid().unwrap_or_default()))
+        .filter_map(|m| m.uid())
         .collect();
-    let mut deleted = vec![];
-    for ns in orphans(&found, &installations) {
+    for ns in found
+        .iter()
+        .filter(|ns| ns.metadata.deletion_timestamp.is_none())
+    {
         let name = ns.name_any();
-        let installation = ns
-            .labels()
-            .get(labels::INSTALLATION)
-            .cloned()
-            .unwrap_or_default();
-        tracing::info!(namespace = %name, %installation, "deleting orphaned namespace: its TestInstallation no longer exists");
-        match namespaces.delete(&name, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => continue,
-            Err(err) => return Err(err),
-        }
+        let (type_, reason, note) = match verdict(ns, &uids) {
+            Verdict::Live => continue,
+            Verdict::Unowned => {
+                tracing::warn!(namespace = %name, "namespace carries ephemera's labels but no TestInstallation owner reference; leaving it alone");
+                report.unowned.push(name.clone());
+                (
+                    EventType::Warning,
+                    "UnownedNamespace",
+                    format!(
+                        "namespace {name} carries ephemera's labels but no TestInstallation owns it; ephemera leaves it alone: delete it or remove the labels"
+                    ),
+                )
+            }
+            Verdict::Orphan { installation } => {
+                tracing::info!(namespace = %name, %installation, "deleting orphaned namespace: its TestInstallation no longer exists");
+                match namespaces.delete(&name, &DeleteParams::background()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => continue,
+                    Err(err) => return Err(err),
+                }
+                report.deleted.push(name.clone());
+                (
+                    EventType::Normal,
+                    "OrphanDeleted",
+                    format!(
+                        "namespace {name} belonged to TestInstallation {installation}, which no longer exists"
+                    ),
+                )
+            }
+        };
         let event = Event {
-            type_: EventType::Normal,
-            reason: "OrphanDeleted".into(),
-            note: Some(format!(
-                "namespace {name} belonged to TestInstallation {installation}, which no longer exists"
-            )),
+            type_,
+            reason: reason.into(),
+            note: Some(note),
             action: "Sweep".into(),
             secondary: None,
         };
         if let Err(err) = recorder.publish(&event, &ns.object_ref(&())).await {
             tracing::warn!(%err, "publishing the sweep event failed");
         }
-        deleted.push(name);
     }
-    Ok(deleted)
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -114,21 +152,33 @@ mod tests {
     }
 
     #[test]
-    fn namespaces_without_their_installation_are_orphans() {
-        let namespaces = [
-            ns("ti-live", "live", Some("u1")),
-            ns("ti-gone", "gone", Some("u2")),
-            ns("ti-old", "reused", Some("old-uid")),
-            ns("ti-hand", "hand", None),
-        ];
-        let installations = BTreeSet::from([
-            ("live".to_string(), "u1".to_string()),
-            ("reused".to_string(), "new-uid".to_string()),
-        ]);
-        let names: Vec<String> = orphans(&namespaces, &installations)
-            .iter()
-            .map(|n| n.name_any())
-            .collect();
-        assert_eq!(names, ["ti-gone", "ti-old", "ti-hand"]);
+    fn only_namespaces_owned_by_a_gone_installation_are_orphans() {
+        let uids = BTreeSet::from(["u1".to_string(), "new-uid".to_string()]);
+        assert_eq!(
+            verdict(&ns("ti-live", "live", Some("u1")), &uids),
+            Verdict::Live
+        );
+        assert_eq!(
+            verdict(&ns("ti-gone", "gone", Some("u2")), &uids),
+            Verdict::Orphan {
+                installation: "gone".into()
+            }
+        );
+        // Left by an earlier installation of a name that is in use again.
+        assert_eq!(
+            verdict(&ns("ti-old", "reused", Some("old-uid")), &uids),
+            Verdict::Orphan {
+                installation: "reused".into()
+            }
+        );
+        // Labelled by hand: never deleted, whatever its name.
+        assert_eq!(
+            verdict(&ns("ti-hand", "hand", None), &uids),
+            Verdict::Unowned
+        );
+        assert_eq!(
+            verdict(&ns("ti-live2", "live", None), &uids),
+            Verdict::Unowned
+        );
     }
 }
