@@ -391,13 +391,15 @@ mod tests {
                 engine: Some(DatabaseEngine::External),
                 secret_ref: Some(crate::api::SecretRef {
                     name: "db".into(),
-                    namespace: "ephemera-system".into(),
+                    namespace: "ephemera-shared-secrets".into(),
                 }),
                 ..Default::default()
             }),
             ..Default::default()
         };
-        let mut plan = plan_with(spec, profile());
+        let mut profile = profile();
+        profile.spec.shared_secrets = vec!["ephemera-shared-secrets/db".into()];
+        let mut plan = plan_with(spec, profile);
         plan.database.external = None;
         let (generated, external) = (generated(), ExternalSecrets::default());
         let err = values(&input(&plan, &generated, &external)).unwrap_err();
