@@ -1,233 +1,452 @@
-//! `make bench`: how fast the controller turns TestInstallations into Ready
-//! installations on the local control plane, compared with the API server's
-//! own write rate, and how much memory the controller uses. Figures are
-//! printed, never asserted.
+//! `make bench N=…`: the same N installations made two ways on the local
+//! control plane, one after the other:
 //!
-//! BENCH_INSTALLATIONS (default 40) installations are created at once; each
-//! becomes about 15 objects and 3–4 pods.
+//! - **ephemera**: N TestInstallations created at once; the controller (this
+//!   build's `ephemera` binary, its own process) reconciles them at
+//!   `BENCH_CONCURRENCY` until all are Ready;
+//! - **direct**: the controller's own build output for N installations,
+//!   applied by a plain client at the same parallelism, waiting for the same
+//!   workloads to roll out.
+//!
+//! Every figure is measured: times from the watch, API requests from the API
+//! server's own `apiserver_request_total`, passes from the controller's
+//! metrics, memory and CPU from /proc. Writes `bench/results/latest.json`
+//! and `latest.md` (under `cargo bench`), or only prints them (under
+//! `cargo test`, which runs it at N=3 with a short idle window so it cannot
+//! rot).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::time::{Duration, Instant};
+mod bench;
 
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use bench::{
+    apiserver, direct,
+    process::Controller,
+    report::{Figures, Machine, Run},
+};
 use ephemera::{
     api::{
         InstallationProfile, InstallationProfileSpec, Phase, TestInstallation, TestInstallationSpec,
     },
-    controller::{config::ControllerConfig, metrics::Metrics},
+    controller::config::ControllerConfig,
 };
-use futures::future::join_all;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::{
-    Api, ResourceExt,
+    Api, Client, ResourceExt,
     api::{DeleteParams, ListParams, PostParams},
+    runtime::{WatchStreamExt, watcher},
 };
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kib| kib / 1024.0)
-        .unwrap_or(0.0)
+struct Settings {
+    n: usize,
+    concurrency: usize,
+    idle: Duration,
+    /// Where results go; `None` in the smoke run of `cargo test`.
+    output: Option<PathBuf>,
+    profile: &'static str,
+}
+
+fn settings() -> Settings {
+    let benching = std::env::args().any(|a| a == "--bench");
+    let env = |key: &str| {
+        std::env::var(key)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    let default_concurrency = ControllerConfig::default().concurrency as usize;
+    if benching {
+        Settings {
+            n: env("BENCH_INSTALLATIONS").unwrap_or(100),
+            concurrency: env("BENCH_CONCURRENCY").unwrap_or(default_concurrency),
+            idle: Duration::from_secs(env("BENCH_IDLE_SECONDS").unwrap_or(60) as u64),
+            output: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/results")),
+            profile: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
+        }
+    } else {
+        Settings {
+            n: 3,
+            concurrency: default_concurrency,
+            idle: Duration::from_secs(5),
+            output: None,
+            profile: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
+        }
+    }
+}
+
+fn step(started: Instant, what: &str) {
+    eprintln!("[bench {:>6.1}s] {what}", started.elapsed().as_secs_f64());
+}
+
+fn bench_profile() -> InstallationProfileSpec {
+    serde_json::from_value(serde_json::json!({
+        "image": "registry.example/app", "defaultVersion": "1.0.0",
+        "env": [{ "name": "DATABASE_URL", "value": "{{ database.url }}" }]
+    }))
+    .unwrap()
 }
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::var("BENCH_INSTALLATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
+    let settings = settings();
+    let clock = Instant::now();
     let client = support::client().await;
     support::install_crds(&client).await;
-
-    // Baseline: the API server's write rate for small objects, 8 at a time.
-    let ns = support::TestNamespace::create(&client, "bench").await;
-    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
-    let writes = n * 15;
-    let started = Instant::now();
-    for chunk in (0..writes).collect::<Vec<_>>().chunks(8) {
-        join_all(chunk.iter().map(|i| {
-            let maps = maps.clone();
-            async move {
-                let cm: ConfigMap = serde_json::from_value(serde_json::json!({
-                    "metadata": { "name": format!("cm-{i}") }, "data": { "k": "v" }
-                }))
-                .unwrap();
-                maps.create(&PostParams::default(), &cm).await.unwrap();
-            }
-        }))
-        .await;
-    }
-    let baseline = started.elapsed();
-    let api_rate = writes as f64 / baseline.as_secs_f64();
-    ns.delete().await;
-
-    // The controller, in this process, on installations labelled for it.
     let run = support::unique_name("bench");
-    let rss_before = rss_mib();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let config = ControllerConfig {
-        installation_selector: Some(format!("{}={run}", support::TEST_RUN_LABEL)),
-        ..Default::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(ephemera::controller::run_with(
-        client.clone(),
-        config,
-        listener,
-        registry,
-        metrics.clone(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let profile = support::unique_name("benchprof");
-    let spec: InstallationProfileSpec = serde_json::from_value(serde_json::json!({
-        "image": "registry.example/app", "defaultVersion": "1.0.0",
-        "env": [{ "name": "DATABASE_URL", "value": "{{ database.url }}" }]
-    }))
-    .unwrap();
+    let work = std::env::temp_dir().join(&run);
+    std::fs::create_dir_all(&work).unwrap();
+    step(
+        clock,
+        &format!(
+            "{} installations, concurrency {}, {} build; run {run}",
+            settings.n, settings.concurrency, settings.profile
+        ),
+    );
+
+    let profile = InstallationProfile::new(&run, bench_profile());
     Api::<InstallationProfile>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &InstallationProfile::new(&profile, spec),
-        )
+        .create(&PostParams::default(), &profile)
         .await
         .unwrap();
+    let _cleanup = Cleanup {
+        run: run.clone(),
+        selector: format!("{}={run}", support::TEST_RUN_LABEL),
+    };
 
-    let api: Api<TestInstallation> = Api::all(client.clone());
-    let started = Instant::now();
-    let names: Vec<String> = (0..n).map(|i| format!("{run}-{i}")).collect();
-    join_all(names.iter().map(|name| {
-        let api = api.clone();
-        let profile = profile.clone();
-        let run = run.clone();
-        async move {
-            let mut ti = TestInstallation::new(
-                name,
-                TestInstallationSpec {
-                    profile: Some(profile),
-                    ..Default::default()
-                },
-            );
-            ti.labels_mut().insert(support::TEST_RUN_LABEL.into(), run);
-            api.create(&PostParams::default(), &ti).await.unwrap();
-        }
-    }))
-    .await;
-    let selector = format!("{}={run}", support::TEST_RUN_LABEL);
-    let mut first_ready: Option<Duration> = None;
-    loop {
-        let list = api
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .unwrap();
-        let ready = list
-            .items
-            .iter()
-            .filter(|ti| ti.phase() == Some(Phase::Ready))
-            .count();
-        if ready > 0 && first_ready.is_none() {
-            first_ready = Some(started.elapsed());
-        }
-        if ready == n {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(300) {
-            let stuck = list
-                .items
-                .iter()
-                .find(|ti| ti.phase() != Some(Phase::Ready));
-            panic!(
-                "only {ready} of {n} installations became Ready within 5 minutes; one that did not: {:?}",
-                stuck
-                    .and_then(|ti| ti.status.as_ref())
-                    .and_then(|s| s.message.clone())
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let all_ready = started.elapsed();
-    let rss_after = rss_mib();
-    let reconciles = metrics.reconciles.get();
+    let ephemera = ephemera_run(&client, &settings, &run, clock, &work).await;
+    let direct = direct_run(&client, &settings, &run, &profile, clock).await;
 
-    // Objects the installations consist of, to express the rate in writes.
-    let namespaces = Api::<Namespace>::all(client.clone())
-        .list(
-            &ListParams::default()
-                .labels("ephemera.dev/installation,app.kubernetes.io/managed-by=ephemera"),
+    let figures = Figures {
+        installations: settings.n,
+        concurrency: settings.concurrency,
+        build: settings.profile.to_string(),
+        machine: Machine::this(),
+        ratio: ephemera.all_ready_s / direct.all_ready_s,
+        ephemera,
+        direct,
+    };
+    let markdown = figures.markdown();
+    println!("\n{markdown}");
+    if let Some(dir) = &settings.output {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            dir.join("latest.json"),
+            serde_json::to_string_pretty(&figures).unwrap() + "\n",
         )
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|ns| names.iter().any(|n| ns.name_any() == format!("ti-{n}")))
-        .count();
-    let objects_per_installation = 15.0;
-    let controller_rate = n as f64 * objects_per_installation / all_ready.as_secs_f64();
-
-    println!();
-    println!("ephemera benchmark on the local control plane ({n} installations, debug build)");
-    println!("| figure | value |");
-    println!("|---|---|");
-    println!("| API server write rate (ConfigMaps, 8 in flight) | {api_rate:.0} writes/s |");
-    println!(
-        "| first installation Ready | {:.2} s |",
-        first_ready.unwrap_or_default().as_secs_f64()
-    );
-    println!(
-        "| all {n} installations Ready | {:.2} s |",
-        all_ready.as_secs_f64()
-    );
-    println!(
-        "| installations per second | {:.1} |",
-        n as f64 / all_ready.as_secs_f64()
-    );
-    println!(
-        "| controller object writes per second (~15 per installation) | {controller_rate:.0} |"
-    );
-    println!(
-        "| ratio to the API server's write rate | {:.2} |",
-        controller_rate / api_rate
-    );
-    println!(
-        "| reconcile passes | {reconciles} ({:.1} per installation) |",
-        reconciles as f64 / n as f64
-    );
-    println!("| namespaces created | {namespaces} |");
-    println!("| process memory before / after (RSS) | {rss_before:.0} MiB / {rss_after:.0} MiB |");
-
-    join_all(names.iter().map(|name| {
-        let api = api.clone();
-        async move {
-            let _ = api.delete(name, &DeleteParams::default()).await;
-        }
-    }))
-    .await;
-    let cleanup = Instant::now();
-    loop {
-        let left = api
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .unwrap()
-            .items
-            .len();
-        if left == 0 || cleanup.elapsed() > Duration::from_secs(300) {
-            println!(
-                "| all deleted (namespaces included) | {:.2} s, {left} left |",
-                cleanup.elapsed().as_secs_f64()
-            );
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        .unwrap();
+        std::fs::write(dir.join("latest.md"), markdown).unwrap();
+        step(
+            clock,
+            &format!("wrote {}/latest.json and latest.md", dir.display()),
+        );
     }
-    stop.send(()).unwrap();
-    let _ = controller.await;
+    let _ = Api::<InstallationProfile>::all(client.clone())
+        .delete(&run, &DeleteParams::default())
+        .await;
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+async fn ephemera_run(
+    client: &Client,
+    settings: &Settings,
+    run: &str,
+    clock: Instant,
+    work: &std::path::Path,
+) -> Run {
+    let selector = format!("{}={run}", support::TEST_RUN_LABEL);
+    let controller = Controller::start(
+        &support::kubeconfig_path(),
+        &format!(
+            "installationSelector: {selector}\nconcurrency: {}\n",
+            settings.concurrency
+        ),
+        work,
+    )
+    .await;
+    step(
+        clock,
+        "ephemera: controller started; creating the installations",
+    );
+    let api: Api<TestInstallation> = Api::all(client.clone());
+    let names: Vec<String> = (0..settings.n).map(|i| format!("{run}-e{i}")).collect();
+    let before = apiserver::scrape(client).await;
+    let passes_before = controller.reconciles().await.unwrap_or(0.0);
+    let started = Instant::now();
+    let watch = tokio::spawn(ready_installations(
+        client.clone(),
+        selector.clone(),
+        names.len(),
+        started,
+    ));
+    futures::stream::iter(&names)
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let mut ti = TestInstallation::new(
+                    name,
+                    TestInstallationSpec {
+                        profile: Some(run.to_string()),
+                        ..Default::default()
+                    },
+                );
+                ti.labels_mut()
+                    .insert(support::TEST_RUN_LABEL.into(), run.to_string());
+                api.create(&PostParams::default(), &ti).await.unwrap();
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    let ready = tokio::time::timeout(ready_timeout(settings.n), watch)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "not every installation became Ready in time; controller log: {}",
+                controller.log.display()
+            )
+        })
+        .unwrap();
+    let all_ready = started.elapsed().as_secs_f64();
+    let after = apiserver::scrape(client).await;
+    let passes_ready = controller.reconciles().await.unwrap_or(0.0);
+    step(
+        clock,
+        &format!(
+            "ephemera: all Ready after {all_ready:.1} s; idle for {:?}",
+            settings.idle
+        ),
+    );
+
+    tokio::time::sleep(settings.idle).await;
+    let idle_end = apiserver::scrape(client).await;
+    let passes_idle = controller.reconciles().await.unwrap_or(0.0);
+    let idle = after.until(&idle_end).outside_housekeeping();
+
+    step(clock, "ephemera: deleting every installation");
+    let deleting = Instant::now();
+    futures::stream::iter(&names)
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let _ = api.delete(name, &DeleteParams::default()).await;
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    let namespaces: Vec<String> = names.iter().map(|n| format!("ti-{n}")).collect();
+    wait_gone(client, Some(&selector), &namespaces, settings.n).await;
+    let delete_s = deleting.elapsed().as_secs_f64();
+    let passes_deleted = controller.reconciles().await.unwrap_or(0.0);
+    let peak_rss = controller.peak_rss_mib();
+    let cpu = controller.cpu_seconds();
+    controller.stop().await;
+    step(
+        clock,
+        &format!("ephemera: all deleted after {delete_s:.1} s"),
+    );
+
+    let n = settings.n as f64;
+    Run::new(
+        ready.into_values().collect(),
+        all_ready,
+        &before.until(&after),
+        settings.n,
+    )
+    .with_controller(
+        (passes_ready - passes_before) / n,
+        peak_rss,
+        cpu,
+        idle.writes(),
+        passes_idle - passes_ready,
+        &idle,
+        (passes_deleted - passes_idle) / n,
+    )
+    .with_delete(delete_s)
+}
+
+async fn direct_run(
+    client: &Client,
+    settings: &Settings,
+    run: &str,
+    profile: &InstallationProfile,
+    clock: Instant,
+) -> Run {
+    let config = ControllerConfig::default();
+    let installations: Vec<direct::Installation> = (0..settings.n)
+        .map(|i| direct::build_installation(&format!("{run}-d{i}"), profile, &config, run))
+        .collect();
+    step(
+        clock,
+        &format!(
+            "direct: applying {} objects per installation at parallelism {}",
+            installations[0].children.len() + 1,
+            settings.concurrency
+        ),
+    );
+    let before = apiserver::scrape(client).await;
+    let started = Instant::now();
+    let watch = {
+        let client = client.clone();
+        let wanted: Vec<(String, std::collections::BTreeSet<(String, String)>)> = installations
+            .iter()
+            .map(|i| (i.namespace.name_any(), i.workloads.clone()))
+            .collect();
+        tokio::spawn(async move { direct::wait_ready(&client, &wanted, started).await })
+    };
+    direct::apply_all(client, &installations, settings.concurrency).await;
+    let ready = tokio::time::timeout(ready_timeout(settings.n), watch)
+        .await
+        .expect("the direct workloads did not roll out in time")
+        .unwrap();
+    let all_ready = started.elapsed().as_secs_f64();
+    let after = apiserver::scrape(client).await;
+    step(
+        clock,
+        &format!("direct: all rolled out after {all_ready:.1} s; deleting the namespaces"),
+    );
+
+    let deleting = Instant::now();
+    let namespaces: Vec<String> = installations
+        .iter()
+        .map(|i| i.namespace.name_any())
+        .collect();
+    let api: Api<Namespace> = Api::all(client.clone());
+    futures::stream::iter(&namespaces)
+        .map(|ns| {
+            let api = api.clone();
+            async move {
+                let _ = api.delete(ns, &DeleteParams::background()).await;
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    wait_gone(client, None, &namespaces, settings.n).await;
+    let delete_s = deleting.elapsed().as_secs_f64();
+    step(clock, &format!("direct: all deleted after {delete_s:.1} s"));
+    Run::new(
+        ready.into_values().collect(),
+        all_ready,
+        &before.until(&after),
+        settings.n,
+    )
+    .with_delete(delete_s)
+}
+
+/// Generous: 5 s per installation on top of two minutes.
+fn ready_timeout(n: usize) -> Duration {
+    Duration::from_secs(120 + 5 * n as u64)
+}
+
+/// Seconds from `started` until each installation was first seen Ready.
+async fn ready_installations(
+    client: Client,
+    selector: String,
+    n: usize,
+    started: Instant,
+) -> BTreeMap<String, f64> {
+    let api: Api<TestInstallation> = Api::all(client);
+    let mut events = watcher(api, watcher::Config::default().labels(&selector))
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    let mut ready = BTreeMap::new();
+    while ready.len() < n {
+        match events.next().await {
+            Some(Ok(ti)) if ti.phase() == Some(Phase::Ready) => {
+                ready
+                    .entry(ti.name_any())
+                    .or_insert_with(|| started.elapsed().as_secs_f64());
+            }
+            Some(_) => {}
+            None => panic!("the TestInstallation watch ended"),
+        }
+    }
+    ready
+}
+
+/// Waits until the installations of `selector` (if any) and `namespaces`
+/// are gone, polling once a second.
+async fn wait_gone(client: &Client, selector: Option<&str>, namespaces: &[String], n: usize) {
+    let installations: Api<TestInstallation> = Api::all(client.clone());
+    let ns_api: Api<Namespace> = Api::all(client.clone());
+    let started = Instant::now();
+    loop {
+        let left_installations = match selector {
+            Some(selector) => installations
+                .list_metadata(&ListParams::default().labels(selector))
+                .await
+                .map(|l| l.items.len())
+                .unwrap_or(usize::MAX),
+            None => 0,
+        };
+        let existing: std::collections::BTreeSet<String> = ns_api
+            .list_metadata(&ListParams::default())
+            .await
+            .map(|l| l.items.into_iter().map(|ns| ns.name_any()).collect())
+            .unwrap_or_default();
+        let left_namespaces = namespaces
+            .iter()
+            .filter(|ns| existing.contains(*ns))
+            .count();
+        if left_installations == 0 && left_namespaces == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < ready_timeout(n),
+            "{left_installations} installations and {left_namespaces} namespaces still there"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Removes what a failed run leaves behind.
+struct Cleanup {
+    run: String,
+    selector: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        support::force_remove_installations(vec![self.selector.clone()], vec![self.run.clone()]);
+        let run = self.run.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let client = support::client().await;
+                let api: Api<Namespace> = Api::all(client);
+                let selector = format!("{}={run}", direct::DIRECT_LABEL);
+                if let Ok(list) = api
+                    .list_metadata(&ListParams::default().labels(&selector))
+                    .await
+                {
+                    for ns in list.items {
+                        let _ = api
+                            .delete(&ns.name_any(), &DeleteParams::background())
+                            .await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
 }

@@ -8,12 +8,19 @@ mod support;
 
 use std::time::Duration;
 
-use ephemera::api::{
-    InstallationProfile, InstallationProfileSpec, Phase, TestInstallation, TestInstallationSpec,
+use ephemera::{
+    api::{
+        InstallationProfile, InstallationProfileSpec, Phase, TestInstallation, TestInstallationSpec,
+    },
+    controller::{config::ControllerConfig, leader::LeaderElection},
 };
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    core::v1::{Namespace, Secret},
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        core::v1::{Namespace, Secret},
+        policy::v1::PodDisruptionBudget,
+    },
+    apimachinery::pkg::util::intstr::IntOrString,
 };
 use kube::{
     Api, Client, ResourceExt,
@@ -195,16 +202,22 @@ async fn rendered_chart_is_accepted_by_the_api_server() {
     delete_namespace(&admin, &release).await;
 }
 
-async fn wait_deployments_available(admin: &Client, release: &str, components: &[&str]) {
+async fn wait_deployments_available(admin: &Client, release: &str, components: &[(&str, i32)]) {
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), release);
-    for component in components {
+    for &(component, replicas) in components {
         let name = format!("{release}-{component}");
         wait_for(&format!("{name} available"), TIMEOUT, || async {
             let d = deployments.get(&name).await.map_err(|e| e.to_string())?;
             let status = d.status.unwrap_or_default();
             let generation = d.metadata.generation;
             match (status.ready_replicas, status.updated_replicas) {
-                (Some(1), Some(1)) if status.observed_generation == generation => Ok(()),
+                (Some(ready), Some(updated))
+                    if ready == replicas
+                        && updated == replicas
+                        && status.observed_generation == generation =>
+                {
+                    Ok(())
+                }
                 other => Err(format!("ready/updated replicas {other:?}")),
             }
         })
@@ -262,13 +275,40 @@ async fn chart_installs_upgrades_and_grants_exactly_what_each_component_needs() 
         .await,
         "helm install",
     );
-    wait_deployments_available(&admin, &release, &["controller", "chat", "github"]).await;
+    // Two controllers (a leader and its standby) by default, one of each
+    // adapter.
+    wait_deployments_available(
+        &admin,
+        &release,
+        &[("controller", 2), ("chat", 1), ("github", 1)],
+    )
+    .await;
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), &release);
+    let budget = budgets
+        .get(&format!("{release}-controller"))
+        .await
+        .expect("the chart installs a PodDisruptionBudget for the controller");
+    assert_eq!(
+        budget.spec.and_then(|s| s.max_unavailable),
+        Some(IntOrString::Int(1))
+    );
 
     // The controller, with only the chart's ServiceAccount, provisions and
     // deletes an installation.
     let as_controller = client_as(&release, &format!("{release}-controller")).await;
     let as_controller_check = as_controller.clone();
-    let controller = RunningController::start(as_controller, &release).await;
+    // It elects itself leader over a Lease in the release namespace, which
+    // the chart's Role allows.
+    let config = ControllerConfig {
+        installation_selector: Some(format!("{TEST_RUN_LABEL}={release}")),
+        leader_election: Some(LeaderElection {
+            lease_name: format!("{release}-test"),
+            namespace: release.clone(),
+            lease_duration: "15s".into(),
+        }),
+        ..Default::default()
+    };
+    let controller = RunningController::start_with(as_controller, config).await;
     let profile = unique_name("chartprof");
     let spec: InstallationProfileSpec = serde_json::from_value(serde_json::json!({
         "image": "registry.example/app", "defaultVersion": "1.0.0", "filestore": { "type": "minio" }
@@ -462,7 +502,7 @@ async fn chart_installs_upgrades_and_grants_exactly_what_each_component_needs() 
         "helm upgrade",
     );
     assert!(upgraded.contains("REVISION: 2"), "{upgraded}");
-    wait_deployments_available(&admin, &release, &["controller", "chat"]).await;
+    wait_deployments_available(&admin, &release, &[("controller", 2), ("chat", 1)]).await;
     let after = installations.get(&name).await.unwrap();
     assert_eq!(after.uid(), before.uid(), "the upgrade replaced {name}");
     assert_eq!(after.spec, before.spec, "the upgrade changed {name}'s spec");

@@ -222,8 +222,9 @@ async fn deploy_applies_and_the_controller_runs_with_its_service_account() {
             .get("ephemera-controller")
             .await
             .map_err(|e| e.to_string())?;
+        // Two replicas: a leader and its standby.
         match d.status.and_then(|s| s.ready_replicas) {
-            Some(1) => Ok(()),
+            Some(2) => Ok(()),
             other => Err(format!("ready replicas {other:?}")),
         }
     })

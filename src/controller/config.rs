@@ -35,6 +35,9 @@ pub struct ControllerConfig {
     /// (for running a canary controller beside the main one, or one
     /// controller per test binary). Empty means all.
     pub installation_selector: Option<String>,
+    /// Elect one leader among several replicas over a Lease (see
+    /// `leader`); absent, this process reconciles on its own.
+    pub leader_election: Option<super::leader::LeaderElection>,
     /// The namespace the controller runs in (never a shared-secrets
     /// namespace); found at start, not configured.
     #[serde(skip)]
@@ -91,6 +94,7 @@ impl Default for ControllerConfig {
             max_per_requester: None,
             orphan_sweep_interval: "5m".into(),
             installation_selector: None,
+            leader_election: None,
             own_namespace: None,
         }
     }
@@ -179,6 +183,9 @@ impl ControllerConfig {
         }
         crate::api::duration::parse_duration(&self.orphan_sweep_interval)
             .map_err(|err| anyhow::anyhow!("orphanSweepInterval: {err}"))?;
+        if let Some(election) = &self.leader_election {
+            election.timing()?;
+        }
         self.check_secret_namespaces(self.own_namespace.as_deref())?;
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -13,11 +13,12 @@ use kube::{
     core::DeserializeGuard,
     runtime::{
         events::{Recorder, Reporter},
-        reflector::Store,
+        reflector::{ObjectRef, Store},
     },
 };
 
 use super::{
+    cache::Caches,
     config::ControllerConfig,
     lifecycle::capacity::{self, Admission, Slot},
     metrics::Metrics,
@@ -36,8 +37,10 @@ pub struct Context {
     /// Installations admitted by this process; together with the store this
     /// keeps two concurrent passes from both taking the last free slot.
     admitted: Mutex<HashSet<String>>,
-    /// Wakes every installation when capacity frees up.
-    capacity_freed: UnboundedSender<()>,
+    /// Wakes the queued installations when capacity frees up.
+    capacity_freed: UnboundedSender<ObjectRef<DeserializeGuard<TestInstallation>>>,
+    /// What a pass reads instead of asking the API server.
+    pub caches: Arc<Caches>,
 }
 
 impl Context {
@@ -46,7 +49,8 @@ impl Context {
         config: ControllerConfig,
         metrics: Metrics,
         store: Store<DeserializeGuard<TestInstallation>>,
-        capacity_freed: UnboundedSender<()>,
+        capacity_freed: UnboundedSender<ObjectRef<DeserializeGuard<TestInstallation>>>,
+        caches: Arc<Caches>,
     ) -> Self {
         let reporter = Reporter {
             controller: "ephemera-controller".into(),
@@ -61,6 +65,7 @@ impl Context {
             store,
             admitted: Mutex::new(HashSet::new()),
             capacity_freed,
+            caches,
         }
     }
 
@@ -101,8 +106,19 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
-        if self.config.max_installations.is_some() || self.config.max_per_requester.is_some() {
-            let _ = self.capacity_freed.unbounded_send(());
+        if self.config.max_installations.is_none() && self.config.max_per_requester.is_none() {
+            return;
+        }
+        // Only the installations still waiting for a slot are looked at.
+        for guard in self.store.state() {
+            let Ok(ti) = &guard.0 else { continue };
+            let queued = ti.metadata.deletion_timestamp.is_none()
+                && ti.status.as_ref().is_none_or(|s| s.namespace.is_none());
+            if queued && ti.name_any() != name {
+                let _ = self
+                    .capacity_freed
+                    .unbounded_send(ObjectRef::from_obj(guard.as_ref()));
+            }
         }
     }
 

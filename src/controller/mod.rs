@@ -7,13 +7,17 @@
 pub mod allow_list;
 pub mod apply;
 pub mod build;
+pub mod cache;
+pub mod changes;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
 pub mod observe;
 pub mod plan;
+pub mod predicates;
 pub mod reconcile;
 pub mod status;
 pub mod trigger_backoff;
@@ -21,22 +25,16 @@ pub mod trigger_backoff;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use k8s_openapi::api::{
-    apps::v1::{Deployment, StatefulSet},
-    batch::v1::Job,
-    core::v1::{Namespace, Pod, Secret},
-    networking::v1::Ingress,
-};
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Client,
     api::ListParams,
     core::DeserializeGuard,
-    runtime::{Controller, controller, reflector::ObjectRef, watcher},
+    runtime::{Controller, PredicateConfig, WatchStreamExt, controller, reflector, watcher},
 };
 use prometheus_client::registry::Registry;
 
 use crate::{
-    api::{InstallationProfile, Phase, TestInstallation, labels},
+    api::{Phase, TestInstallation},
     telemetry,
 };
 use config::ControllerConfig;
@@ -45,24 +43,9 @@ use metrics::{Metrics, PhaseLabels};
 
 type Guarded = DeserializeGuard<TestInstallation>;
 
-/// Maps a labelled child to its installation.
-fn installation_of<K: Resource>(child: K) -> Option<ObjectRef<Guarded>> {
-    child
-        .labels()
-        .get(labels::INSTALLATION)
-        .map(|name| ObjectRef::new(name))
-}
-
-fn children_config() -> watcher::Config {
-    watcher::Config::default()
-        .labels(&format!(
-            "{},{}={}",
-            labels::INSTALLATION,
-            labels::MANAGED_BY_KEY,
-            labels::MANAGED_BY_VALUE
-        ))
-        .any_semantic()
-}
+/// Events of one installation closer together than this run one pass: the
+/// burst of child events after an apply is looked at once.
+const DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// Runs the controller until SIGTERM/Ctrl-C, serving probes and metrics on
 /// `listen`.
@@ -115,85 +98,61 @@ pub async fn run_with(
         );
     }
 
+    let leader = match &config.leader_election {
+        None => None,
+        Some(settings) => {
+            // A standby is healthy: ready to take over.
+            health.set_ready(true);
+            match leader::acquire(client.clone(), settings, shutdown.clone()).await? {
+                Some(leader) => Some(leader),
+                None => {
+                    let _ = server.await;
+                    return Ok(());
+                }
+            }
+        }
+    };
+    let stop = stop_on(shutdown.clone(), leader.as_ref().map(leader::Leader::lost));
+
     let concurrency = config.concurrency;
     let mut installations_config = watcher::Config::default().any_semantic();
     if let Some(selector) = &config.installation_selector {
         installations_config = installations_config.labels(selector);
     }
     let sweep_interval = crate::api::duration::parse_duration(&config.orphan_sweep_interval)?;
-    let controller = Controller::new(installations, installations_config)
-        .with_config(controller::Config::default().concurrency(concurrency))
+    // Passes run on spec, label, finalizer and deletion changes only, not
+    // on status or annotation changes (see `predicates`).
+    let (store, writer) = reflector::store();
+    let installation_events = reflector::reflector(
+        writer,
+        watcher(installations, installations_config)
+            .backoff(trigger_backoff::TriggerBackoff::default()),
+    )
+    .applied_objects()
+    .predicate_filter(
+        predicates::installation_changes(),
+        PredicateConfig::default(),
+    );
+    let controller = Controller::for_stream(installation_events, store.clone())
+        .with_config(
+            controller::Config::default()
+                .concurrency(concurrency)
+                .debounce(DEBOUNCE),
+        )
         .trigger_backoff(trigger_backoff::TriggerBackoff::default());
-    let store = controller.store();
     let (capacity_freed, capacity_wakeups) = futures::channel::mpsc::unbounded();
+    let (controller, caches) = cache::watch_all(controller, &client, &config, store.clone());
     let ctx = Arc::new(Context::new(
         client.clone(),
         config,
         metrics.clone(),
         store.clone(),
         capacity_freed,
+        Arc::new(caches),
     ));
-    let profile_store = store.clone();
     let controller = controller
-        .watches(
-            Api::<Deployment>::all(client.clone()),
-            children_config(),
-            installation_of,
-        )
-        .watches(
-            Api::<StatefulSet>::all(client.clone()),
-            children_config(),
-            installation_of,
-        )
-        .watches(
-            Api::<Job>::all(client.clone()),
-            children_config(),
-            installation_of,
-        )
-        .watches(
-            Api::<Ingress>::all(client.clone()),
-            children_config(),
-            installation_of,
-        )
-        .watches(
-            Api::<Pod>::all(client.clone()),
-            watcher::Config::default()
-                .labels(labels::INSTALLATION)
-                .any_semantic(),
-            installation_of,
-        )
-        .watches(
-            Api::<Namespace>::all(client.clone()),
-            children_config(),
-            installation_of,
-        )
-        // A hand-deleted generated Secret is restored (or reported lost) at
-        // once, not at the next resync.
-        .watches(
-            Api::<Secret>::all(client.clone()),
-            children_config(),
-            installation_of,
-        )
-        .watches(
-            Api::<InstallationProfile>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            move |profile| {
-                let name = profile.name_any();
-                profile_store
-                    .state()
-                    .into_iter()
-                    .filter(|guard| {
-                        guard
-                            .0
-                            .as_ref()
-                            .is_ok_and(|ti| plan::profile_name(ti) == name)
-                    })
-                    .map(|guard| ObjectRef::from_obj(guard.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .reconcile_all_on(capacity_wakeups)
-        .graceful_shutdown_on(shutdown.clone());
+        .reconcile_on(capacity_wakeups)
+        .graceful_shutdown_on(stop);
 
     let sweep_ctx = ctx.clone();
     let sweeper = tokio::spawn(async move {
@@ -256,8 +215,34 @@ pub async fn run_with(
     gauges.abort();
     sweeper.abort();
     tracing::info!("controller stopped");
+    if let Some(leader) = leader {
+        if leader.is_lost() {
+            server.abort();
+            anyhow::bail!(
+                "lost the leader lease; exiting so that a fresh process starts as a standby"
+            );
+        }
+        leader.release().await;
+    }
     let _ = server.await;
     Ok(())
+}
+
+/// Resolves on `shutdown`, or when this process stops being the leader.
+fn stop_on(
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    lost: Option<futures::future::BoxFuture<'static, ()>>,
+) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+    let lost = lost.unwrap_or_else(|| Box::pin(futures::future::pending()));
+    let either = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = lost => {}
+        }
+    };
+    futures::FutureExt::shared(
+        Box::pin(either) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+    )
 }
 
 /// Watch failures make the process unready for a while (see

@@ -1,7 +1,7 @@
 //! One reconcile pass of a TestInstallation: validate and resolve the
-//! profile → build (pure) → server-side apply → prune → observe → status
-//! (pure) → write the status only when it changed → requeue at the next
-//! deadline.
+//! profile → build (pure) → server-side apply of what changed → prune →
+//! observe (from the stores) → status (pure) → write the status only when it
+//! changed → requeue at the next deadline.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -26,6 +26,7 @@ use super::{
         self, BuildInput, ExternalSecrets, GeneratedSecrets,
         secrets::{CredentialsLost, Recovered, StoredSecrets},
     },
+    changes,
     context::Context,
     error::{Context as _, Error, Result, gone_is_fine},
     lifecycle::{
@@ -33,7 +34,7 @@ use super::{
         expiry::{self, Expiry},
         seed, ttl, upgrade,
     },
-    observe::{self, NamespaceState},
+    observe::NamespaceState,
     plan::{self, Plan},
     status::{self, Situation},
 };
@@ -53,6 +54,9 @@ const RESYNC: Duration = Duration::from_secs(600);
 const WAIT_SAFETY: Duration = Duration::from_secs(30);
 /// How soon a stalled installation is looked at again without a change.
 const STALLED_RETRY: Duration = Duration::from_secs(60);
+/// The next pass after a status change that the next step follows from
+/// (long enough for the watch to bring the new status into the store).
+const STATUS_STEP: Duration = Duration::from_millis(300);
 
 pub async fn reconcile(
     guard: Arc<DeserializeGuard<TestInstallation>>,
@@ -131,6 +135,7 @@ impl Outcome {
 #[tracing::instrument(skip_all, fields(installation = %installation.name_any()))]
 async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) -> Result<Action> {
     let api: Api<TestInstallation> = Api::all(ctx.client.clone());
+    ctx.caches.wait_until_ready().await;
     if installation.metadata.deletion_timestamp.is_some() {
         return cleanup(installation, ctx).await;
     }
@@ -154,15 +159,7 @@ async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) 
     }
 
     let profile_name = plan::profile_name(installation);
-    let profiles: Api<InstallationProfile> = Api::all(ctx.client.clone());
-    let profile = profiles
-        .get_opt(profile_name)
-        .await
-        .request("read", format!("InstallationProfile {profile_name}"));
-    let profile = match profile {
-        Ok(profile) => profile,
-        Err(err) => return failed(ctx, installation, &known, err, now).await,
-    };
+    let profile = ctx.caches.profile(profile_name);
     let lifetime = ttl::lifetime(
         installation,
         profile.as_ref().map(|p| (profile_name, &p.spec.ttl)),
@@ -259,15 +256,10 @@ async fn pass(
         }
     };
 
-    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
     let uid = installation.uid().unwrap_or_default();
-    let existing = namespaces
-        .get_opt(&plan.namespace)
-        .await
-        .request("read", format!("Namespace {}", plan.namespace))?;
     // The Namespace watch wakes the installation when a namespace it waits
     // for goes away; the requeue is only a safety net.
-    match observe::namespace_state(existing.as_ref(), &uid) {
+    match ctx.caches.namespace_state(&plan.namespace, &uid) {
         NamespaceState::Terminating => {
             let message = format!(
                 "waiting for namespace {} of an earlier installation named {name} to be deleted",
@@ -300,7 +292,7 @@ async fn pass(
         NamespaceState::Absent | NamespaceState::Ours => {}
     }
 
-    let external = match read_external_secrets(ctx, &plan).await? {
+    let external = match read_external_secrets(ctx, &plan) {
         Ok(external) => external,
         Err(message) => return Ok(Outcome::stalled(installation, "SecretNotFound", message)),
     };
@@ -356,12 +348,14 @@ async fn pass(
         }
     };
 
-    apply::apply_namespace(
+    changes::apply_namespace(
         &ctx.client,
+        &ctx.caches,
         &build::namespace::namespace(&plan, input.owner.clone()),
     )
     .await?;
-    let applied = apply::apply_all(&ctx.client, &plan.namespace, &children).await?;
+    let changes::Changes { applied, sent } =
+        changes::apply_changed(&ctx.client, &ctx.caches, &plan.namespace, &children).await?;
     // A generated Secret that had to be created again (missing when read,
     // or deleted between the read and the apply) is announced.
     for (secret, read_uid) in read_uids.iter().filter(|_| created) {
@@ -412,24 +406,40 @@ async fn pass(
         )
         .await;
     }
-    let pruned = apply::prune(&ctx.client, &plan.namespace, &name, &children).await?;
+    let changed = sent > 0 || !applied.recreated.is_empty();
+    let pruned = changes::prune(
+        &ctx.client,
+        &ctx.caches,
+        &plan.namespace,
+        &name,
+        &children,
+        changed,
+    )
+    .await?;
     if !pruned.deleted.is_empty() {
         tracing::info!(pruned = ?pruned.deleted, "removed objects no longer desired");
     }
 
-    let observed = observe::observe(&ctx.client, &plan.namespace, &uid, &name)
-        .await
-        .request(
-            "read",
-            format!("the objects in namespace {}", plan.namespace),
-        )?;
+    let observed = ctx.caches.observe(&plan.namespace, &uid, &name);
     let situation = Situation::Applied {
         plan: &plan,
         observed: &observed,
         app_version: &app_version,
         upgrade: &stage,
     };
-    Ok(Outcome::of(installation, &situation, RESYNC))
+    let outcome = Outcome::of(installation, &situation, RESYNC);
+    // Status changes do not run passes (see `predicates`), but some steps
+    // follow from the status itself: seeding once the app is ready, the
+    // upgrade once the old version is. Such a pass runs at once.
+    let mut next = installation.clone();
+    next.status = Some(outcome.status.clone());
+    let next_stage = upgrade::stage(&next, plan.upgrade_from.as_deref(), &plan.version);
+    let moves_on = seed::job_wanted(&next, plan.seed.is_some()) != input.seed
+        || next_stage.app_version(&plan.version) != app_version;
+    Ok(Outcome {
+        requeue: if moves_on { STATUS_STEP } else { RESYNC },
+        ..outcome
+    })
 }
 
 /// Records the lifetime in the status, carries out the expiry decision,
@@ -562,18 +572,15 @@ async fn cleanup(installation: &TestInstallation, ctx: &Context) -> Result<Actio
     let namespace = namespace_to_delete(installation, &ctx.config);
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
     let uid = installation.uid().unwrap_or_default();
-    let existing = namespaces
-        .get_opt(&namespace)
-        .await
-        .request("read", format!("Namespace {namespace}"))?;
     // The Namespace watch wakes the installation when its namespace is
     // gone; the requeue is only a safety net.
-    match observe::namespace_state(existing.as_ref(), &uid) {
+    match ctx.caches.namespace_state(&namespace, &uid) {
         NamespaceState::Ours => {
             gone_is_fine(
                 namespaces
                     .delete(&namespace, &DeleteParams::background())
-                    .await,
+                    .await
+                    .map(|_| ()),
             )?;
             let message = format!("deleting namespace {namespace}");
             let status = status::compute(
@@ -596,6 +603,7 @@ async fn cleanup(installation: &TestInstallation, ctx: &Context) -> Result<Actio
         }
         NamespaceState::Absent | NamespaceState::Foreign { .. } => {
             remove_finalizer(ctx, installation).await?;
+            ctx.caches.forget_namespace(&namespace);
             ctx.release(&name);
             Ok(Action::await_change())
         }
@@ -716,18 +724,18 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 /// Reads the Secrets the plan references (only from allowed namespaces,
-/// which `plan` checked). `Err(message)` when one is missing.
-async fn read_external_secrets(
+/// which `plan` checked) from their stores. `Err(message)` when one is
+/// missing.
+fn read_external_secrets(
     ctx: &Context,
     plan: &Plan,
-) -> Result<std::result::Result<ExternalSecrets, String>> {
+) -> std::result::Result<ExternalSecrets, String> {
     let mut external = ExternalSecrets::default();
     for (namespace, name) in plan.referenced_secrets() {
-        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-        let Some(secret) = api.get_opt(&name).await? else {
-            return Ok(Err(format!(
+        let Some(secret) = ctx.caches.referenced_secret(&namespace, &name) else {
+            return Err(format!(
                 "referenced secret {namespace}/{name} does not exist"
-            )));
+            ));
         };
         let data: BTreeMap<String, String> = secret
             .data
@@ -737,12 +745,14 @@ async fn read_external_secrets(
             .collect();
         external.0.insert((namespace, name), data);
     }
-    Ok(Ok(external))
+    Ok(external)
 }
 
 /// The generated values, recovered from the installation's Secrets (see
 /// `GeneratedSecrets::recover`), and the UID of each generated Secret in use
-/// as read (`None`: missing).
+/// as read (`None`: missing). Read from the store; one that this process
+/// applied but the store does not show yet (its watch event is still on the
+/// way) is read from the API server, so passwords are never generated twice.
 async fn read_generated_secrets(
     ctx: &Context,
     plan: &Plan,
@@ -753,16 +763,25 @@ async fn read_generated_secrets(
 )> {
     let namespace = &plan.namespace;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let (copy, creds, db, fs) = tokio::try_join!(
-        api.get_opt(build::secrets::GENERATED_SECRET),
-        api.get_opt(credentials::SECRET_NAME),
-        api.get_opt(build::database::NAME),
-        api.get_opt(build::filestore::NAME),
-    )
-    .request(
-        "read",
-        format!("the generated Secrets in namespace {namespace}"),
-    )?;
+    let mut found = Vec::new();
+    for name in [
+        build::secrets::GENERATED_SECRET,
+        credentials::SECRET_NAME,
+        build::database::NAME,
+        build::filestore::NAME,
+    ] {
+        let secret = match ctx.caches.secret(namespace, name) {
+            Some(secret) => Some(secret),
+            None if ctx.caches.was_applied("Secret", namespace, name) => api
+                .get_opt(name)
+                .await
+                .request("read", format!("Secret {namespace}/{name}"))?,
+            None => None,
+        };
+        found.push(secret);
+    }
+    let [copy, creds, db, fs]: [Option<Secret>; 4] =
+        found.try_into().expect("four generated Secrets");
     let database = matches!(
         plan.database.engine,
         DatabaseEngine::Postgres | DatabaseEngine::Mysql

@@ -107,13 +107,18 @@ pub struct RunningController {
 
 impl RunningController {
     pub async fn start(client: Client, run: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut registry = prometheus_client::registry::Registry::default();
-        let metrics = Metrics::register(&mut registry);
         let config = ControllerConfig {
             installation_selector: Some(format!("{TEST_RUN_LABEL}={run}")),
             ..Default::default()
         };
+        Self::start_with(client, config).await
+    }
+
+    /// A controller running in this process with `client` and `config`.
+    pub async fn start_with(client: Client, config: ControllerConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::register(&mut registry);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(ephemera::controller::run_with(
             client,

@@ -15,13 +15,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{/* A Deployment of one ephemera component. Arguments: root context,
-     component name, subcommand arguments, resources, secret name. */}}
+     component name, subcommand arguments, resources, secret name, and
+     optionally the number of replicas (default 1: one at a time, Recreate;
+     more need leader election and roll one by one). */}}
 {{- define "ephemera.deployment" -}}
 {{- $root := index . 0 -}}
 {{- $component := index . 1 -}}
 {{- $args := index . 2 -}}
 {{- $resources := index . 3 -}}
 {{- $secret := index . 4 -}}
+{{- $replicas := 1 -}}
+{{- if gt (len .) 5 }}{{ $replicas = index . 5 | int }}{{ end -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -30,9 +34,12 @@ metadata:
     {{- include "ephemera.labels" $root | nindent 4 }}
     app.kubernetes.io/component: {{ $component }}
 spec:
-  replicas: 1
-  # One instance at a time: no leader election yet.
+  replicas: {{ $replicas }}
+  {{- if gt $replicas 1 }}
+  strategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 1, maxSurge: 0}}
+  {{- else }}
   strategy: {type: Recreate}
+  {{- end }}
   selector:
     matchLabels:
       app.kubernetes.io/instance: {{ $root.Release.Name }}

@@ -1,0 +1,6 @@
+//! Parts of `make bench` (see installations.rs).
+
+pub mod apiserver;
+pub mod direct;
+pub mod process;
+pub mod report;

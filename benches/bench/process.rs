@@ -1,0 +1,121 @@
+//! The controller under test, run as its own process (the `ephemera` binary
+//! of this build), so its memory and CPU time are its own.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+pub struct Controller {
+    child: Child,
+    port: u16,
+    pub log: PathBuf,
+}
+
+impl Controller {
+    pub async fn start(kubeconfig: &Path, config_yaml: &str, dir: &Path) -> Self {
+        let config = dir.join("controller.yaml");
+        std::fs::write(&config, config_yaml).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let log = dir.join("controller.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_ephemera"))
+            .args(["controller", "--config"])
+            .arg(&config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the ephemera binary");
+        let controller = Self { child, port, log };
+        let started = Instant::now();
+        while controller.reconciles().await.is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the controller did not serve /metrics within 60 s; see {}",
+                controller.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        controller
+    }
+
+    /// Reconcile passes so far (its `ephemera_controller_reconciles_total`).
+    pub async fn reconciles(&self) -> Option<f64> {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("ephemera_controller_reconciles_total "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Peak resident memory in MiB (VmHWM).
+    pub fn peak_rss_mib(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            })
+            .map(|kib| kib / 1024.0)
+            .unwrap_or(0.0)
+    }
+
+    /// User and system CPU time so far, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces): utime is
+        // the 12th, stime the 13th.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+            .sum();
+        ticks / clock_ticks_per_second()
+    }
+
+    /// SIGTERM, then wait for it to exit.
+    pub async fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() {
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = self.child.kill();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}

@@ -1,0 +1,216 @@
+//! The figures of one benchmark run, as JSON and as a markdown table.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::apiserver::Requests;
+
+#[derive(Serialize)]
+pub struct Figures {
+    pub installations: usize,
+    pub concurrency: usize,
+    pub build: String,
+    pub machine: Machine,
+    /// ephemera's time to all Ready ÷ the direct floor's.
+    pub ratio: f64,
+    pub ephemera: Run,
+    pub direct: Run,
+}
+
+#[derive(Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub memory_gib: f64,
+}
+
+impl Machine {
+    pub fn this() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        Self {
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu_model: cpuinfo
+                .lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+                .unwrap_or_default(),
+            memory_gib: meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+                .map_or(0.0, |kib| (kib / 1024.0 / 1024.0 * 10.0).round() / 10.0),
+        }
+    }
+}
+
+#[derive(Serialize, Default)]
+pub struct Run {
+    /// Seconds from the first create (or apply) until every installation
+    /// is Ready.
+    pub all_ready_s: f64,
+    /// Per installation, seconds from the start until it was Ready.
+    pub p50_s: f64,
+    pub p95_s: f64,
+    pub p99_s: f64,
+    /// API requests served until all were Ready (all clients, the
+    /// cluster's own components included; watches left out), per
+    /// installation, by verb.
+    pub requests_per_installation: BTreeMap<String, f64>,
+    pub requests_per_installation_total: f64,
+    pub not_found_gets_per_installation: f64,
+    pub delete_all_s: f64,
+    /// Only for ephemera.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller: Option<ControllerFigures>,
+}
+
+#[derive(Serialize)]
+pub struct ControllerFigures {
+    pub passes_per_installation_to_ready: f64,
+    pub peak_rss_mib: f64,
+    pub cpu_seconds: f64,
+    /// Over the idle window after all were Ready: write requests and all
+    /// requests other than the cluster's own housekeeping (pods, nodes,
+    /// leases), and the controller's reconcile passes.
+    pub idle_writes: f64,
+    pub idle_requests: f64,
+    pub idle_reconciles: f64,
+    /// The idle requests, "VERB resource code" → count.
+    pub idle_requests_detail: BTreeMap<String, f64>,
+    pub delete_passes_per_installation: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+impl Run {
+    pub fn new(mut ready: Vec<f64>, all_ready_s: f64, requests: &Requests, n: usize) -> Self {
+        ready.sort_by(f64::total_cmp);
+        let n = n as f64;
+        Self {
+            all_ready_s,
+            p50_s: percentile(&ready, 50.0),
+            p95_s: percentile(&ready, 95.0),
+            p99_s: percentile(&ready, 99.0),
+            requests_per_installation: requests
+                .by_verb()
+                .into_iter()
+                .map(|(verb, count)| (verb, count / n))
+                .collect(),
+            requests_per_installation_total: requests.total() / n,
+            not_found_gets_per_installation: requests.not_found_gets() / n,
+            ..Default::default()
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_controller(
+        mut self,
+        passes_per_installation_to_ready: f64,
+        peak_rss_mib: f64,
+        cpu_seconds: f64,
+        idle_writes: f64,
+        idle_reconciles: f64,
+        idle: &Requests,
+        delete_passes_per_installation: f64,
+    ) -> Self {
+        self.controller = Some(ControllerFigures {
+            passes_per_installation_to_ready,
+            peak_rss_mib,
+            cpu_seconds,
+            idle_writes,
+            idle_requests: idle.total(),
+            idle_reconciles,
+            idle_requests_detail: idle.detailed(),
+            delete_passes_per_installation,
+        });
+        self
+    }
+
+    pub fn with_delete(mut self, seconds: f64) -> Self {
+        self.delete_all_s = seconds;
+        self
+    }
+}
+
+fn verbs(run: &Run) -> String {
+    run.requests_per_installation
+        .iter()
+        .map(|(verb, n)| format!("{verb} {n:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Figures {
+    pub fn markdown(&self) -> String {
+        let e = &self.ephemera;
+        let d = &self.direct;
+        let c = e
+            .controller
+            .as_ref()
+            .expect("the ephemera run has controller figures");
+        let m = &self.machine;
+        let mut out = format!(
+            "{} installations, concurrency {}, {} build; {} CPUs ({}), {} GiB\n\n",
+            self.installations, self.concurrency, self.build, m.cpus, m.cpu_model, m.memory_gib
+        );
+        out.push_str("| figure | ephemera | direct |\n|---|---|---|\n");
+        let mut row = |name: &str, a: String, b: String| {
+            out.push_str(&format!("| {name} | {a} | {b} |\n"));
+        };
+        row(
+            "all Ready",
+            format!("{:.1} s (ratio {:.2})", e.all_ready_s, self.ratio),
+            format!("{:.1} s", d.all_ready_s),
+        );
+        row(
+            "per installation p50 / p95 / p99",
+            format!("{:.1} / {:.1} / {:.1} s", e.p50_s, e.p95_s, e.p99_s),
+            format!("{:.1} / {:.1} / {:.1} s", d.p50_s, d.p95_s, d.p99_s),
+        );
+        row(
+            "API requests per installation (all clients)",
+            format!("{:.1}: {}", e.requests_per_installation_total, verbs(e)),
+            format!("{:.1}: {}", d.requests_per_installation_total, verbs(d)),
+        );
+        row(
+            "GETs answered 404 per installation",
+            format!("{:.1}", e.not_found_gets_per_installation),
+            format!("{:.1}", d.not_found_gets_per_installation),
+        );
+        row(
+            "reconcile passes per installation to Ready",
+            format!("{:.2}", c.passes_per_installation_to_ready),
+            "–".into(),
+        );
+        row(
+            "controller peak RSS / CPU time",
+            format!("{:.0} MiB / {:.1} s", c.peak_rss_mib, c.cpu_seconds),
+            "–".into(),
+        );
+        row(
+            "idle after Ready: writes / requests / reconciles",
+            format!(
+                "{:.0} / {:.0} / {:.0}",
+                c.idle_writes, c.idle_requests, c.idle_reconciles
+            ),
+            "–".into(),
+        );
+        row(
+            "delete all (namespaces gone)",
+            format!(
+                "{:.1} s, {:.1} passes per installation",
+                e.delete_all_s, c.delete_passes_per_installation
+            ),
+            format!("{:.1} s", d.delete_all_s),
+        );
+        out
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# `make bench N=100 [CONCURRENCY=…] [IDLE=60] [PROFILE=release]`: ephemera
+# against the direct floor on the local control plane, release build unless
+# PROFILE says otherwise (PROFILE=dev reuses the test build). Writes
+# bench/results/latest.json and latest.md. Run it on an otherwise quiet
+# machine: the API server and the controller share its cores.
+set -euo pipefail
+
+HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HACK_DIR/.." && pwd)
+# shellcheck source=lib.sh
+source "$HACK_DIR/lib.sh"
+# shellcheck source=cluster-lib.sh
+source "$HACK_DIR/cluster-lib.sh"
+cd "$ROOT"
+
+"$HACK_DIR/cluster-up.sh"
+if pid=$(component_pid ephemera); then
+	log "stopping the demo's controller (pid $pid): the benchmark runs its own"
+	kill "$pid"
+fi
+export EPHEMERA_KUBECONFIG=$KUBECONFIG_PATH
+export BENCH_INSTALLATIONS=${N:-100}
+export BENCH_IDLE_SECONDS=${IDLE:-60}
+if [[ -n ${CONCURRENCY:-} ]]; then export BENCH_CONCURRENCY=$CONCURRENCY; fi
+PROFILE=${PROFILE:-bench}
+run_step "building the benchmark ($PROFILE profile; first time: several minutes)" "$LOG_DIR/build-bench.log" \
+	cargo bench --locked --profile "$PROFILE" --bench installations --no-run
+log "measuring $BENCH_INSTALLATIONS installations (ephemera, then the direct floor)"
+cargo bench --locked --profile "$PROFILE" --bench installations

@@ -1,0 +1,204 @@
+//! Acting on change: apply only the objects whose desired state differs from
+//! what this process last applied or that changed since (as the stores show
+//! them), and prune from the stores instead of listing every kind.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch},
+};
+
+use super::{
+    apply::{Applied, Pruned, apply_params, wanted},
+    build::DesiredObject,
+    cache::{Caches, desired_hash},
+    error::{Context as _, Result},
+};
+use crate::api::labels;
+
+/// Applies the namespace unless the store shows it as last applied.
+pub async fn apply_namespace(
+    client: &Client,
+    caches: &Caches,
+    namespace: &Namespace,
+) -> Result<()> {
+    let name = namespace.name_any();
+    let desired = desired_hash(namespace);
+    if caches.unchanged("Namespace", "", &name, desired) {
+        return Ok(());
+    }
+    let api: Api<Namespace> = Api::all(client.clone());
+    let applied = api
+        .patch(&name, &apply_params(), &Patch::Apply(namespace))
+        .await
+        .request("apply", format!("Namespace {name}"))?;
+    caches.record_applied("Namespace", &applied.metadata, desired);
+    Ok(())
+}
+
+/// What `apply_changed` did: the objects applied (with their UIDs as the API
+/// server answered, or as the store shows the unchanged ones) and those
+/// deleted to be created anew.
+pub struct Changes {
+    pub applied: Applied,
+    /// How many objects were actually sent to the API server.
+    pub sent: usize,
+}
+
+/// Applies, in order, each object that is missing, changed by someone else
+/// or desired differently than last applied. A Job or StatefulSet whose
+/// change the API server refuses as an update of an immutable field (422) is
+/// deleted and comes back on the next pass.
+pub async fn apply_changed(
+    client: &Client,
+    caches: &Caches,
+    namespace: &str,
+    objects: &[DesiredObject],
+) -> Result<Changes> {
+    let mut changes = Changes {
+        applied: Applied::default(),
+        sent: 0,
+    };
+    for desired in objects {
+        let key = format!("{}/{}", desired.kind(), desired.name());
+        let hash = desired_hash(&desired.object);
+        if caches.unchanged(desired.kind(), namespace, desired.name(), hash) {
+            if let Some(uid) = caches
+                .child(desired.kind(), namespace, desired.name())
+                .and_then(|meta| meta.uid)
+            {
+                changes.applied.uids.insert(key, uid);
+            }
+            continue;
+        }
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), namespace, &desired.resource);
+        let what = format!("{} {namespace}/{}", desired.kind(), desired.name());
+        changes.sent += 1;
+        match api
+            .patch(
+                desired.name(),
+                &apply_params(),
+                &Patch::Apply(&desired.object),
+            )
+            .await
+        {
+            Ok(applied) => {
+                caches.record_applied(desired.kind(), &applied.metadata, hash);
+                if let Some(uid) = applied.metadata.uid {
+                    changes.applied.uids.insert(key, uid);
+                }
+            }
+            Err(kube::Error::Api(status)) if status.code == 422 && recreatable(desired.kind()) => {
+                tracing::info!(object = %what, message = %status.message, "a changed field cannot be updated in place; recreating the object");
+                // A 404 here means it did not exist: the object itself is
+                // invalid, and recreating would not help.
+                api.delete(desired.name(), &DeleteParams::background())
+                    .await
+                    .map_err(|_| kube::Error::Api(status))
+                    .request("apply", what)?;
+                changes.applied.recreated.push(key);
+            }
+            Err(err) => return Err(err).request("apply", what),
+        }
+    }
+    Ok(changes)
+}
+
+/// Kinds whose immutable fields are changed by deleting and creating them.
+fn recreatable(kind: &str) -> bool {
+    matches!(kind, "Job" | "StatefulSet")
+}
+
+/// Deletes the installation's labelled objects that the stores show and
+/// that are not desired any more. Claims of the database (not watched) are
+/// listed only when `changed`: they outlive their StatefulSet, which a
+/// change of storage replaces.
+pub async fn prune(
+    client: &Client,
+    caches: &Caches,
+    namespace: &str,
+    installation: &str,
+    desired: &[DesiredObject],
+    changed: bool,
+) -> Result<Pruned> {
+    let wanted = wanted(desired);
+    let mut pruned = Pruned::default();
+    let mut candidates: Vec<(String, String)> = caches
+        .children_of(namespace, installation)
+        .into_iter()
+        .filter(|(_, meta)| meta.deletion_timestamp.is_none())
+        .map(|(kind, meta)| (kind.to_string(), meta.name.unwrap_or_default()))
+        .collect();
+    if changed {
+        let selector = format!(
+            "{}={installation},{}={}",
+            labels::INSTALLATION,
+            labels::MANAGED_BY_KEY,
+            labels::MANAGED_BY_VALUE
+        );
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+        match claims
+            .list_metadata(&ListParams::default().labels(&selector))
+            .await
+        {
+            Ok(list) => candidates.extend(
+                list.items
+                    .into_iter()
+                    .filter(|claim| claim.metadata.deletion_timestamp.is_none())
+                    .map(|claim| ("PersistentVolumeClaim".to_string(), claim.name_any())),
+            ),
+            Err(kube::Error::Api(status)) if status.code == 403 || status.code == 404 => {
+                tracing::warn!(%namespace, message = %status.message, "cannot list claims to prune; skipping them");
+                pruned
+                    .skipped
+                    .push(format!("PersistentVolumeClaim: {}", status.message));
+            }
+            Err(err) => {
+                return Err(err).request("list", format!("persistentvolumeclaims in {namespace}"));
+            }
+        }
+    }
+    let unique: BTreeSet<(String, String)> = candidates.into_iter().collect();
+    for (kind, name) in unique {
+        if wanted.contains(&(kind.clone(), name.clone())) {
+            continue;
+        }
+        let Some(resource) = resource_of(&kind) else {
+            continue;
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => pruned.deleted.push(format!("{kind}/{name}")),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => {
+                return Err(err).request("delete", format!("{kind} {namespace}/{name}"));
+            }
+        }
+    }
+    Ok(pruned)
+}
+
+fn resource_of(kind: &str) -> Option<ApiResource> {
+    use k8s_openapi::api::{
+        apps::v1::{Deployment, StatefulSet},
+        batch::v1::Job,
+        core::v1::{LimitRange, ResourceQuota, Secret, Service},
+        networking::v1::{Ingress, NetworkPolicy},
+    };
+    Some(match kind {
+        "Secret" => ApiResource::erase::<Secret>(&()),
+        "Service" => ApiResource::erase::<Service>(&()),
+        "Deployment" => ApiResource::erase::<Deployment>(&()),
+        "StatefulSet" => ApiResource::erase::<StatefulSet>(&()),
+        "Job" => ApiResource::erase::<Job>(&()),
+        "Ingress" => ApiResource::erase::<Ingress>(&()),
+        "ResourceQuota" => ApiResource::erase::<ResourceQuota>(&()),
+        "LimitRange" => ApiResource::erase::<LimitRange>(&()),
+        "NetworkPolicy" => ApiResource::erase::<NetworkPolicy>(&()),
+        "PersistentVolumeClaim" => ApiResource::erase::<PersistentVolumeClaim>(&()),
+        _ => return None,
+    })
+}
