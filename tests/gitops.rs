@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::{process::Stdio, time::Duration};
+use std::process::Stdio;
 
 use ephemera::api::{InstallationProfile, InstallationProfileSpec, Phase, TestInstallation};
 use kube::{
@@ -16,10 +16,9 @@ use kube::{
     api::{DeleteParams, PostParams},
 };
 use serde_json::{Value, json};
-use support::{TEST_RUN_LABEL, client, controller_for_this_binary, unique_name, wait_for};
+use support::{TEST_RUN_LABEL, client, controller_for_this_binary, unique_name, wait_until};
 use tokio::io::AsyncWriteExt;
 
-const TIMEOUT: Duration = Duration::from_secs(60);
 const HEALTH_LUA: &str = include_str!("../examples/gitops/argocd-health.lua");
 const GITOPS_DOC: &str = include_str!("../docs/gitops.md");
 
@@ -33,24 +32,6 @@ async fn create(client: &Client, prefix: &str, spec: Value) -> String {
         .await
         .unwrap_or_else(|err| panic!("creating {name}: {err}"));
     name
-}
-
-async fn wait_until(
-    client: &Client,
-    name: &str,
-    what: &str,
-    check: impl Fn(&TestInstallation) -> bool,
-) -> TestInstallation {
-    let api: Api<TestInstallation> = Api::all(client.clone());
-    wait_for(&format!("{name}: {what}"), TIMEOUT, || async {
-        let ti = api.get(name).await.map_err(|e| e.to_string())?;
-        if check(&ti) {
-            Ok(ti)
-        } else {
-            Err(format!("{:#?}", ti.status))
-        }
-    })
-    .await
 }
 
 fn condition_is(ti: &TestInstallation, type_: &str, status: &str) -> bool {

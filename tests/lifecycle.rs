@@ -20,7 +20,7 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use support::{TEST_RUN_LABEL, client, controller_with, unique_name, wait_for};
+use support::{TEST_RUN_LABEL, client, controller_with, unique_name, wait_for, wait_until};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -62,24 +62,6 @@ async fn create(client: &Client, prefix: &str, spec: serde_json::Value) -> Strin
         .await
         .unwrap_or_else(|err| panic!("creating {name}: {err}"));
     name
-}
-
-async fn wait_until(
-    client: &Client,
-    name: &str,
-    what: &str,
-    check: impl Fn(&TestInstallation) -> bool,
-) -> TestInstallation {
-    let api: Api<TestInstallation> = Api::all(client.clone());
-    wait_for(&format!("{name}: {what}"), TIMEOUT, || async {
-        let ti = api.get(name).await.map_err(|e| e.to_string())?;
-        if check(&ti) {
-            Ok(ti)
-        } else {
-            Err(format!("{:#?}", ti.status))
-        }
-    })
-    .await
 }
 
 fn condition_is(ti: &TestInstallation, type_: &str, status: &str) -> bool {

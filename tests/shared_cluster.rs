@@ -23,7 +23,9 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use support::{TEST_RUN_LABEL, client, controller_for_this_binary, unique_name, wait_for};
+use support::{
+    TEST_RUN_LABEL, client, controller_for_this_binary, unique_name, wait_for, wait_until,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -59,24 +61,6 @@ async fn create(client: &Client, prefix: &str, spec: serde_json::Value) -> Strin
         .await
         .unwrap_or_else(|err| panic!("creating {name}: {err}"));
     name
-}
-
-async fn wait_until(
-    client: &Client,
-    name: &str,
-    what: &str,
-    check: impl Fn(&TestInstallation) -> bool,
-) -> TestInstallation {
-    let api: Api<TestInstallation> = Api::all(client.clone());
-    wait_for(&format!("{name}: {what}"), TIMEOUT, || async {
-        let ti = api.get(name).await.map_err(|e| e.to_string())?;
-        if check(&ti) {
-            Ok(ti)
-        } else {
-            Err(format!("{:#?}", ti.status))
-        }
-    })
-    .await
 }
 
 fn settled_ready(ti: &TestInstallation) -> bool {

@@ -343,3 +343,27 @@ pub async fn delete_installations_and_wait(
         );
     }
 }
+
+/// Waits (up to a minute) until the TestInstallation `name` passes `check`,
+/// and returns it; on time-out the panic shows its last status.
+pub async fn wait_until(
+    client: &Client,
+    name: &str,
+    what: &str,
+    check: impl Fn(&ephemera::api::TestInstallation) -> bool,
+) -> ephemera::api::TestInstallation {
+    let api: Api<ephemera::api::TestInstallation> = Api::all(client.clone());
+    wait_for(
+        &format!("{name}: {what}"),
+        Duration::from_secs(60),
+        || async {
+            let ti = api.get(name).await.map_err(|e| e.to_string())?;
+            if check(&ti) {
+                Ok(ti)
+            } else {
+                Err(format!("{:#?}", ti.status))
+            }
+        },
+    )
+    .await
+}
