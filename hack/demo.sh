@@ -22,7 +22,7 @@ EPHEMERA=$ROOT/target/debug/ephemera
 log "installing the CRDs"
 "$EPHEMERA" crd | "${KUBECTL[@]}" apply --server-side --field-manager=ephemera-demo -f - >/dev/null
 "${KUBECTL[@]}" wait --for=condition=Established --timeout=60s \
-	crd/testinstallations.ephemera.dev crd/installationprofiles.ephemera.dev >/dev/null
+	crd/testinstallations.ephemera.dev crd/installationprofiles.ephemera.dev crd/testruns.ephemera.dev >/dev/null
 
 if pid=$(component_pid ephemera); then
 	log "controller already running (pid $pid, log: $LOG_DIR/ephemera.log)"

@@ -31,7 +31,7 @@ pub enum Command {
         listen: std::net::SocketAddr,
         /// Before starting, bring the cluster's ephemera CRDs to the ones this
         /// binary was built with (never to an older version); Helm does not
-        /// upgrade CRDs. Needs get/update on the two CRDs.
+        /// upgrade CRDs. Needs get/update on its CRDs.
         #[arg(long, env = "EPHEMERA_APPLY_CRDS")]
         apply_crds: bool,
     },

@@ -10,7 +10,7 @@
 //! by a newer ephemera (annotation `ephemera.dev/crd-version`) is left alone,
 //! so an old replica still running during a rollout cannot undo an upgrade.
 //!
-//! RBAC: `get` and `update` on exactly the two CRDs (by `resourceNames`);
+//! RBAC: `get` and `update` on exactly its CRDs (by `resourceNames`);
 //! creating them (when absent) needs `create`, which the chart does not grant
 //! because Helm creates them.
 
@@ -19,7 +19,7 @@ use std::time::Duration;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{Api, Client, CustomResourceExt, ResourceExt, api::PostParams};
 
-use super::{InstallationProfile, TestInstallation};
+use super::{InstallationProfile, TestInstallation, TestRun};
 
 /// Field manager of the controller's writes to its CRDs.
 pub const FIELD_MANAGER: &str = "ephemera-crds";
@@ -65,14 +65,18 @@ impl std::fmt::Display for Outcome {
 
 /// The CRDs this binary was built with, marked with its version.
 pub fn desired_crds() -> Vec<CustomResourceDefinition> {
-    [TestInstallation::crd(), InstallationProfile::crd()]
-        .into_iter()
-        .map(|mut crd| {
-            crd.annotations_mut()
-                .insert(VERSION_ANNOTATION.into(), THIS_VERSION.into());
-            crd
-        })
-        .collect()
+    [
+        TestInstallation::crd(),
+        InstallationProfile::crd(),
+        TestRun::crd(),
+    ]
+    .into_iter()
+    .map(|mut crd| {
+        crd.annotations_mut()
+            .insert(VERSION_ANNOTATION.into(), THIS_VERSION.into());
+        crd
+    })
+    .collect()
 }
 
 /// Whether a CRD written by `stored` (its annotation; `None` when another

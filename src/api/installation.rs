@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url"}"#,
     printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.expiresAt"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Links","type":"string","priority":1,"jsonPath":".status.links[*].url"}"#,
     validation = Rule::new("self.metadata.name.size() <= 40 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
         .message("metadata.name must be a DNS label of at most 40 characters: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit (it names the namespace and the host of the installation)")
         .reason(Reason::FieldValueInvalid)
@@ -109,6 +110,20 @@ pub struct TestInstallationSpec {
     /// Refuse deletion (by people and by expiry) while true.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deletion_locked: bool,
+
+    /// Set to a new value (by convention the current time, RFC 3339) to
+    /// restart the app: it becomes an annotation of the app's pod template,
+    /// so the Deployment rolls its pods one by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub restarted_at: Option<String>,
+
+    /// People besides the requester who may manage this installation from
+    /// chat or GitHub (adapter user ids, like the requester label).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[schemars(inner(length(min = 1, max = 128)))]
+    pub shared_with: Vec<String>,
 }
 
 /// The database of an installation.
@@ -267,6 +282,9 @@ pub struct TestInstallationStatus {
     /// only when `spec.ttl` does; profile edits never move it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<String>,
+    /// The profile's links rendered for this installation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<super::run::Link>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]

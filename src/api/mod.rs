@@ -1,6 +1,6 @@
 //! The ephemera API: group `ephemera.dev`, version `v1alpha1`.
 //!
-//! Both kinds are cluster-scoped. The OpenAPI schema and the CEL validation
+//! All three kinds are cluster-scoped. The OpenAPI schema and the CEL validation
 //! rules come from these types, so the API server refuses bad specs with a
 //! message a person understands before the controller ever sees them.
 
@@ -12,6 +12,7 @@ pub mod duration;
 pub mod installation;
 pub mod labels;
 pub mod profile;
+pub mod run;
 
 pub use installation::{
     CredentialsSecretRef, DatabaseEngine, DatabaseSpec, DatabaseStorage, EnvVar, EnvVarSource,
@@ -21,6 +22,10 @@ pub use installation::{
 pub use profile::{
     InstallationProfile, InstallationProfileSpec, ProfileDatabase, ProfileEnvVar, ProfileFilestore,
     ProfileIngress, ProfileTtl, SeedSpec, SizeClass,
+};
+pub use run::{
+    Link, ParameterType, ProfileLink, ProfileRun, RunCredential, RunEnvVar, RunParameter, RunPhase,
+    RunSummary, RunTarget, StartableBy, TerminationReport, TestRun, TestRunSpec, TestRunStatus,
 };
 
 /// The API group of every ephemera kind.
@@ -39,6 +44,7 @@ pub fn crd_yaml() -> String {
     yaml_stream([
         serde_yaml::to_string(&TestInstallation::crd()),
         serde_yaml::to_string(&InstallationProfile::crd()),
+        serde_yaml::to_string(&TestRun::crd()),
     ])
 }
 

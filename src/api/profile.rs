@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::installation::{DatabaseEngine, DatabaseStorage, FilestoreType, SecretKeyRef};
+use super::run::{ProfileLink, ProfileRun};
 
 /// The application template that TestInstallations are built from: image,
 /// port, health check, environment templates, database and file store
@@ -129,6 +130,30 @@ pub struct InstallationProfileSpec {
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
     ))]
     pub shared_secrets: Vec<String>,
+
+    /// Test suites people can run against an installation
+    /// (`/testenv test NAME SUITE`, `/e2e-test SUITE`, or a TestRun).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(t, self.exists_one(u, u.name == t.name))")
+        .message("test names must be unique"))]
+    pub tests: Vec<ProfileRun>,
+
+    /// Predefined operations with typed parameters
+    /// (`/testenv run NAME ACTION --param value`, or a TestRun).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.name == a.name))")
+        .message("action names must be unique"))]
+    pub actions: Vec<ProfileRun>,
+
+    /// Links shown with every installation (logs, dashboards), rendered into
+    /// its status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(l, self.exists_one(m, m.name == l.name))")
+        .message("link names must be unique"))]
+    pub links: Vec<ProfileLink>,
 }
 
 fn default_port() -> i32 {
