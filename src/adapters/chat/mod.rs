@@ -127,6 +127,6 @@ pub async fn serve(
     let server = telemetry::serve(listener, router, shutdown);
     tokio::select! {
         result = server => result,
-        () = notifier.run() => anyhow::bail!("the installation watch ended"),
+        () = notifier.run(health) => anyhow::bail!("the installation watch ended"),
     }
 }

@@ -266,14 +266,15 @@ impl Notifier {
         }
     }
 
-    /// Runs until the surrounding task is dropped.
-    pub async fn run(self) {
+    /// Runs until the surrounding task is dropped; watch failures make
+    /// `health` unready for a while.
+    pub async fn run(self, health: crate::telemetry::Health) {
         let selector = format!(
             "{}={SOURCE_CHAT},{LABEL_INSTANCE}={}",
             labels::SOURCE,
             self.instance
         );
-        delivery::run(self.client.clone(), selector, Arc::new(self)).await;
+        delivery::run(self.client.clone(), selector, Arc::new(self), health).await;
     }
 
     fn audience(&self, ti: &TestInstallation) -> Option<Audience> {

@@ -112,9 +112,13 @@ pub async fn run(
         seen.clone(),
         metrics.clone(),
     )));
-    let _reporter = AbortOnDrop(tokio::spawn(reporter::run(ctx.clone(), client)));
-
     let health = Health::default();
+    let _reporter = AbortOnDrop(tokio::spawn(reporter::run(
+        ctx.clone(),
+        client,
+        health.clone(),
+    )));
+
     let router = webhook::routes(webhook::Intake::new(config.clone(), tx, seen, metrics))
         .merge(telemetry::probe_routes(health.clone(), Arc::new(registry)));
     let addr = listener.local_addr()?;
