@@ -52,6 +52,8 @@ pub struct Plan {
     pub ingress_annotations: BTreeMap<String, String>,
     pub tls_secret_name: Option<String>,
     pub ingress_controller_namespace: String,
+    /// Bound to read the generated `credentials` Secret, if configured.
+    pub credentials_reader: Option<super::config::CredentialsReader>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -354,6 +356,7 @@ pub fn plan(
         ingress_annotations,
         tls_secret_name: config.ingress.tls_secret_name.clone(),
         ingress_controller_namespace: config.ingress.controller_namespace.clone(),
+        credentials_reader: config.credentials_reader.clone(),
         name,
     })
 }
