@@ -68,9 +68,7 @@ pub async fn serve(listen: SocketAddr, config_path: &Path) -> anyhow::Result<()>
     let client = Client::try_default()
         .await
         .context("cannot build a Kubernetes client")?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = telemetry::bind(listen).await?;
     run(listener, config, client, telemetry::shutdown_signal()).await
 }
 
