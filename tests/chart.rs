@@ -456,6 +456,20 @@ async fn chart_installs_upgrades_and_grants_exactly_what_each_component_needs() 
         ),
         ("github", "get", "secrets/anything", "kube-system", false),
         (
+            "chat",
+            "create",
+            "events.events.k8s.io",
+            installation_ns.as_str(),
+            true,
+        ),
+        (
+            "github",
+            "create",
+            "events.events.k8s.io",
+            installation_ns.as_str(),
+            false,
+        ),
+        (
             "github",
             "create",
             "testinstallations.ephemera.dev",
