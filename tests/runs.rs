@@ -619,3 +619,82 @@ async fn finished_runs_are_deleted_after_the_retention_period() {
     );
     cleanup(&client, &inst, &profile).await;
 }
+
+/// The cloud bot's other verbs live on the installation: `spec.restartedAt`
+/// rolls the app's pods, the profile's links show in its status.
+#[tokio::test]
+async fn restarted_at_rolls_the_app_once_and_profile_links_are_rendered() {
+    let client = client().await;
+    let (inst, profile) = installation(&client, "rrestart").await;
+    Api::<InstallationProfile>::all(client.clone())
+        .patch(
+            &profile,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "links": [
+                { "name": "logs", "url": "https://logs.example/?ns={{ namespace }}&q={{ name }}" },
+                { "name": "site", "url": "https://{{ host }}/admin?back={{ url }}" }
+            ] } })),
+        )
+        .await
+        .unwrap();
+    let ti = wait_until(&client, &inst, "Ready with two links", |ti| {
+        ti.phase() == Some(Phase::Ready) && ti.status.as_ref().is_some_and(|s| s.links.len() == 2)
+    })
+    .await;
+    let links = ti.status.unwrap().links;
+    assert_eq!(
+        links[0].url,
+        format!("https://logs.example/?ns=ti-{inst}&q={inst}")
+    );
+    assert_eq!(
+        links[1].url,
+        format!("https://{inst}.ephemera.localhost/admin?back=https://{inst}.ephemera.localhost")
+    );
+
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &format!("ti-{inst}"));
+    let annotation = |d: &k8s_openapi::api::apps::v1::Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get("ephemera.dev/restarted-at").cloned())
+    };
+    assert_eq!(annotation(&deployments.get("app").await.unwrap()), None);
+    let restart = |at: &'static str| {
+        let client = client.clone();
+        let inst = inst.clone();
+        async move {
+            Api::<TestInstallation>::all(client)
+                .patch(
+                    &inst,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "spec": { "restartedAt": at } })),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    restart("2026-12-02T08:00:00Z").await;
+    let rolled = wait_for("the restart annotation on the app", TIMEOUT, || async {
+        let d = deployments.get("app").await.map_err(|e| e.to_string())?;
+        (annotation(&d).as_deref() == Some("2026-12-02T08:00:00Z"))
+            .then_some(d.clone())
+            .ok_or(format!("{:?}", annotation(&d)))
+    })
+    .await;
+    // The same value again (and any unrelated change) writes nothing.
+    restart("2026-12-02T08:00:00Z").await;
+    Api::<TestInstallation>::all(client.clone())
+        .patch(
+            &inst,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": { "touched": "yes" } } })),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = deployments.get("app").await.unwrap();
+    assert_eq!(after.metadata.generation, rolled.metadata.generation);
+    cleanup(&client, &inst, &profile).await;
+}

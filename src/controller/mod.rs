@@ -14,6 +14,7 @@ pub mod context;
 pub mod error;
 pub mod leader;
 pub mod lifecycle;
+pub mod links;
 pub mod metrics;
 pub mod observe;
 pub mod plan;
