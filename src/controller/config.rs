@@ -44,6 +44,9 @@ pub struct ControllerConfig {
     /// namespace, so no cluster-wide Secret access is needed. Absent, no
     /// binding is made.
     pub credentials_reader: Option<CredentialsReader>,
+    /// How long finished TestRuns are kept before they are deleted, like
+    /// `7d` or `12h`.
+    pub run_retention: String,
     /// The namespace the controller runs in (never a shared-secrets
     /// namespace); found at start, not configured.
     #[serde(skip)]
@@ -127,6 +130,7 @@ impl Default for ControllerConfig {
             installation_selector: None,
             leader_election: None,
             credentials_reader: None,
+            run_retention: "7d".into(),
             own_namespace: None,
         }
     }
@@ -215,6 +219,8 @@ impl ControllerConfig {
         }
         crate::api::duration::parse_duration(&self.orphan_sweep_interval)
             .map_err(|err| anyhow::anyhow!("orphanSweepInterval: {err}"))?;
+        crate::api::duration::parse_duration(&self.run_retention)
+            .map_err(|err| anyhow::anyhow!("runRetention: {err}"))?;
         if let Some(election) = &self.leader_election {
             election.timing()?;
         }

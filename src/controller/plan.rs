@@ -54,6 +54,10 @@ pub struct Plan {
     pub ingress_controller_namespace: String,
     /// Bound to read the generated `credentials` Secret, if configured.
     pub credentials_reader: Option<super::config::CredentialsReader>,
+    /// `spec.restartedAt`: a new value rolls the app's pods.
+    pub restarted_at: Option<String>,
+    /// The profile's links, rendered into the status.
+    pub links: Vec<crate::api::ProfileLink>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -359,6 +363,8 @@ pub fn plan(
         tls_secret_name: config.ingress.tls_secret_name.clone(),
         ingress_controller_namespace: config.ingress.controller_namespace.clone(),
         credentials_reader: config.credentials_reader.clone(),
+        restarted_at: spec.restarted_at.clone().filter(|r| !r.is_empty()),
+        links: p.links.clone(),
         name,
     })
 }
