@@ -130,6 +130,23 @@ impl MattermostApi {
             }))
     }
 
+    /// The id of the user called `username`, `None` when there is none.
+    pub async fn user_id_by_name(&self, username: &str) -> Result<Option<String>, ApiError> {
+        let what = "mattermost users/username";
+        let path = format!("/users/username/{username}");
+        match http::send(what, Repeat::Idempotent, || {
+            self.request(reqwest::Method::GET, &path)
+        })
+        .await
+        {
+            Ok(response) => Self::id_from(what, response).await.map(Some),
+            Err(ApiError::Status { status, .. }) if status == reqwest::StatusCode::NOT_FOUND => {
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
     pub async fn update(&self, message: &MessageRef, text: &str) -> Result<(), ApiError> {
         let body = json!({ "message": text });
         let path = format!("/posts/{}/patch", message.id);

@@ -7,11 +7,13 @@ pub mod command;
 pub mod config;
 pub mod handler;
 mod http;
+pub mod manage;
 pub mod mattermost;
 pub mod messages;
 pub mod messenger;
 pub mod metrics;
 pub mod notifier;
+mod runs;
 pub mod slack;
 
 use std::{collections::HashMap, future::Future, net::SocketAddr, path::Path, sync::Arc};
@@ -46,6 +48,9 @@ pub const ANNOTATION_TEAM_ID: &str = "ephemera.dev/chat-team-id";
 pub const ANNOTATION_CHANNEL: &str = "ephemera.dev/chat-channel";
 /// The slash command's trigger, e.g. `/testenv`, for hints in messages.
 pub const ANNOTATION_COMMAND: &str = "ephemera.dev/chat-command";
+/// How the people in `spec.sharedWith` were named when they were added
+/// (JSON: requester id → `@name`), for `status`.
+pub const ANNOTATION_SHARED_NAMES: &str = "ephemera.dev/chat-shared-names";
 
 /// `ephemera chat`: loads the config, connects to the cluster from the
 /// environment (in-cluster or `KUBECONFIG`) and serves until SIGTERM.
@@ -96,7 +101,7 @@ pub async fn serve(
     let notifier = notifier::Notifier::new(
         client.clone(),
         config.instance.clone(),
-        messengers,
+        messengers.clone(),
         metrics.clone(),
         config.expiry_warning,
         config.give_up_after,
@@ -108,6 +113,7 @@ pub async fn serve(
         secrets,
         replay: auth::ReplayGuard::new(2 * auth::SLACK_WINDOW_SECS, 100_000),
         create_locks: Default::default(),
+        messengers,
         metrics,
     });
     let router =
