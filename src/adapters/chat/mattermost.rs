@@ -92,12 +92,35 @@ impl MattermostApi {
     }
 
     pub async fn post(&self, channel: &str, text: &str, key: &str) -> Result<MessageRef, ApiError> {
+        self.post_in(channel, None, text, key).await
+    }
+
+    /// Posts `text` as a reply in the thread of `root` (`root_id`).
+    pub async fn reply(
+        &self,
+        root: &MessageRef,
+        text: &str,
+        key: &str,
+    ) -> Result<MessageRef, ApiError> {
+        self.post_in(&root.channel, Some(&root.id), text, key).await
+    }
+
+    async fn post_in(
+        &self,
+        channel: &str,
+        root_id: Option<&str>,
+        text: &str,
+        key: &str,
+    ) -> Result<MessageRef, ApiError> {
         let what = "mattermost posts";
-        let body = json!({
+        let mut body = json!({
             "channel_id": channel,
             "message": text,
             "props": { MARKER_PROP: key },
         });
+        if let Some(root_id) = root_id {
+            body["root_id"] = json!(root_id);
+        }
         let response = http::send(what, Repeat::Once, || {
             self.request(reqwest::Method::POST, "/posts").json(&body)
         })

@@ -13,6 +13,7 @@ pub mod messages;
 pub mod messenger;
 pub mod metrics;
 pub mod notifier;
+pub mod run_results;
 mod runs;
 pub mod slack;
 
@@ -98,6 +99,12 @@ pub async fn serve(
             ))),
         );
     }
+    let run_results = run_results::RunResults::new(
+        client.clone(),
+        config.instance.clone(),
+        messengers.clone(),
+        metrics.clone(),
+    );
     let notifier = notifier::Notifier::new(
         client.clone(),
         config.instance.clone(),
@@ -134,5 +141,6 @@ pub async fn serve(
     tokio::select! {
         result = server => result,
         () = notifier.run() => anyhow::bail!("the installation watch ended"),
+        () = run_results.run() => anyhow::bail!("the TestRun watch ended"),
     }
 }
