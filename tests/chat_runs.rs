@@ -105,6 +105,8 @@ struct Setup {
     dir: PathBuf,
     admins: Vec<String>,
     transcript: Arc<Mutex<Vec<String>>>,
+    /// How many of the stand-in's messages are in the transcript.
+    recorded: Mutex<usize>,
 }
 
 impl Setup {
@@ -127,6 +129,7 @@ impl Setup {
             dir,
             admins: vec![],
             transcript: Default::default(),
+            recorded: Mutex::new(0),
         }
     }
 
@@ -368,6 +371,13 @@ async fn ready_installation(client: &Client, setup: &Setup, user: &User, name: &
         .create(&PostParams::default(), &ti)
         .await
         .unwrap_or_else(|err| panic!("creating {name}: {err}"));
+    make_ready(client, setup, name).await
+}
+
+/// Waits for the installation's progress message, then makes it Ready as
+/// the controller would, with a link and a credentials Secret; returns the
+/// progress message.
+async fn make_ready(client: &Client, setup: &Setup, name: &str) -> Message {
     let progress = wait_for_posts(
         &setup.fake,
         &format!("Setting up **{name}**"),
@@ -475,17 +485,23 @@ fn started_run(answer: &str) -> String {
     rest.split('`').next().unwrap().to_string()
 }
 
-fn record_posts(setup: &Setup, fake: &FakeChat, from: usize) {
-    for m in fake.posts().into_iter().skip(from) {
+/// Adds the messages the stand-in stored since the last call to the
+/// transcript (a progress message is edited in place later; its edits are
+/// not repeated here).
+fn record_posts(setup: &Setup) {
+    let mut recorded = setup.recorded.lock().unwrap();
+    let posts = setup.fake.posts();
+    for m in posts.iter().skip(*recorded) {
         let place = match &m.root {
             Some(root) => format!("reply in the thread of {root} in {}", m.channel),
-            None => format!("direct message in {}", m.channel),
+            None => format!("direct message {} in {}", m.id, m.channel),
         };
         setup.transcript_line(format!(
             "  [bot, {place}] {}",
             m.text.replace('\n', "\n    ")
         ));
     }
+    *recorded = posts.len();
 }
 
 // --------------------------------------------------------------- tests ----
@@ -501,7 +517,16 @@ async fn suite_run(platform: Platform) {
     let alice = User::new(platform, "alice");
     let name = short_name("demo");
     let adapter = setup.start(&client).await;
-    let progress = ready_installation(&client, &setup, &alice, &name).await;
+    let answer = adapter.command(&alice, &format!("create {name}")).await;
+    assert!(
+        answer.starts_with(&format!("Creating `{name}`")),
+        "{answer}"
+    );
+    let progress = make_ready(&client, &setup, &name).await;
+    record_posts(&setup);
+    setup.transcript_line(format!(
+        "(the test, as the controller: {name} is Ready, with a logs link)"
+    ));
     let ready = wait_for_posts(&setup.fake, "is ready:", "is ready:", 1).await;
     assert!(
         ready[0]
@@ -510,12 +535,7 @@ async fn suite_run(platform: Platform) {
         "the ready DM carries the links: {}",
         ready[0].text
     );
-    let before = setup.fake.posts().len();
-    setup.transcript_line(format!(
-        "({} installation {name} is Ready; its progress message is {})",
-        platform.as_str(),
-        progress.id
-    ));
+    record_posts(&setup);
 
     let answer = adapter.command(&alice, &format!("actions {name}")).await;
     assert!(
@@ -550,6 +570,9 @@ async fn suite_run(platform: Platform) {
         "{status}"
     );
 
+    setup.transcript_line(format!(
+        "(the test, as the run controller: run {run_name} Succeeded with 12 passed, 0 failed, 1 skipped)"
+    ));
     finish_run(
         &client,
         &run_name,
@@ -595,7 +618,7 @@ async fn suite_run(platform: Platform) {
         dm.text
     );
     assert!(reply.text.contains("started by alice"), "{}", reply.text);
-    record_posts(&setup, &setup.fake, before);
+    record_posts(&setup);
 
     // A restart tells nothing again.
     adapter.stop().await;
