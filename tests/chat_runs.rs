@@ -759,6 +759,30 @@ async fn permissions_and_verbs(platform: Platform) {
         .await
         .unwrap();
     assert!(run.spec.cancelled, "cancel sets spec.cancelled");
+    // The run controller ends it Cancelled: bob, who started it, is told.
+    finish_run(
+        &client,
+        &run_name,
+        "Cancelled",
+        json!({ "reason": "CancelledByUser", "message": "cancelled after 3s" }),
+    )
+    .await;
+    let told = format!("smoke on {name} was cancelled");
+    let found = wait_for_posts(&setup.fake, &told, &told, 2).await;
+    let dm = found.iter().find(|m| m.root.is_none()).expect("a DM");
+    assert!(
+        dm.channel.contains(&bob.id),
+        "the DM goes to bob, who started it: {found:#?}"
+    );
+    let reply = found
+        .iter()
+        .find(|m| m.root.is_some())
+        .expect("a thread reply");
+    assert!(
+        reply.channel.contains(&alice.id),
+        "the thread is alice's progress message: {found:#?}"
+    );
+    assert!(reply.text.contains("started by bob"), "{}", reply.text);
     let answer = adapter.command(&bob, &format!("cancel {name} smoke")).await;
     assert!(answer.contains("nothing to cancel"), "{answer}");
 
