@@ -267,6 +267,23 @@ impl Adapter {
     /// Sends `/testenv TEXT` as `user` and returns the ephemeral answer's
     /// text (and records both in the transcript).
     async fn command(&self, user: &User, text: &str) -> String {
+        let (status, answer) = self.send(user, text, &unique_name("trig")).await;
+        assert_eq!(status, 200, "for {text:?}");
+        let value: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(value["response_type"], "ephemeral", "{value}");
+        let answer = value["text"].as_str().unwrap_or_default().to_string();
+        let mut transcript = self.transcript.lock().unwrap();
+        transcript.push(format!("@{} > /testenv {text}", user.name));
+        transcript.push(format!(
+            "  (only @{} sees) {}",
+            user.name,
+            answer.replace('\n', "\n    ")
+        ));
+        answer
+    }
+
+    /// Sends the command with this trigger id; the HTTP status and body.
+    async fn send(&self, user: &User, text: &str, trigger_id: &str) -> (u16, String) {
         let body = serde_urlencoded::to_string([
             ("team_id", user.team.as_str()),
             ("channel_name", "town-square"),
@@ -274,7 +291,7 @@ impl Adapter {
             ("user_name", user.name.as_str()),
             ("command", "/testenv"),
             ("text", text),
-            ("trigger_id", unique_name("trig").as_str()),
+            ("trigger_id", trigger_id),
         ])
         .unwrap();
         let path = match user.platform {
@@ -304,18 +321,8 @@ impl Adapter {
             .send()
             .await
             .expect("the adapter answers");
-        assert_eq!(response.status().as_u16(), 200, "for {text:?}");
-        let value: Value = response.json().await.unwrap();
-        assert_eq!(value["response_type"], "ephemeral", "{value}");
-        let answer = value["text"].as_str().unwrap_or_default().to_string();
-        let mut transcript = self.transcript.lock().unwrap();
-        transcript.push(format!("@{} > /testenv {text}", user.name));
-        transcript.push(format!(
-            "  (only @{} sees) {}",
-            user.name,
-            answer.replace('\n', "\n    ")
-        ));
-        answer
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
     }
 
     async fn kill(mut self) {
@@ -1091,4 +1098,33 @@ async fn mattermost_killed_adapter_tells_each_result_exactly_once() {
 #[tokio::test]
 async fn slack_killed_adapter_tells_each_result_exactly_once() {
     killed_before_the_result(Platform::Slack).await;
+}
+
+/// A replayed `test` request (same trigger id), also after a restart that
+/// emptied the adapter's memory of trigger ids, starts nothing.
+#[tokio::test]
+async fn a_replayed_run_request_starts_nothing() {
+    let client = plane().await;
+    let setup = Setup::new().await;
+    let alice = User::new(Platform::Mattermost, "alice");
+    let name = short_name("replay");
+    let adapter = setup.start(&client).await;
+    ready_installation(&client, &setup, &alice, &name).await;
+    let trigger = unique_name("trig");
+    let text = format!("test {name}");
+    let (status, answer) = adapter.send(&alice, &text, &trigger).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("Started suite"), "{answer}");
+    let (status, _) = adapter.send(&alice, &text, &trigger).await;
+    assert_eq!(status, 401, "the same trigger id again is a replay");
+    adapter.stop().await;
+    let adapter = setup.start(&client).await;
+    let (status, _) = adapter.send(&alice, &text, &trigger).await;
+    assert_eq!(
+        status, 401,
+        "recorded on the run, so refused after a restart too"
+    );
+    assert_eq!(runs_of(&client, &name).await.len(), 1);
+    adapter.stop().await;
+    setup.cleanup(&client).await;
 }
