@@ -1128,3 +1128,51 @@ async fn a_replayed_run_request_starts_nothing() {
     adapter.stop().await;
     setup.cleanup(&client).await;
 }
+
+/// Results are told concurrently: while posts to alice's DM channel hang
+/// (a slow platform), bob's result still arrives at once, and alice's
+/// arrives once the platform answers.
+#[tokio::test]
+async fn a_slow_platform_for_one_person_does_not_delay_another() {
+    let client = plane().await;
+    let setup = Setup::new().await;
+    let alice = User::new(Platform::Slack, "alice");
+    let bob = User::new(Platform::Slack, "bob");
+    let adapter = setup.start(&client).await;
+    let mut runs = Vec::new();
+    for user in [&alice, &bob] {
+        let name = short_name("slow");
+        ready_installation(&client, &setup, user, &name).await;
+        let run = started_run(&adapter.command(user, &format!("test {name}")).await);
+        runs.push((name, run));
+    }
+    wait_for_posts(&setup.fake, "is ready:", "is ready:", 2).await;
+    let slow = Duration::from_secs(8);
+    setup.fake.slow_channel(&format!("D-{}", alice.id), slow);
+    let begin = std::time::Instant::now();
+    for (_, run) in &runs {
+        finish_run(
+            &client,
+            run,
+            "Succeeded",
+            json!({ "message": "all passed" }),
+        )
+        .await;
+    }
+    let bobs = format!("e2e on {} succeeded", runs[1].0);
+    wait_for_posts(&setup.fake, &bobs, &bobs, 2).await;
+    assert!(
+        begin.elapsed() < slow / 2,
+        "bob waited {:?} behind alice's slow channel",
+        begin.elapsed()
+    );
+    let alices = format!("e2e on {} succeeded", runs[0].0);
+    let found = wait_for_posts(&setup.fake, &alices, &alices, 2).await;
+    assert!(
+        begin.elapsed() >= slow,
+        "alice's result waited for her channel"
+    );
+    assert_eq!(found.len(), 2);
+    adapter.stop().await;
+    setup.cleanup(&client).await;
+}

@@ -49,6 +49,8 @@ struct FakeState {
     faults: HashMap<String, (u32, Fault)>,
     /// Mattermost user names → ids.
     users: HashMap<String, String>,
+    /// Channel → how long posts to it take.
+    slow: HashMap<String, std::time::Duration>,
     next_id: u32,
 }
 
@@ -104,6 +106,15 @@ impl FakeChat {
             .unwrap()
             .faults
             .insert(path.to_string(), (times, fault));
+    }
+
+    /// Makes every post to `channel` take `delay` (a slow platform).
+    pub fn slow_channel(&self, channel: &str, delay: std::time::Duration) {
+        self.state
+            .lock()
+            .unwrap()
+            .slow
+            .insert(channel.into(), delay);
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -182,6 +193,19 @@ async fn fake_api(
         )
     });
     let slack = !path.starts_with("/api/v4/");
+    let delay = {
+        let state = fake.state.lock().unwrap();
+        let channel = body["channel_id"].as_str().or(body["channel"].as_str());
+        match (path.as_str(), channel) {
+            ("/api/v4/posts" | "/api/chat.postMessage", Some(channel)) => {
+                state.slow.get(channel).copied()
+            }
+            _ => None,
+        }
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     let mut state = fake.state.lock().unwrap();
     let mut call = Call {
         method: method.to_string(),

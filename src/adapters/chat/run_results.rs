@@ -12,8 +12,9 @@
 //! looked up on the platform before anything is posted again.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use backon::ExponentialBackoff;
@@ -24,7 +25,7 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
+use tokio::{task::JoinSet, time::Instant};
 
 use super::{
     ADAPTER, ANNOTATION_PLATFORM, ANNOTATION_USER_ID, ANNOTATION_USER_NAME, FIELD_MANAGER,
@@ -214,37 +215,62 @@ impl RunResults {
         Api::all(self.client.clone())
     }
 
-    /// Watches this instance's chat runs and tells each finished one; a
-    /// failed attempt is retried with the shared backoff policy. Runs until
-    /// the surrounding task is dropped.
+    /// Watches this instance's chat runs and tells each finished one: one
+    /// step at a time per run, runs concurrently (a slow platform or a long
+    /// rate-limit wait for one person never delays another's result); a
+    /// failed step is retried with the shared backoff policy, and a change
+    /// that arrives during a step is handled right after it. Runs until the
+    /// surrounding task is dropped (which aborts the steps: safe, see the
+    /// module documentation).
     pub async fn run(self) {
+        let this = Arc::new(self);
         let selector = format!(
             "{}={SOURCE_CHAT},{LABEL_INSTANCE}={}",
             labels::SOURCE,
-            self.instance
+            this.instance
         );
         let config = watcher::Config::default().labels(&selector);
-        let mut events = watcher(self.api(), config)
+        let mut events = watcher(this.api(), config)
             .backoff(backoff::WatchBackoff::default())
             .boxed();
         let mut latest: HashMap<String, Arc<TestRun>> = HashMap::new();
+        let mut running: HashSet<String> = HashSet::new();
+        let mut dirty: HashSet<String> = HashSet::new();
         let mut retries: HashMap<String, (Instant, ExponentialBackoff)> = HashMap::new();
+        let mut steps: JoinSet<(String, Result<(), String>)> = JoinSet::new();
+        let start = |name: String,
+                     latest: &HashMap<String, Arc<TestRun>>,
+                     running: &mut HashSet<String>,
+                     steps: &mut JoinSet<(String, Result<(), String>)>| {
+            let Some(run) = latest.get(&name).cloned() else {
+                return;
+            };
+            running.insert(name.clone());
+            let this = this.clone();
+            steps.spawn(async move {
+                let result = this.tell(&run).await.map_err(|err| err.to_string());
+                (name, result)
+            });
+        };
         loop {
             let next = retries.values().map(|(at, _)| *at).min();
             tokio::select! {
                 event = events.next() => match event {
                     Some(Ok(watcher::Event::Apply(run) | watcher::Event::InitApply(run))) => {
                         let name = run.name_any();
-                        let run = Arc::new(run);
-                        latest.insert(name.clone(), run.clone());
-                        self.attempt(&name, &run, &mut retries).await;
+                        latest.insert(name.clone(), Arc::new(run));
+                        if running.contains(&name) {
+                            dirty.insert(name);
+                        } else {
+                            start(name, &latest, &mut running, &mut steps);
+                        }
                     }
                     Some(Ok(watcher::Event::Delete(run))) => {
                         let name = run.name_any();
                         latest.remove(&name);
                         retries.remove(&name);
                         if let Some(uid) = run.uid() {
-                            self.told.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
+                            this.told.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
                         }
                     }
                     Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
@@ -253,6 +279,30 @@ impl RunResults {
                     }
                     None => return,
                 },
+                Some(joined) = steps.join_next(), if !steps.is_empty() => {
+                    let Ok((name, result)) = joined else {
+                        tracing::error!("a run result step panicked");
+                        continue;
+                    };
+                    running.remove(&name);
+                    match result {
+                        Ok(()) => {
+                            retries.remove(&name);
+                        }
+                        Err(err) => {
+                            let entry = retries
+                                .entry(name.clone())
+                                .or_insert_with(|| (Instant::now(), backoff::delivery()));
+                            let wait = entry.1.next().unwrap_or(Duration::from_secs(300));
+                            entry.0 = Instant::now() + wait;
+                            tracing::warn!(run = %name, error = %err, ?wait,
+                                "telling a run's result failed; will retry");
+                        }
+                    }
+                    if dirty.remove(&name) {
+                        start(name, &latest, &mut running, &mut steps);
+                    }
+                }
                 () = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
                     let now = Instant::now();
                     let due: Vec<String> = retries
@@ -261,38 +311,19 @@ impl RunResults {
                         .map(|(name, _)| name.clone())
                         .collect();
                     for name in due {
-                        match latest.get(&name).cloned() {
-                            Some(run) => self.attempt(&name, &run, &mut retries).await,
-                            None => {
-                                retries.remove(&name);
-                            }
+                        // Stays scheduled (with its backoff) until a step succeeds.
+                        if let Some(entry) = retries.get_mut(&name) {
+                            entry.0 = now + Duration::from_secs(3600);
+                        }
+                        if !latest.contains_key(&name) {
+                            retries.remove(&name);
+                        } else if running.contains(&name) {
+                            dirty.insert(name);
+                        } else {
+                            start(name, &latest, &mut running, &mut steps);
                         }
                     }
                 }
-            }
-        }
-    }
-
-    async fn attempt(
-        &self,
-        name: &str,
-        run: &TestRun,
-        retries: &mut HashMap<String, (Instant, ExponentialBackoff)>,
-    ) {
-        match self.tell(run).await {
-            Ok(()) => {
-                retries.remove(name);
-            }
-            Err(err) => {
-                let entry = retries
-                    .entry(name.to_string())
-                    .or_insert_with(|| (Instant::now(), backoff::delivery()));
-                let wait = entry
-                    .1
-                    .next()
-                    .unwrap_or(std::time::Duration::from_secs(300));
-                entry.0 = Instant::now() + wait;
-                tracing::warn!(run = %name, error = %err, ?wait, "telling a run's result failed; will retry");
             }
         }
     }
