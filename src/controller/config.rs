@@ -38,10 +38,41 @@ pub struct ControllerConfig {
     /// Elect one leader among several replicas over a Lease (see
     /// `leader`); absent, this process reconciles on its own.
     pub leader_election: Option<super::leader::LeaderElection>,
+    /// Who may read the generated `credentials` Secret of each installation
+    /// (the chat adapter, to send them to the requester): the controller
+    /// binds that ServiceAccount to the ClusterRole in every installation
+    /// namespace, so no cluster-wide Secret access is needed. Absent, no
+    /// binding is made.
+    pub credentials_reader: Option<CredentialsReader>,
     /// The namespace the controller runs in (never a shared-secrets
     /// namespace); found at start, not configured.
     #[serde(skip)]
     pub own_namespace: Option<String>,
+}
+
+/// A ServiceAccount that gets `clusterRole` (which should grant `get` on
+/// the Secret `credentials` only) in each installation namespace.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredentialsReader {
+    /// `namespace/name` of the ServiceAccount.
+    pub service_account: String,
+    pub cluster_role: String,
+}
+
+impl CredentialsReader {
+    /// The ServiceAccount's namespace and name.
+    pub fn subject(&self) -> Option<(&str, &str)> {
+        let (namespace, name) = self.service_account.split_once('/')?;
+        let valid = |part: &str| {
+            !part.is_empty()
+                && part.len() <= 253
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        };
+        (valid(namespace) && valid(name)).then_some((namespace, name))
+    }
 }
 
 /// The dedicated namespace for Secrets that installations may reference.
@@ -95,6 +126,7 @@ impl Default for ControllerConfig {
             orphan_sweep_interval: "5m".into(),
             installation_selector: None,
             leader_election: None,
+            credentials_reader: None,
             own_namespace: None,
         }
     }
@@ -187,6 +219,17 @@ impl ControllerConfig {
             election.timing()?;
         }
         self.check_secret_namespaces(self.own_namespace.as_deref())?;
+        if let Some(reader) = &self.credentials_reader {
+            if reader.subject().is_none() {
+                anyhow::bail!(
+                    "credentialsReader.serviceAccount must be namespace/name, not {:?}",
+                    reader.service_account
+                );
+            }
+            if reader.cluster_role.is_empty() {
+                anyhow::bail!("credentialsReader.clusterRole must not be empty");
+            }
+        }
         Ok(())
     }
 
