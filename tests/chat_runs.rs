@@ -818,7 +818,15 @@ async fn permissions_and_verbs(platform: Platform) {
         .command(&alice, &format!("update {name} --size huge"))
         .await;
     assert!(refused.contains("size `huge` is not offered"), "{refused}");
+    let refused = adapter
+        .command(&alice, &format!("update {name} --image evil.example/miner"))
+        .await;
+    assert!(
+        refused.contains("image `evil.example/miner` is not allowed by profile"),
+        "{refused}"
+    );
     let unchanged = installation(&client, &name).await;
+    assert_eq!(unchanged.spec.image, None);
     assert_eq!(
         unchanged.spec.env, ti.spec.env,
         "a refused update changes nothing"

@@ -18,6 +18,7 @@ use super::{
 use crate::{
     adapters::profile_rules,
     api::{EnvVar, InstallationProfile, TestInstallation},
+    controller::allow_list::image_allowed,
 };
 
 /// The names shown for the people an installation is shared with, by their
@@ -63,7 +64,7 @@ impl Ctx<'_> {
             Ok(ti) => ti,
             Err(answer) => return answer,
         };
-        if change.size.is_some() {
+        if change.size.is_some() || change.image.is_some() {
             let profile_name = ti
                 .spec
                 .profile
@@ -80,6 +81,17 @@ impl Ctx<'_> {
                 return (
                     Outcome::Invalid,
                     format!("⚠️ {problem}; nothing was changed."),
+                );
+            }
+            if let Some(image) = &change.image
+                && !image_allowed(image, &profile.spec.image, &profile.spec.allowed_images)
+            {
+                return (
+                    Outcome::Invalid,
+                    format!(
+                        "⚠️ image `{image}` is not allowed by profile `{profile_name}` \
+                         (its allowedImages); nothing was changed."
+                    ),
                 );
             }
         }
