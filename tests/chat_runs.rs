@@ -759,6 +759,19 @@ async fn permissions_and_verbs(platform: Platform) {
         "{refused}"
     );
 
+    let dave = User::new(platform, "dave");
+    let refused = adapter
+        .command(&dave, &format!("cancel {name} smoke"))
+        .await;
+    assert!(
+        refused.starts_with("Only the person who started a run"),
+        "{refused}"
+    );
+    let run = Api::<TestRun>::all(client.clone())
+        .get(&run_name)
+        .await
+        .unwrap();
+    assert!(!run.spec.cancelled, "a stranger's cancel changes nothing");
     let answer = adapter.command(&bob, &format!("cancel {name} smoke")).await;
     assert!(answer.contains(&run_name), "{answer}");
     let run = Api::<TestRun>::all(client.clone())
