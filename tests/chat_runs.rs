@@ -107,6 +107,19 @@ struct Setup {
     transcript: Arc<Mutex<Vec<String>>>,
     /// How many of the stand-in's messages are in the transcript.
     recorded: Mutex<usize>,
+    cleaned: Mutex<bool>,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if !*self.cleaned.lock().unwrap() {
+            support::force_remove_installations(
+                vec![format!("{LABEL_INSTANCE}={}", self.instance)],
+                vec![],
+            );
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 impl Setup {
@@ -130,6 +143,7 @@ impl Setup {
             admins: vec![],
             transcript: Default::default(),
             recorded: Mutex::new(0),
+            cleaned: Mutex::new(false),
         }
     }
 
@@ -188,6 +202,7 @@ defaults: {{profile: {PROFILE}, ttl: 24h}}
     }
 
     /// Removes this test's installations (finalizers stripped) and runs.
+    /// A test that fails before it calls this is cleaned up on `Drop`.
     async fn cleanup(&self, client: &Client) {
         let selector = format!("{LABEL_INSTANCE}={}", self.instance);
         let runs: Api<TestRun> = Api::all(client.clone());
@@ -199,6 +214,7 @@ defaults: {{profile: {PROFILE}, ttl: 24h}}
             .await;
         support::force_remove_installations(vec![selector], vec![]);
         let _ = std::fs::remove_dir_all(&self.dir);
+        *self.cleaned.lock().unwrap() = true;
     }
 
     fn transcript_line(&self, line: String) {
