@@ -21,6 +21,7 @@ use k8s_openapi::{
         policy::v1::PodDisruptionBudget,
         rbac::v1::RoleBinding,
     },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     apimachinery::pkg::util::intstr::IntOrString,
 };
 use kube::{
@@ -580,6 +581,25 @@ async fn chart_installs_upgrades_and_grants_exactly_what_each_component_needs() 
     {
         Err(kube::Error::Api(s)) if s.message.contains("only bind the credentials-reader") => {}
         other => panic!("the controller bound another role: {other:?}"),
+    }
+    refused += 1;
+    // It may create CRDs (RBAC cannot limit create by name), but only its own.
+    let foreign_crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "widgets.example.com" },
+        "spec": { "group": "example.com", "scope": "Namespaced",
+            "names": { "plural": "widgets", "singular": "widget", "kind": "Widget" },
+            "versions": [{ "name": "v1", "served": true, "storage": true,
+                "schema": { "openAPIV3Schema": { "type": "object" } } }] }
+    }))
+    .unwrap();
+    match Api::<CustomResourceDefinition>::all(as_controller_check.clone())
+        .create(&dry, &foreign_crd)
+        .await
+    {
+        Err(kube::Error::Api(s))
+            if s.message
+                .contains("only create and update the ephemera.dev CRDs") => {}
+        other => panic!("the controller created a foreign CRD: {other:?}"),
     }
     refused += 1;
     println!("the fence refused {refused} writes outside ephemera's namespaces or grants");
