@@ -14,14 +14,65 @@ pub const MAX_NAME_LEN: usize = 40;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Create(CreateArgs),
-    List { all: bool },
-    Status { name: String },
-    Extend { name: String, by: Duration },
-    Hibernate { name: String },
-    Wake { name: String },
-    Lock { name: String },
-    Unlock { name: String },
-    Delete { name: String },
+    List {
+        all: bool,
+    },
+    Status {
+        name: String,
+    },
+    Extend {
+        name: String,
+        by: Duration,
+    },
+    Hibernate {
+        name: String,
+    },
+    Wake {
+        name: String,
+    },
+    Lock {
+        name: String,
+    },
+    Unlock {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+    /// Runs a test suite (`None`: the profile's first).
+    Test {
+        name: String,
+        suite: Option<String>,
+    },
+    /// Cancels the unfinished runs of a suite (`None`: of every suite).
+    Cancel {
+        name: String,
+        suite: Option<String>,
+    },
+    /// Runs an action with its parameters, in the order given.
+    Run {
+        name: String,
+        action: String,
+        parameters: Vec<(String, String)>,
+    },
+    Actions {
+        name: String,
+    },
+    Update {
+        name: String,
+        change: UpdateArgs,
+    },
+    Restart {
+        name: String,
+    },
+    Share {
+        name: String,
+        person: Person,
+    },
+    Unshare {
+        name: String,
+        person: Person,
+    },
     Help,
 }
 
@@ -38,6 +89,14 @@ impl Command {
             Command::Lock { .. } => Verb::Lock,
             Command::Unlock { .. } => Verb::Unlock,
             Command::Delete { .. } => Verb::Delete,
+            Command::Test { .. } => Verb::Test,
+            Command::Cancel { .. } => Verb::Cancel,
+            Command::Run { .. } => Verb::Run,
+            Command::Actions { .. } => Verb::Actions,
+            Command::Update { .. } => Verb::Update,
+            Command::Restart { .. } => Verb::Restart,
+            Command::Share { .. } => Verb::Share,
+            Command::Unshare { .. } => Verb::Unshare,
             Command::Help => Verb::Help,
         }
     }
@@ -60,6 +119,39 @@ pub struct CreateArgs {
     pub env: Vec<(String, String)>,
 }
 
+/// What `update` changes; at least one field is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpdateArgs {
+    pub version: Option<String>,
+    pub image: Option<String>,
+    pub size: Option<String>,
+    /// Set or replaced, in the order given; names are unique.
+    pub env: Vec<(String, String)>,
+}
+
+/// A person as the command names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Person {
+    /// An escaped mention that carries the platform's user id (Slack
+    /// `<@U123|alice>`).
+    Id { id: String, name: Option<String> },
+    /// A user name (`@alice`), to be looked up on the platform.
+    Name(String),
+}
+
+impl Person {
+    /// How to show the person in answers.
+    pub fn display(&self) -> String {
+        match self {
+            Person::Id {
+                name: Some(name), ..
+            }
+            | Person::Name(name) => format!("@{name}"),
+            Person::Id { id, name: None } => format!("<@{id}>"),
+        }
+    }
+}
+
 /// The subcommands, also naming which usage line goes with an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verb {
@@ -72,11 +164,19 @@ pub enum Verb {
     Lock,
     Unlock,
     Delete,
+    Test,
+    Cancel,
+    Run,
+    Actions,
+    Update,
+    Restart,
+    Share,
+    Unshare,
     Help,
 }
 
 impl Verb {
-    pub const ALL: [Verb; 10] = [
+    pub const ALL: [Verb; 18] = [
         Verb::Create,
         Verb::List,
         Verb::Status,
@@ -86,6 +186,14 @@ impl Verb {
         Verb::Lock,
         Verb::Unlock,
         Verb::Delete,
+        Verb::Update,
+        Verb::Restart,
+        Verb::Share,
+        Verb::Unshare,
+        Verb::Test,
+        Verb::Cancel,
+        Verb::Actions,
+        Verb::Run,
         Verb::Help,
     ];
 
@@ -100,6 +208,14 @@ impl Verb {
             Verb::Lock => "lock",
             Verb::Unlock => "unlock",
             Verb::Delete => "delete",
+            Verb::Test => "test",
+            Verb::Cancel => "cancel",
+            Verb::Run => "run",
+            Verb::Actions => "actions",
+            Verb::Update => "update",
+            Verb::Restart => "restart",
+            Verb::Share => "share",
+            Verb::Unshare => "unshare",
             Verb::Help => "help",
         }
     }
@@ -124,6 +240,14 @@ impl Verb {
             Verb::Lock => "lock NAME",
             Verb::Unlock => "unlock NAME",
             Verb::Delete => "delete NAME",
+            Verb::Test => "test NAME [SUITE]",
+            Verb::Cancel => "cancel NAME [SUITE]",
+            Verb::Run => "run NAME ACTION [--PARAMETER VALUE ...]",
+            Verb::Actions => "actions NAME",
+            Verb::Update => "update NAME [--version V] [--image I] [--size S] [--env K=V,...]",
+            Verb::Restart => "restart NAME",
+            Verb::Share => "share NAME @PERSON",
+            Verb::Unshare => "unshare NAME @PERSON",
             Verb::Help => "help",
         }
     }
@@ -139,6 +263,20 @@ impl Verb {
             Verb::Lock => "protect an installation from deletion and expiry",
             Verb::Unlock => "allow deletion again",
             Verb::Delete => "delete an installation and all its data",
+            Verb::Test => {
+                "run a test suite (default: the profile's first); the result comes by direct message"
+            }
+            Verb::Cancel => "stop the running test suite (or the named one)",
+            Verb::Run => {
+                "run a predefined operation with its parameters; the result comes by direct message"
+            }
+            Verb::Actions => {
+                "the suites and operations an installation's profile offers, with their parameters"
+            }
+            Verb::Update => "change the version, image, size or environment of an installation",
+            Verb::Restart => "restart the app, pod by pod",
+            Verb::Share => "let another person manage an installation too",
+            Verb::Unshare => "stop sharing an installation with a person",
             Verb::Help => "this help",
         }
     }
@@ -207,7 +345,41 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
             let by = parse_duration(&duration).map_err(|err| fail(err.to_string()))?;
             Ok(Command::Extend { name, by })
         }
-        Verb::Status | Verb::Hibernate | Verb::Wake | Verb::Lock | Verb::Unlock | Verb::Delete => {
+        Verb::Test | Verb::Cancel => {
+            if let Some(flag) = rest.iter().find(|w| w.starts_with('-')) {
+                return Err(fail(format!("unknown flag {flag}")));
+            }
+            let (name, suite) = match rest {
+                [] => return Err(fail("NAME is missing".into())),
+                [name] => (name, None),
+                [name, suite] => (name, Some(valid_run_name(suite, "SUITE").map_err(fail)?)),
+                [_, _, extra, ..] => return Err(fail(format!("unexpected argument {extra:?}"))),
+            };
+            let name = valid_name(name).map_err(fail)?;
+            Ok(match verb {
+                Verb::Test => Command::Test { name, suite },
+                _ => Command::Cancel { name, suite },
+            })
+        }
+        Verb::Run => parse_run(rest).map_err(fail),
+        Verb::Update => parse_update(rest).map_err(fail),
+        Verb::Share | Verb::Unshare => {
+            let [name, person] = positionals::<2>(rest, &["NAME", "PERSON"]).map_err(fail)?;
+            let name = valid_name(&name).map_err(fail)?;
+            let person = parse_person(&person).map_err(fail)?;
+            Ok(match verb {
+                Verb::Share => Command::Share { name, person },
+                _ => Command::Unshare { name, person },
+            })
+        }
+        Verb::Status
+        | Verb::Hibernate
+        | Verb::Wake
+        | Verb::Lock
+        | Verb::Unlock
+        | Verb::Delete
+        | Verb::Actions
+        | Verb::Restart => {
             let [name] = positionals::<1>(rest, &["NAME"]).map_err(fail)?;
             let name = valid_name(&name).map_err(fail)?;
             Ok(match verb {
@@ -216,6 +388,8 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
                 Verb::Wake => Command::Wake { name },
                 Verb::Lock => Command::Lock { name },
                 Verb::Unlock => Command::Unlock { name },
+                Verb::Actions => Command::Actions { name },
+                Verb::Restart => Command::Restart { name },
                 _ => Command::Delete { name },
             })
         }
@@ -259,6 +433,178 @@ pub fn valid_name(name: &str) -> Result<String, String> {
         Some(p) if name.is_empty() => Err(p.to_string()),
         Some(p) => Err(format!("name {name:?} {p}")),
     }
+}
+
+/// Longest suite, action or parameter name (as the profile allows).
+pub const MAX_RUN_NAME_LEN: usize = 40;
+
+/// A suite or action name as the profile declares them: lowercase letters,
+/// digits and '-', starting with a letter and ending with a letter or digit.
+fn valid_run_name(word: &str, what: &str) -> Result<String, String> {
+    let valid = word.len() <= MAX_RUN_NAME_LEN
+        && word.starts_with(|c: char| c.is_ascii_lowercase())
+        && !word.ends_with('-')
+        && word
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if valid {
+        Ok(word.to_string())
+    } else {
+        Err(format!(
+            "{what} {word:?} is not a valid name: lowercase letters, digits and '-', \
+             starting with a letter, at most {MAX_RUN_NAME_LEN} characters"
+        ))
+    }
+}
+
+/// `NAME ACTION [--PARAMETER VALUE | --PARAMETER=VALUE ...]`. Values are
+/// kept as typed (one word each, quotes allowed); the profile decides
+/// whether they are valid.
+fn parse_run(words: &[String]) -> Result<Command, String> {
+    let mut positional: Vec<&String> = Vec::new();
+    let mut parameters: Vec<(String, String)> = Vec::new();
+    let mut iter = words.iter();
+    while let Some(word) = iter.next() {
+        let Some(flag_text) = word.strip_prefix("--") else {
+            if word.starts_with('-') {
+                return Err(format!(
+                    "parameter {word} must be written --NAME VALUE (two dashes)"
+                ));
+            }
+            if positional.len() == 2 {
+                return Err(format!(
+                    "unexpected argument {word:?}; quote a value that has spaces, \
+                     like --query 'a b'"
+                ));
+            }
+            positional.push(word);
+            continue;
+        };
+        let (flag, inline_value) = match flag_text.split_once('=') {
+            Some((flag, value)) => (flag, Some(value.to_string())),
+            None => (flag_text, None),
+        };
+        let valid_flag = flag.len() <= MAX_RUN_NAME_LEN
+            && flag.starts_with(|c: char| c.is_ascii_lowercase())
+            && flag
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !valid_flag {
+            return Err(format!(
+                "--{flag} is not a parameter name: lowercase letters, digits and '-', \
+                 starting with a letter"
+            ));
+        }
+        if parameters.iter().any(|(name, _)| name == flag) {
+            return Err(format!("--{flag} is given twice"));
+        }
+        let value = match inline_value {
+            Some(v) => v,
+            None => match iter.next() {
+                Some(v) if !v.starts_with("--") => v.clone(),
+                _ => return Err(format!("--{flag} needs a value")),
+            },
+        };
+        parameters.push((flag.to_string(), value));
+    }
+    let (name, action) = match positional.as_slice() {
+        [] => return Err("NAME is missing".into()),
+        [_] => return Err("ACTION is missing".into()),
+        [name, action] => (valid_name(name)?, valid_run_name(action, "ACTION")?),
+        _ => unreachable!("at most two positional words are taken"),
+    };
+    Ok(Command::Run {
+        name,
+        action,
+        parameters,
+    })
+}
+
+fn parse_update(words: &[String]) -> Result<Command, String> {
+    let mut change = UpdateArgs::default();
+    let mut name: Option<String> = None;
+    let mut seen: Vec<&str> = Vec::new();
+    let mut iter = words.iter();
+    while let Some(word) = iter.next() {
+        let Some(flag_text) = word.strip_prefix("--") else {
+            if word.starts_with('-') {
+                return Err(format!("unknown flag {word}"));
+            }
+            if name.is_some() {
+                return Err(format!("unexpected argument {word:?}"));
+            }
+            name = Some(valid_name(word)?);
+            continue;
+        };
+        let (flag, inline_value) = match flag_text.split_once('=') {
+            Some((flag, value)) => (flag, Some(value.to_string())),
+            None => (flag_text, None),
+        };
+        let Some(flag) = ["version", "image", "size", "env"]
+            .into_iter()
+            .find(|k| *k == flag)
+        else {
+            return Err(format!(
+                "unknown flag --{flag}; update changes --version, --image, --size or --env"
+            ));
+        };
+        if seen.contains(&flag) {
+            return Err(format!("--{flag} is given twice"));
+        }
+        seen.push(flag);
+        let value = match inline_value {
+            Some(v) => v,
+            None => match iter.next() {
+                Some(v) if !v.starts_with("--") => v.clone(),
+                _ => return Err(format!("--{flag} needs a value")),
+            },
+        };
+        if value.is_empty() {
+            return Err(format!("--{flag} needs a value"));
+        }
+        match flag {
+            "version" => change.version = Some(value),
+            "image" => change.image = Some(value),
+            "size" => change.size = Some(value),
+            _ => change.env = parse_env(&value)?,
+        }
+    }
+    let name = name.ok_or("NAME is missing")?;
+    if seen.is_empty() {
+        return Err("nothing to change: give --version, --image, --size or --env".into());
+    }
+    Ok(Command::Update { name, change })
+}
+
+/// `@alice`, or an escaped Slack mention `<@U123|alice>` / `<@U123>`.
+fn parse_person(word: &str) -> Result<Person, String> {
+    if let Some(inner) = word.strip_prefix("<@").and_then(|w| w.strip_suffix('>')) {
+        let (id, name) = match inner.split_once('|') {
+            Some((id, name)) => (id, Some(name.to_string())),
+            None => (inner, None),
+        };
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(format!("PERSON {word:?} is not a mention of a user"));
+        }
+        return Ok(Person::Id {
+            id: id.to_string(),
+            name,
+        });
+    }
+    let Some(name) = word.strip_prefix('@') else {
+        return Err(format!("PERSON {word:?} must be a mention, like @alice"));
+    };
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !valid {
+        return Err(format!(
+            "PERSON {word:?} is not a user name: letters, digits, '.', '_' and '-' after the @"
+        ));
+    }
+    Ok(Person::Name(name.to_string()))
 }
 
 fn parse_create(words: &[String]) -> Result<CreateArgs, String> {
@@ -579,6 +925,260 @@ mod tests {
         assert_eq!(parse("list --all"), Ok(Command::List { all: true }));
         assert_eq!(err("list --mine").problem, "unknown flag --mine");
         assert_eq!(err("list --all --all").problem, "--all is given twice");
+    }
+
+    #[test]
+    fn test_and_cancel_take_an_optional_suite() {
+        assert_eq!(
+            parse("test demo"),
+            Ok(Command::Test {
+                name: "demo".into(),
+                suite: None
+            })
+        );
+        assert_eq!(
+            parse("test demo e2e"),
+            Ok(Command::Test {
+                name: "demo".into(),
+                suite: Some("e2e".into())
+            })
+        );
+        assert_eq!(
+            parse("cancel demo smoke-1"),
+            Ok(Command::Cancel {
+                name: "demo".into(),
+                suite: Some("smoke-1".into())
+            })
+        );
+        let cases = [
+            ("test", "NAME is missing", Verb::Test),
+            (
+                "test demo e2e extra",
+                "unexpected argument \"extra\"",
+                Verb::Test,
+            ),
+            ("test demo --all", "unknown flag --all", Verb::Test),
+            (
+                "test demo E2E",
+                "SUITE \"E2E\" is not a valid name: lowercase letters, digits and '-', starting with a letter, at most 40 characters",
+                Verb::Test,
+            ),
+            (
+                "cancel Demo",
+                "name \"Demo\" must start with a lowercase letter",
+                Verb::Cancel,
+            ),
+        ];
+        for (text, problem, verb) in cases {
+            let e = err(text);
+            assert_eq!(
+                (e.problem.as_str(), e.usage),
+                (problem, Some(verb)),
+                "{text}"
+            );
+        }
+        assert!(
+            err("test demo 'e2e;rm'")
+                .problem
+                .starts_with("SUITE \"e2e;rm\"")
+        );
+    }
+
+    #[test]
+    fn run_keeps_parameter_values_as_single_words() {
+        assert_eq!(
+            parse("run demo list-users --team 'a b' --limit=20 --query '$(reboot); rm -rf /'"),
+            Ok(Command::Run {
+                name: "demo".into(),
+                action: "list-users".into(),
+                parameters: vec![
+                    ("team".into(), "a b".into()),
+                    ("limit".into(), "20".into()),
+                    ("query".into(), "$(reboot); rm -rf /".into()),
+                ],
+            })
+        );
+        assert_eq!(
+            parse("run --limit 1 demo stats"),
+            Ok(Command::Run {
+                name: "demo".into(),
+                action: "stats".into(),
+                parameters: vec![("limit".into(), "1".into())],
+            })
+        );
+        assert_eq!(
+            parse("run demo stats --empty="),
+            Ok(Command::Run {
+                name: "demo".into(),
+                action: "stats".into(),
+                parameters: vec![("empty".into(), String::new())],
+            })
+        );
+        let cases = [
+            ("run", "NAME is missing"),
+            ("run demo", "ACTION is missing"),
+            ("run demo stats --limit", "--limit needs a value"),
+            ("run demo stats --limit --team x", "--limit needs a value"),
+            (
+                "run demo stats --limit 1 --limit 2",
+                "--limit is given twice",
+            ),
+            (
+                "run demo stats -l 1",
+                "parameter -l must be written --NAME VALUE (two dashes)",
+            ),
+            (
+                "run demo stats --Limit 1",
+                "--Limit is not a parameter name: lowercase letters, digits and '-', starting with a letter",
+            ),
+            (
+                "run demo stats --query ; rm -rf /",
+                "unexpected argument \"rm\"; quote a value that has spaces, like --query 'a b'",
+            ),
+            (
+                "run demo 'stats;reboot'",
+                "ACTION \"stats;reboot\" is not a valid name: lowercase letters, digits and '-', starting with a letter, at most 40 characters",
+            ),
+        ];
+        for (text, problem) in cases {
+            let e = err(text);
+            assert_eq!(
+                (e.problem.as_str(), e.usage),
+                (problem, Some(Verb::Run)),
+                "{text}"
+            );
+        }
+        // A newline separates words like a space: it cannot end the command.
+        assert!(
+            err("run demo stats --query a\nrm")
+                .problem
+                .starts_with("unexpected argument \"rm\"")
+        );
+    }
+
+    #[test]
+    fn update_needs_something_to_change() {
+        assert_eq!(
+            parse("update demo --version 9.12.0 --env A=1,B=2"),
+            Ok(Command::Update {
+                name: "demo".into(),
+                change: UpdateArgs {
+                    version: Some("9.12.0".into()),
+                    env: vec![("A".into(), "1".into()), ("B".into(), "2".into())],
+                    ..Default::default()
+                }
+            })
+        );
+        assert_eq!(
+            parse("update demo --image=ghcr.io/a/b --size miniHA"),
+            Ok(Command::Update {
+                name: "demo".into(),
+                change: UpdateArgs {
+                    image: Some("ghcr.io/a/b".into()),
+                    size: Some("miniHA".into()),
+                    ..Default::default()
+                }
+            })
+        );
+        let cases = [
+            (
+                "update demo",
+                "nothing to change: give --version, --image, --size or --env",
+            ),
+            ("update --version 1", "NAME is missing"),
+            (
+                "update demo --ttl 1h",
+                "unknown flag --ttl; update changes --version, --image, --size or --env",
+            ),
+            ("update demo --version", "--version needs a value"),
+            ("update demo --size a --size b", "--size is given twice"),
+            ("update demo --env X", "--env entry \"X\" is not KEY=VALUE"),
+            (
+                "update demo other --size a",
+                "unexpected argument \"other\"",
+            ),
+        ];
+        for (text, problem) in cases {
+            let e = err(text);
+            assert_eq!(
+                (e.problem.as_str(), e.usage),
+                (problem, Some(Verb::Update)),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn share_takes_a_mention() {
+        assert_eq!(
+            parse("share demo @alice.b"),
+            Ok(Command::Share {
+                name: "demo".into(),
+                person: Person::Name("alice.b".into())
+            })
+        );
+        assert_eq!(
+            parse("unshare demo <@U024BE7LH|bob>"),
+            Ok(Command::Unshare {
+                name: "demo".into(),
+                person: Person::Id {
+                    id: "U024BE7LH".into(),
+                    name: Some("bob".into())
+                }
+            })
+        );
+        assert_eq!(
+            Person::Id {
+                id: "U1".into(),
+                name: None
+            }
+            .display(),
+            "<@U1>"
+        );
+        let cases = [
+            ("share demo", "PERSON is missing"),
+            (
+                "share demo alice",
+                "PERSON \"alice\" must be a mention, like @alice",
+            ),
+            (
+                "share demo @",
+                "PERSON \"@\" is not a user name: letters, digits, '.', '_' and '-' after the @",
+            ),
+            (
+                "share demo '@a;b'",
+                "PERSON \"@a;b\" is not a user name: letters, digits, '.', '_' and '-' after the @",
+            ),
+            (
+                "share demo <@U1;x>",
+                "PERSON \"<@U1;x>\" is not a mention of a user",
+            ),
+            ("share demo @a @b", "unexpected argument \"@b\""),
+        ];
+        for (text, problem) in cases {
+            let e = err(text);
+            assert_eq!(
+                (e.problem.as_str(), e.usage),
+                (problem, Some(Verb::Share)),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            parse("restart demo"),
+            Ok(Command::Restart {
+                name: "demo".into()
+            })
+        );
+        assert_eq!(
+            parse("actions demo"),
+            Ok(Command::Actions {
+                name: "demo".into()
+            })
+        );
+        assert_eq!(
+            err("restart demo now").problem,
+            "unexpected argument \"now\""
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ use super::{
     command::{self, Command, CreateArgs},
     config::{Config, Secrets},
     messages,
-    messenger::{Platform, Requester},
+    messenger::{Messenger, Platform, Requester},
     metrics::Metrics,
 };
 use crate::{
@@ -80,6 +80,8 @@ pub struct AppState {
     pub secrets: Secrets,
     pub replay: ReplayGuard,
     pub metrics: Arc<Metrics>,
+    /// The bots' API clients, to look people up (`share`).
+    pub messengers: HashMap<Platform, Arc<Messenger>>,
     /// One lock per requester: creates of one person run one at a time in
     /// this process, so the per-person limit is counted exactly.
     pub create_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -265,7 +267,7 @@ async fn answer(state: &AppState, platform: Platform, request: CommandRequest) -
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub(super) enum Outcome {
     Ok,
     Invalid,
     Refused,
@@ -286,19 +288,19 @@ impl Outcome {
     }
 }
 
-type Answer = (Outcome, String);
+pub(super) type Answer = (Outcome, String);
 
-struct Ctx<'a> {
-    state: &'a AppState,
-    requester: &'a Requester,
-    trigger: &'a str,
+pub(super) struct Ctx<'a> {
+    pub(super) state: &'a AppState,
+    pub(super) requester: &'a Requester,
+    pub(super) trigger: &'a str,
     /// The request's `trigger_id`, recorded on what the command changes.
-    trigger_id: &'a str,
-    channel: &'a str,
+    pub(super) trigger_id: &'a str,
+    pub(super) channel: &'a str,
 }
 
 impl Ctx<'_> {
-    fn api(&self) -> Api<TestInstallation> {
+    pub(super) fn api(&self) -> Api<TestInstallation> {
         Api::all(self.state.client.clone())
     }
 
@@ -309,7 +311,10 @@ impl Ctx<'_> {
             Command::Create(args) => self.create(args).await,
             Command::List { all } => self.list(all, now).await,
             Command::Status { name } => match self.get(&name).await {
-                Ok(ti) => (Outcome::Ok, messages::status(&ti, now)),
+                Ok(ti) => (
+                    Outcome::Ok,
+                    messages::status(&ti, self.requester.platform.flavor(), now),
+                ),
                 Err(answer) => answer,
             },
             Command::Extend { name, by } => self.extend(&name, by, now).await,
@@ -340,10 +345,22 @@ impl Ctx<'_> {
                     .await
             }
             Command::Delete { name } => self.delete(&name).await,
+            Command::Update { name, change } => self.update(&name, change).await,
+            Command::Restart { name } => self.restart(&name, now).await,
+            Command::Share { name, person } => self.share(&name, &person, true).await,
+            Command::Unshare { name, person } => self.share(&name, &person, false).await,
+            Command::Test { name, suite } => self.test(&name, suite.as_deref()).await,
+            Command::Cancel { name, suite } => self.cancel(&name, suite.as_deref()).await,
+            Command::Run {
+                name,
+                action,
+                parameters,
+            } => self.run(&name, &action, parameters).await,
+            Command::Actions { name } => self.actions(&name).await,
         }
     }
 
-    async fn get(&self, name: &str) -> Result<TestInstallation, Answer> {
+    pub(super) async fn get(&self, name: &str) -> Result<TestInstallation, Answer> {
         match self.api().get_opt(name).await {
             Ok(Some(ti)) => Ok(ti),
             Ok(None) => Err((
@@ -354,31 +371,44 @@ impl Ctx<'_> {
         }
     }
 
-    fn is_admin(&self) -> bool {
+    pub(super) fn is_admin(&self) -> bool {
         self.state
             .config
             .admins
             .contains(&self.requester.label_value())
     }
 
-    /// The installation, if the requester may change it and this request's
-    /// trigger id has not changed it before (a replay).
-    async fn owned(&self, name: &str) -> Result<TestInstallation, Answer> {
+    /// The installation, if the requester may change it (its requester, the
+    /// people it is shared with, admins) and this request's trigger id has
+    /// not changed it before (a replay).
+    pub(super) async fn owned(&self, name: &str) -> Result<TestInstallation, Answer> {
         let ti = self.get(name).await?;
-        let owner = ti.labels().get(labels::REQUESTER);
-        if owner != Some(&self.requester.label_value()) && !self.is_admin() {
-            let who = ti
-                .annotations()
-                .get(ANNOTATION_USER_NAME)
-                .map(|n| format!(" It belongs to {n}."))
-                .unwrap_or_default();
+        if !self.may_manage(&ti) {
             return Err((
                 Outcome::Refused,
                 format!(
-                    "Only the person who created `{name}` (or an admin) may change or delete it.{who}"
+                    "Only the person who created `{name}`, the people it is shared with, or an admin may change or delete it.{}",
+                    belongs_to(&ti)
                 ),
             ));
         }
+        self.not_replayed(ti)
+    }
+
+    /// Whether the requester is the installation's requester.
+    pub(super) fn is_requester(&self, ti: &TestInstallation) -> bool {
+        ti.labels().get(labels::REQUESTER) == Some(&self.requester.label_value())
+    }
+
+    /// The requester, the people it is shared with, and admins.
+    pub(super) fn may_manage(&self, ti: &TestInstallation) -> bool {
+        let me = self.requester.label_value();
+        self.is_requester(ti) || ti.spec.shared_with.contains(&me) || self.is_admin()
+    }
+
+    /// `ti`, unless this request's trigger id is recorded on it already.
+    pub(super) fn not_replayed(&self, ti: TestInstallation) -> Result<TestInstallation, Answer> {
+        let name = ti.name_any();
         if auth::trigger_recorded(
             ti.annotations()
                 .get(auth::ANNOTATION_TRIGGERS)
@@ -386,7 +416,7 @@ impl Ctx<'_> {
             self.trigger_id,
         ) {
             tracing::warn!(
-                installation = name,
+                installation = %name,
                 "refused a replayed command (trigger id recorded on the installation)"
             );
             return Err((Outcome::Replayed, String::new()));
@@ -394,12 +424,12 @@ impl Ctx<'_> {
         Ok(ti)
     }
 
-    fn profiles(&self) -> Api<InstallationProfile> {
+    pub(super) fn profiles(&self) -> Api<InstallationProfile> {
         Api::all(self.state.client.clone())
     }
 
     /// The profile an installation uses, or the answer that it does not exist.
-    async fn profile(&self, name: Option<&str>) -> Result<InstallationProfile, Answer> {
+    pub(super) async fn profile(&self, name: Option<&str>) -> Result<InstallationProfile, Answer> {
         let name = name.unwrap_or(profile_rules::DEFAULT_PROFILE);
         match self.profiles().get_opt(name).await {
             Ok(Some(profile)) => Ok(profile),
@@ -614,19 +644,20 @@ impl Ctx<'_> {
         }
     }
 
+    /// Everyone's installations (`all`), or the requester's own and those
+    /// shared with them.
     async fn list(&self, all: bool, now: Timestamp) -> Answer {
-        let params = if all {
-            ListParams::default()
-        } else {
-            ListParams::default().labels(&format!(
-                "{}={}",
-                labels::REQUESTER,
-                self.requester.label_value()
-            ))
-        };
-        match self.api().list(&params).await {
+        let me = self.requester.label_value();
+        match self.api().list(&ListParams::default()).await {
             Ok(list) => {
-                let mut items = list.items;
+                let mut items: Vec<TestInstallation> = list
+                    .items
+                    .into_iter()
+                    .filter(|ti| {
+                        all || ti.labels().get(labels::REQUESTER) == Some(&me)
+                            || ti.spec.shared_with.contains(&me)
+                    })
+                    .collect();
                 items.sort_by_key(|ti| ti.name_any());
                 (
                     Outcome::Ok,
@@ -641,10 +672,20 @@ impl Ctx<'_> {
     /// it in the same write (the resourceVersion makes the write fail rather
     /// than lose a trigger id another replica recorded meanwhile; then it is
     /// read and checked again).
-    async fn patch_spec(
+    pub(super) async fn patch_spec(
         &self,
         ti: TestInstallation,
         spec: serde_json::Value,
+    ) -> Result<(), Answer> {
+        self.patch_spec_and_annotations(ti, spec, json!({})).await
+    }
+
+    /// [`Self::patch_spec`] that also merges `annotations` (null removes).
+    pub(super) async fn patch_spec_and_annotations(
+        &self,
+        ti: TestInstallation,
+        spec: serde_json::Value,
+        annotations: serde_json::Value,
     ) -> Result<(), Answer> {
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
@@ -660,10 +701,14 @@ impl Ctx<'_> {
                 self.trigger_id,
                 unix_now(),
             );
+            let mut all_annotations = annotations.clone();
+            if let Some(map) = all_annotations.as_object_mut() {
+                map.insert(auth::ANNOTATION_TRIGGERS.into(), json!(triggers));
+            }
             let patch = json!({
                 "metadata": {
                     "resourceVersion": ti.resource_version(),
-                    "annotations": { auth::ANNOTATION_TRIGGERS: triggers },
+                    "annotations": all_annotations,
                 },
                 "spec": spec,
             });
@@ -816,9 +861,17 @@ impl Ctx<'_> {
     }
 }
 
+/// ` It belongs to NAME.` when the installation names its requester.
+pub(super) fn belongs_to(ti: &TestInstallation) -> String {
+    ti.annotations()
+        .get(ANNOTATION_USER_NAME)
+        .map(|n| format!(" It belongs to {n}."))
+        .unwrap_or_default()
+}
+
 /// An answer for a failed API call. Validation failures (the CRD's schema and
 /// CEL rules) are shown as the API server words them.
-fn cluster_error(err: &kube::Error) -> Answer {
+pub(super) fn cluster_error(err: &kube::Error) -> Answer {
     match err {
         kube::Error::Api(status) if status.code == 422 || status.code == 400 => {
             let causes: Vec<String> = status

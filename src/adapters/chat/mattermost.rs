@@ -92,12 +92,35 @@ impl MattermostApi {
     }
 
     pub async fn post(&self, channel: &str, text: &str, key: &str) -> Result<MessageRef, ApiError> {
+        self.post_in(channel, None, text, key).await
+    }
+
+    /// Posts `text` as a reply in the thread of `root` (`root_id`).
+    pub async fn reply(
+        &self,
+        root: &MessageRef,
+        text: &str,
+        key: &str,
+    ) -> Result<MessageRef, ApiError> {
+        self.post_in(&root.channel, Some(&root.id), text, key).await
+    }
+
+    async fn post_in(
+        &self,
+        channel: &str,
+        root_id: Option<&str>,
+        text: &str,
+        key: &str,
+    ) -> Result<MessageRef, ApiError> {
         let what = "mattermost posts";
-        let body = json!({
+        let mut body = json!({
             "channel_id": channel,
             "message": text,
             "props": { MARKER_PROP: key },
         });
+        if let Some(root_id) = root_id {
+            body["root_id"] = json!(root_id);
+        }
         let response = http::send(what, Repeat::Once, || {
             self.request(reqwest::Method::POST, "/posts").json(&body)
         })
@@ -128,6 +151,23 @@ impl MattermostApi {
                 channel: channel.to_string(),
                 id: post.id,
             }))
+    }
+
+    /// The id of the user called `username`, `None` when there is none.
+    pub async fn user_id_by_name(&self, username: &str) -> Result<Option<String>, ApiError> {
+        let what = "mattermost users/username";
+        let path = format!("/users/username/{username}");
+        match http::send(what, Repeat::Idempotent, || {
+            self.request(reqwest::Method::GET, &path)
+        })
+        .await
+        {
+            Ok(response) => Self::id_from(what, response).await.map(Some),
+            Err(ApiError::Status { status, .. }) if status == reqwest::StatusCode::NOT_FOUND => {
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     pub async fn update(&self, message: &MessageRef, text: &str) -> Result<(), ApiError> {

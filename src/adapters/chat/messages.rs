@@ -33,6 +33,42 @@ impl Flavor {
             Flavor::Slack => format!("<{url}>"),
         }
     }
+
+    fn named_link(self, name: &str, url: &str) -> String {
+        match self {
+            Flavor::Mattermost => format!("[{}]({url})", name.replace(['[', ']'], "")),
+            Flavor::Slack => format!("<{url}|{}>", name.replace(['<', '>', '|'], "")),
+        }
+    }
+}
+
+/// The profile's links of an installation (`status.links`), on one line:
+/// `Links: [logs](https://…) · [dashboard](https://…)`; `None` without any.
+pub fn links(ti: &TestInstallation, flavor: Flavor) -> Option<String> {
+    let links = &ti.status.as_ref()?.links;
+    if links.is_empty() {
+        return None;
+    }
+    let rendered: Vec<String> = links
+        .iter()
+        .map(|l| flavor.named_link(&l.name, &l.url))
+        .collect();
+    Some(format!("Links: {}", rendered.join(" · ")))
+}
+
+/// The people an installation is shared with, as named when it was shared.
+pub fn shared_with(ti: &TestInstallation) -> Option<String> {
+    if ti.spec.shared_with.is_empty() {
+        return None;
+    }
+    let names = super::manage::shared_names(ti);
+    let people: Vec<String> = ti
+        .spec
+        .shared_with
+        .iter()
+        .map(|id| names.get(id).cloned().unwrap_or_else(|| id.clone()))
+        .collect();
+    Some(format!("Shared with: {}", people.join(", ")))
 }
 
 fn code(text: &str) -> String {
@@ -167,6 +203,7 @@ pub fn ready(
     if let Some(expires) = status.expires_at {
         lines.push(format!("Expires: {}", when(expires.0, now)));
     }
+    lines.extend(links(ti, flavor));
     lines.push("These logins are only in this message; keep them to yourself.".into());
     lines.join("\n")
 }
@@ -271,7 +308,7 @@ pub fn created(name: &str, trigger: &str) -> String {
     )
 }
 
-pub fn status(ti: &TestInstallation, now: Timestamp) -> String {
+pub fn status(ti: &TestInstallation, flavor: Flavor, now: Timestamp) -> String {
     let status = ti.status.clone().unwrap_or_default();
     let mut lines = vec![format!(
         "`{}`: {}",
@@ -310,6 +347,8 @@ pub fn status(ti: &TestInstallation, now: Timestamp) -> String {
     if let Some(owner) = ti.annotations().get(super::ANNOTATION_USER_NAME) {
         lines.push(format!("Requested by: {owner}"));
     }
+    lines.extend(shared_with(ti));
+    lines.extend(links(ti, flavor));
     lines.join("\n")
 }
 
@@ -325,9 +364,10 @@ pub fn list(items: &[TestInstallation], all: bool, flavor: Flavor, now: Timestam
     let mut lines = Vec::new();
     if flavor == Flavor::Mattermost {
         lines.push(if all {
-            "| Name | Phase | URL | Expires | Requested by |\n|---|---|---|---|---|".to_string()
+            "| Name | Phase | URL | Expires | Requested by | Shared with | Links |\n|---|---|---|---|---|---|---|"
+                .to_string()
         } else {
-            "| Name | Phase | URL | Expires |\n|---|---|---|---|".to_string()
+            "| Name | Phase | URL | Expires | Shared with | Links |\n|---|---|---|---|---|---|".to_string()
         });
     }
     for ti in items {
@@ -346,10 +386,18 @@ pub fn list(items: &[TestInstallation], all: bool, flavor: Flavor, now: Timestam
                 .or_else(|| ti.labels().get(labels::REQUESTER).cloned())
                 .unwrap_or_default()
         });
+        let shared = shared_with(ti)
+            .map(|s| s.trim_start_matches("Shared with: ").to_string())
+            .unwrap_or_default();
+        let links = links(ti, flavor)
+            .map(|l| l.trim_start_matches("Links: ").to_string())
+            .unwrap_or_default();
         lines.push(match flavor {
             Flavor::Mattermost => {
                 let mut row = vec![name, phase.to_string(), url, expires];
                 row.extend(owner);
+                row.push(shared);
+                row.push(links);
                 format!("| {} |", row.join(" | "))
             }
             Flavor::Slack => {
@@ -362,6 +410,12 @@ pub fn list(items: &[TestInstallation], all: bool, flavor: Flavor, now: Timestam
                 }
                 if let Some(owner) = owner {
                     parts.push(format!("by {owner}"));
+                }
+                if !shared.is_empty() {
+                    parts.push(format!("shared with {shared}"));
+                }
+                if !links.is_empty() {
+                    parts.push(links);
                 }
                 parts.join(" · ")
             }
@@ -502,6 +556,61 @@ mod tests {
     }
 
     #[test]
+    fn status_list_and_ready_show_links_and_who_it_is_shared_with() {
+        let mut ti = installation();
+        ti.spec.shared_with = vec!["mattermost.u1".into(), "mattermost.u2".into()];
+        ti.annotations_mut().insert(
+            super::super::ANNOTATION_SHARED_NAMES.into(),
+            r#"{"mattermost.u1":"@alice"}"#.into(),
+        );
+        ti.status.as_mut().unwrap().links = vec![
+            crate::api::run::Link {
+                name: "logs".into(),
+                url: "https://logs.example/?ns=ti-demo42".into(),
+            },
+            crate::api::run::Link {
+                name: "dash".into(),
+                url: "https://dash.example/demo42".into(),
+            },
+        ];
+        let now = Timestamp::from_second(1_000_000).unwrap();
+        let text = status(&ti, Flavor::Mattermost, now);
+        assert!(
+            text.contains("Shared with: @alice, mattermost.u2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "Links: [logs](https://logs.example/?ns=ti-demo42) · [dash](https://dash.example/demo42)"
+            ),
+            "{text}"
+        );
+        let slack = status(&ti, Flavor::Slack, now);
+        assert!(
+            slack.contains("<https://logs.example/?ns=ti-demo42|logs>"),
+            "{slack}"
+        );
+        let table = list(std::slice::from_ref(&ti), false, Flavor::Mattermost, now);
+        assert!(
+            table.contains("| @alice, mattermost.u2 | [logs]("),
+            "{table}"
+        );
+        let lines = list(std::slice::from_ref(&ti), false, Flavor::Slack, now);
+        assert!(
+            lines.contains("shared with @alice, mattermost.u2 · <https://logs.example"),
+            "{lines}"
+        );
+        let creds = Credentials {
+            admin_user: "a".into(),
+            admin_password: "b".into(),
+            user: "c".into(),
+            user_password: "d".into(),
+        };
+        let ready = ready(&ti, &creds, Flavor::Mattermost, now);
+        assert!(ready.contains("Links: [logs]"), "{ready}");
+    }
+
+    #[test]
     fn status_shows_the_url_once() {
         let mut ti = TestInstallation::new("demo", Default::default());
         ti.status = Some(crate::api::TestInstallationStatus {
@@ -509,10 +618,10 @@ mod tests {
             url: Some("https://demo.example".into()),
             ..Default::default()
         });
-        let text = status(&ti, Timestamp::now());
+        let text = status(&ti, Flavor::Mattermost, Timestamp::now());
         assert_eq!(text.matches("https://demo.example").count(), 1, "{text}");
         ti.status.as_mut().unwrap().message = Some("Provisioning".into());
-        let text = status(&ti, Timestamp::now());
+        let text = status(&ti, Flavor::Mattermost, Timestamp::now());
         assert!(text.contains("URL: https://demo.example"), "{text}");
     }
 }

@@ -103,6 +103,32 @@ impl Messenger {
         }
     }
 
+    /// Posts `text` as a reply in the thread of `root`, carrying `key`.
+    pub async fn reply(
+        &self,
+        root: &MessageRef,
+        text: &str,
+        key: &str,
+    ) -> Result<MessageRef, ApiError> {
+        match self {
+            Messenger::Mattermost(api) => api.reply(root, text, key).await,
+            Messenger::Slack(api) => api.reply(root, text, key).await,
+        }
+    }
+
+    /// The bot's reply carrying `key` in the thread of `root` (Mattermost
+    /// lists replies with the channel's posts; Slack only per thread).
+    pub async fn find_reply(
+        &self,
+        root: &MessageRef,
+        key: &str,
+    ) -> Result<Option<MessageRef>, ApiError> {
+        match self {
+            Messenger::Mattermost(api) => api.find(&root.channel, key).await,
+            Messenger::Slack(api) => api.find_reply(root, key).await,
+        }
+    }
+
     pub async fn update(&self, message: &MessageRef, text: &str) -> Result<(), ApiError> {
         match self {
             Messenger::Mattermost(api) => api.update(message, text).await,

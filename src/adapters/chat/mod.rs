@@ -7,11 +7,14 @@ pub mod command;
 pub mod config;
 pub mod handler;
 mod http;
+pub mod manage;
 pub mod mattermost;
 pub mod messages;
 pub mod messenger;
 pub mod metrics;
 pub mod notifier;
+pub mod run_results;
+mod runs;
 pub mod slack;
 
 use std::{collections::HashMap, future::Future, net::SocketAddr, path::Path, sync::Arc};
@@ -46,6 +49,9 @@ pub const ANNOTATION_TEAM_ID: &str = "ephemera.dev/chat-team-id";
 pub const ANNOTATION_CHANNEL: &str = "ephemera.dev/chat-channel";
 /// The slash command's trigger, e.g. `/testenv`, for hints in messages.
 pub const ANNOTATION_COMMAND: &str = "ephemera.dev/chat-command";
+/// How the people in `spec.sharedWith` were named when they were added
+/// (JSON: requester id → `@name`), for `status`.
+pub const ANNOTATION_SHARED_NAMES: &str = "ephemera.dev/chat-shared-names";
 
 /// `ephemera chat`: loads the config, connects to the cluster from the
 /// environment (in-cluster or `KUBECONFIG`) and serves until SIGTERM.
@@ -91,10 +97,16 @@ pub async fn serve(
             ))),
         );
     }
+    let run_results = run_results::RunResults::new(
+        client.clone(),
+        config.instance.clone(),
+        messengers.clone(),
+        metrics.clone(),
+    );
     let notifier = notifier::Notifier::new(
         client.clone(),
         config.instance.clone(),
-        messengers,
+        messengers.clone(),
         metrics.clone(),
         config.expiry_warning,
         config.give_up_after,
@@ -106,6 +118,7 @@ pub async fn serve(
         secrets,
         replay: auth::ReplayGuard::new(2 * auth::SLACK_WINDOW_SECS, 100_000),
         create_locks: Default::default(),
+        messengers,
         metrics,
     });
     let router =
@@ -126,5 +139,6 @@ pub async fn serve(
     tokio::select! {
         result = server => result,
         () = notifier.run(health) => anyhow::bail!("the installation watch ended"),
+        () = run_results.run() => anyhow::bail!("the TestRun watch ended"),
     }
 }

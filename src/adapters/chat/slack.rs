@@ -98,18 +98,36 @@ impl SlackApi {
     }
 
     pub async fn post(&self, channel: &str, text: &str, key: &str) -> Result<MessageRef, ApiError> {
+        self.post_in(channel, None, text, key).await
+    }
+
+    /// Posts `text` as a reply in the thread of `root` (`thread_ts`).
+    pub async fn reply(
+        &self,
+        root: &MessageRef,
+        text: &str,
+        key: &str,
+    ) -> Result<MessageRef, ApiError> {
+        self.post_in(&root.channel, Some(&root.id), text, key).await
+    }
+
+    async fn post_in(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        text: &str,
+        key: &str,
+    ) -> Result<MessageRef, ApiError> {
         let what = "slack chat.postMessage";
-        let value = self
-            .call(
-                what,
-                "chat.postMessage",
-                json!({
-                    "channel": channel,
-                    "text": text,
-                    "metadata": { "event_type": MARKER_EVENT, "event_payload": { "key": key } },
-                }),
-            )
-            .await?;
+        let mut body = json!({
+            "channel": channel,
+            "text": text,
+            "metadata": { "event_type": MARKER_EVENT, "event_payload": { "key": key } },
+        });
+        if let Some(ts) = thread_ts {
+            body["thread_ts"] = json!(ts);
+        }
+        let value = self.call(what, "chat.postMessage", body).await?;
         match (value["channel"].as_str(), value["ts"].as_str()) {
             (Some(channel), Some(ts)) => Ok(MessageRef {
                 channel: channel.to_string(),
@@ -124,6 +142,7 @@ impl SlackApi {
 
     /// The message carrying `key` among the channel's last 200
     /// (`conversations.history` with metadata; needs the `im:history` scope).
+    /// Replies in threads are not among them: see [`Self::find_reply`].
     pub async fn find(&self, channel: &str, key: &str) -> Result<Option<MessageRef>, ApiError> {
         let value = self
             .call_with(
@@ -136,16 +155,42 @@ impl SlackApi {
                 ]),
             )
             .await?;
+        Ok(Self::with_key(&value, channel, key))
+    }
+
+    /// The reply carrying `key` in the thread of `root`
+    /// (`conversations.replies`).
+    pub async fn find_reply(
+        &self,
+        root: &MessageRef,
+        key: &str,
+    ) -> Result<Option<MessageRef>, ApiError> {
+        let value = self
+            .call_with(
+                "slack conversations.replies",
+                "conversations.replies",
+                Body::Form(vec![
+                    ("channel", root.channel.clone()),
+                    ("ts", root.id.clone()),
+                    ("limit", "200".into()),
+                    ("include_all_metadata", "true".into()),
+                ]),
+            )
+            .await?;
+        Ok(Self::with_key(&value, &root.channel, key))
+    }
+
+    fn with_key(value: &Value, channel: &str, key: &str) -> Option<MessageRef> {
         let found = value["messages"].as_array().and_then(|messages| {
             messages.iter().find(|m| {
                 m["metadata"]["event_type"] == MARKER_EVENT
                     && m["metadata"]["event_payload"]["key"].as_str() == Some(key)
             })
         });
-        Ok(found.and_then(|m| m["ts"].as_str()).map(|ts| MessageRef {
+        found.and_then(|m| m["ts"].as_str()).map(|ts| MessageRef {
             channel: channel.to_string(),
             id: ts.to_string(),
-        }))
+        })
     }
 
     pub async fn update(&self, message: &MessageRef, text: &str) -> Result<(), ApiError> {
