@@ -612,7 +612,7 @@ async fn suite_run(platform: Platform) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let results: Vec<Message> = setup
         .fake
-        .posts_containing(&format!("e2e on {name} succeeded"));
+        .posts_containing(&format!("e2e on {name} passed"));
     assert_eq!(
         results.len(),
         2,

@@ -215,7 +215,7 @@ pub fn new_test_run(
 }
 
 /// The run's outcome in one line for people, e.g.
-/// `e2e on demo42 succeeded: 12 passed, 0 failed, 1 skipped in 42s`.
+/// `e2e on demo42 passed: 12 passed, 0 failed, 1 skipped in 42s`.
 pub fn result_line(run: &TestRun) -> String {
     let what = match run.target() {
         RunTarget::Test(name) => name.to_string(),
@@ -229,7 +229,17 @@ pub fn result_line(run: &TestRun) -> String {
         Some(RunPhase::Running) => "is running",
         Some(RunPhase::Pending) | None => "is waiting to start",
     };
+    let name = match run.target() {
+        RunTarget::Test(name) | RunTarget::Action(name) => name,
+    };
     match status.message.filter(|m| !m.is_empty()) {
+        // The controller's sentences start with the suite or action's name
+        // ("e2e passed: …"): say it once.
+        Some(message) if message.starts_with(&format!("{name} ")) => format!(
+            "{what} on {} {}",
+            run.spec.installation,
+            &message[name.len() + 1..]
+        ),
         Some(message) => format!("{what} on {} {outcome}: {message}", run.spec.installation),
         None => format!("{what} on {} {outcome}", run.spec.installation),
     }
@@ -374,6 +384,12 @@ mod tests {
         assert_eq!(
             result_line(&run),
             "e2e on demo42 succeeded: 12 passed, 0 failed, 1 skipped in 42s"
+        );
+        run.status.as_mut().unwrap().message =
+            Some("e2e passed: 12 passed, 0 failed, 1 skipped in 42s".into());
+        assert_eq!(
+            result_line(&run),
+            "e2e on demo42 passed: 12 passed, 0 failed, 1 skipped in 42s"
         );
     }
 }

@@ -575,7 +575,7 @@ mod tests {
         let run = finished(RunPhase::Failed);
         let text = result_text(&run, None);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("❌ e2e on demo failed: "), "{text}");
+        assert!(lines[0].starts_with("❌ e2e on demo "), "{text}");
         assert!(lines[0].ends_with("(run `demo-e2e-1`)"), "{text}");
         assert_eq!(lines[1], "Passed: 3 · Failed: 1 · Skipped: 0");
         assert_eq!(lines[2], "```");
@@ -583,10 +583,7 @@ mod tests {
         assert_eq!(*lines.last().unwrap(), "```");
         assert_eq!(text.matches("```").count(), 2, "{text}");
         let threaded = result_text(&finished(RunPhase::Succeeded), Some("alice"));
-        assert!(
-            threaded.starts_with("✅ e2e on demo succeeded"),
-            "{threaded}"
-        );
+        assert!(threaded.starts_with("✅ e2e on demo passed"), "{threaded}");
         assert!(
             threaded.contains("(started by alice, run `demo-e2e-1`)"),
             "{threaded}"
