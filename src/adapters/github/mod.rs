@@ -12,6 +12,7 @@
 //! - `client`: GitHub REST, App authentication, rate limits
 
 pub mod actions;
+pub mod checks;
 pub mod client;
 pub mod commands;
 pub mod config;
@@ -20,6 +21,8 @@ pub mod metrics;
 pub mod naming;
 pub mod render;
 pub mod reporter;
+pub mod run_reporter;
+pub mod runs;
 pub mod signature;
 pub mod webhook;
 
@@ -100,6 +103,7 @@ pub async fn run(
         github,
         installations,
         profiles: Api::all(client.clone()),
+        runs: Api::all(client.clone()),
     });
 
     let (tx, rx) = mpsc::channel(config.queue_capacity);
@@ -112,7 +116,8 @@ pub async fn run(
         seen.clone(),
         metrics.clone(),
     )));
-    let _reporter = AbortOnDrop(tokio::spawn(reporter::run(ctx.clone(), client)));
+    let _reporter = AbortOnDrop(tokio::spawn(reporter::run(ctx.clone(), client.clone())));
+    let _run_reporter = AbortOnDrop(tokio::spawn(run_reporter::run(ctx.clone(), client)));
 
     let health = Health::default();
     let router = webhook::routes(webhook::Intake::new(config.clone(), tx, seen, metrics))
@@ -206,7 +211,7 @@ async fn work(
                     )
                     .await
                     .is_ok(),
-                    events::Intent::Pull(_) => false,
+                    events::Intent::Pull(_) | events::Intent::Rerun(_) => false,
                 };
                 if !answered {
                     webhook::forget(&seen, &job);
