@@ -9,4 +9,5 @@ pub mod finalizer;
 pub mod github;
 pub mod notify;
 pub mod profile_rules;
+pub mod runs;
 pub mod secret;

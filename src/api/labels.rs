@@ -10,6 +10,9 @@ pub const COMPONENT: &str = "app.kubernetes.io/component";
 
 /// Who asked for an installation (label, so capacity can count per requester).
 pub const REQUESTER: &str = "ephemera.dev/requester";
+/// On a TestRun's Job and pod: the name of the TestRun.
+pub const RUN: &str = "ephemera.dev/run";
+
 /// Where the request came from: `github`, `chat`, `gitops` or `kubectl`.
 pub const SOURCE: &str = "ephemera.dev/source";
 /// Annotations set by the GitHub adapter.

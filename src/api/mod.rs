@@ -13,6 +13,7 @@ pub mod installation;
 pub mod labels;
 pub mod profile;
 pub mod run;
+pub mod run_parameters;
 
 pub use installation::{
     CredentialsSecretRef, DatabaseEngine, DatabaseSpec, DatabaseStorage, EnvVar, EnvVarSource,
