@@ -24,10 +24,12 @@ use super::{
     naming,
 };
 use crate::{
-    adapters::profile_rules,
+    adapters::{
+        profile_rules,
+        runs::{self as shared, StartError},
+    },
     api::{
-        InstallationProfile, ProfileRun, RunTarget, StartableBy, TestInstallation, TestRun,
-        TestRunSpec, labels,
+        InstallationProfile, ProfileRun, RunTarget, StartableBy, TestInstallation, TestRun, labels,
     },
 };
 
@@ -57,19 +59,10 @@ pub enum Refusal {
         "there is no test installation for this pull request yet; add a test-server label or comment `/testenv deploy` first"
     )]
     NoInstallation,
-    #[error("profile `{0}` declares no test suites")]
-    NoSuites(String),
-    #[error("profile `{profile}` has no {kind} `{name}`; it offers {offered}")]
-    Unknown {
-        profile: String,
-        kind: &'static str,
-        name: String,
-        offered: String,
-    },
-    #[error("{0}")]
-    NotAllowed(String),
-    #[error("{0}")]
-    Parameters(String),
+    #[error("runs need write permission on {0}")]
+    NoWrite(String),
+    #[error(transparent)]
+    Start(#[from] StartError),
 }
 
 /// The profile of an installation (the default profile when none is named).
@@ -87,167 +80,60 @@ async fn profile_of(ctx: &Ctx, ti: &TestInstallation) -> anyhow::Result<Installa
     })
 }
 
-/// Pure: the suite or action `wanted` names in `profile`, with the
-/// parameters checked against its declaration.
-pub fn resolve(
+/// Pure: the suite or action `wanted` names in `profile`, checked for
+/// whether `asker` may start it on `ti`, with its parameters checked and
+/// defaulted. `startableBy: requester` on GitHub also lets the PR's author
+/// start it (the PR is theirs); admins are the repository's admins.
+pub fn check(
     profile: &InstallationProfile,
-    wanted: &Wanted,
-) -> Result<(ProfileRun, BTreeMap<String, String>), Refusal> {
-    let profile_name = profile.name_any();
-    let offered = |runs: &[ProfileRun]| {
-        if runs.is_empty() {
-            "none".to_string()
-        } else {
-            runs.iter()
-                .map(|r| format!("`{}`", r.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    };
-    match wanted {
-        Wanted::Test(None) => profile
-            .spec
-            .tests
-            .first()
-            .cloned()
-            .map(|t| (t, BTreeMap::new()))
-            .ok_or(Refusal::NoSuites(profile_name)),
-        Wanted::Test(Some(name)) => profile
-            .spec
-            .tests
-            .iter()
-            .find(|t| t.name == *name)
-            .cloned()
-            .map(|t| (t, BTreeMap::new()))
-            .ok_or_else(|| Refusal::Unknown {
-                profile: profile_name.clone(),
-                kind: "test suite",
-                name: name.clone(),
-                offered: offered(&profile.spec.tests),
-            }),
-        Wanted::Action { name, parameters } => {
-            let action = profile
-                .spec
-                .actions
-                .iter()
-                .find(|a| a.name == *name)
-                .cloned()
-                .ok_or_else(|| Refusal::Unknown {
-                    profile: profile_name.clone(),
-                    kind: "action",
-                    name: name.clone(),
-                    offered: offered(&profile.spec.actions),
-                })?;
-            let checked = check_parameters(&action, parameters).map_err(Refusal::Parameters)?;
-            Ok((action, checked))
-        }
-    }
-}
-
-/// The parameters as the action declares them: unknown ones refused, each
-/// value checked against its type, defaults filled in.
-fn check_parameters(
-    action: &ProfileRun,
-    given: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, String>, String> {
-    // Until the shared validation lands: names, required values, enums and
-    // integer bounds (the controller checks every value again).
-    let mut out = BTreeMap::new();
-    for name in given.keys() {
-        if !action.parameters.iter().any(|p| p.name == *name) {
-            return Err(format!("`{}` has no parameter `{name}`", action.name));
-        }
-    }
-    for declared in &action.parameters {
-        let value = match (given.get(&declared.name), &declared.default) {
-            (Some(value), _) => value.clone(),
-            (None, Some(default)) => default.clone(),
-            (None, None) => {
-                return Err(format!("parameter `{}` is required", declared.name));
-            }
-        };
-        match declared.kind {
-            crate::api::ParameterType::Enum if !declared.values.contains(&value) => {
-                return Err(format!(
-                    "parameter `{}` must be one of {}",
-                    declared.name,
-                    declared.values.join(", ")
-                ));
-            }
-            crate::api::ParameterType::Integer => {
-                let n: i64 = value
-                    .parse()
-                    .map_err(|_| format!("parameter `{}` must be a whole number", declared.name))?;
-                if declared.minimum.is_some_and(|m| n < m)
-                    || declared.maximum.is_some_and(|m| n > m)
-                {
-                    return Err(format!("parameter `{}` is out of range", declared.name));
-                }
-            }
-            _ => {}
-        }
-        out.insert(declared.name.clone(), value);
-    }
-    Ok(out)
-}
-
-/// Pure: whether `asker` may start `run` on `ti` (profile `startableBy`):
-/// `anyone` = anyone with write access to the repository; `requester` =
-/// the installation's requester, the people it is shared with, the PR's
-/// author, and repository admins; `admins` = repository admins.
-pub fn may_start(
-    run: &ProfileRun,
     ti: &TestInstallation,
+    wanted: &Wanted,
     pr_author: Option<&str>,
     asker: &Asker<'_>,
-) -> Result<(), Refusal> {
+) -> Result<(ProfileRun, BTreeMap<String, String>), Refusal> {
     if asker.permission < Permission::Write {
-        return Err(Refusal::NotAllowed(format!(
-            "runs need write permission on {}",
-            asker.repository
-        )));
+        return Err(Refusal::NoWrite(asker.repository.to_string()));
     }
-    let admin = asker.permission == Permission::Admin;
+    let profile_name = profile.name_any();
+    let (declared, given) = match wanted {
+        Wanted::Test(name) => (
+            shared::find_suite(&profile_name, &profile.spec, name.as_deref())?,
+            BTreeMap::new(),
+        ),
+        Wanted::Action { name, parameters } => (
+            shared::find_action(&profile_name, &profile.spec, name)?,
+            parameters.clone(),
+        ),
+    };
     let me = naming::requester_label(asker.login);
-    let allowed = match run.startable_by {
-        StartableBy::Anyone => true,
-        StartableBy::Admins => admin,
-        StartableBy::Requester => {
-            admin
-                || ti.labels().get(labels::REQUESTER) == Some(&me)
-                || ti.spec.shared_with.contains(&me)
-                || pr_author.is_some_and(|a| a.eq_ignore_ascii_case(asker.login))
-        }
+    let admin = asker.permission == Permission::Admin;
+    let author = declared.startable_by == StartableBy::Requester
+        && pr_author.is_some_and(|a| a.eq_ignore_ascii_case(asker.login));
+    // The PR's author counts as the requester: check as them.
+    let person = if author {
+        ti.labels().get(labels::REQUESTER).cloned().unwrap_or(me)
+    } else {
+        me
     };
-    if allowed {
-        return Ok(());
-    }
-    let who = match run.startable_by {
-        StartableBy::Admins => "repository admins".to_string(),
-        _ => "the person who asked for the installation, the people it is shared with, the pull request's author and repository admins".to_string(),
-    };
-    Err(Refusal::NotAllowed(format!(
-        "`{}` may only be started by {who}",
-        run.name
-    )))
+    let parameters = shared::check_start(declared, ti, &person, admin, &given)?;
+    Ok((declared.clone(), parameters))
 }
 
-/// A TestRun name from the installation, the suite or action and what asked
-/// for it (`origin`): the same origin always gives the same name, at most 63
-/// characters (the Job's name limit).
-pub fn run_name(installation: &str, target: &str, origin: &str) -> String {
-    let hash = hex::encode(&Sha256::digest(origin.as_bytes())[..4]);
-    let room = 63 - hash.len() - 2;
-    let head: String = format!("{installation}-{target}")
-        .chars()
-        .take(room)
-        .collect();
-    format!("{}-{hash}", head.trim_end_matches('-'))
+/// A TestRun name (the shared shape, `<installation>-<target>-<suffix>`)
+/// whose suffix comes from what asked for it (`origin`) instead of the
+/// clock: a retried or redelivered request names the same run, finds it
+/// there and starts nothing new.
+pub fn run_name(installation: &str, target: RunTarget<'_>, origin: &str) -> String {
+    let digest = Sha256::digest(origin.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    // 48 bits: ten base-36 digits at most.
+    let suffix = u64::from_be_bytes(bytes) >> 16;
+    shared::run_name(installation, target, suffix)
 }
 
 /// The TestRun for `target` on `ti`, labelled and annotated so the run
-/// reporter finds the PR and commit to report on.
-#[allow(clippy::too_many_arguments)]
+/// reporter finds the PR and the commit to report on.
 pub fn build_run(
     ctx: &Ctx,
     ti: &TestInstallation,
@@ -257,19 +143,13 @@ pub fn build_run(
     origin: &str,
 ) -> TestRun {
     let installation = ti.name_any();
-    let (test, action, target_name) = match target {
-        RunTarget::Test(t) => (Some(t.to_string()), None, t),
-        RunTarget::Action(a) => (None, Some(a.to_string()), a),
-    };
-    let mut run = TestRun::new(
-        &run_name(&installation, target_name, origin),
-        TestRunSpec {
-            installation: installation.clone(),
-            test,
-            action,
-            parameters,
-            cancelled: false,
-        },
+    let mut run = shared::new_test_run(
+        run_name(&installation, target, origin),
+        &installation,
+        target,
+        parameters,
+        requester,
+        "github",
     );
     let from = ti.annotations();
     let mut notes = BTreeMap::new();
@@ -284,21 +164,16 @@ pub fn build_run(
         }
     }
     run.metadata.annotations = Some(notes);
-    let mut tags = BTreeMap::from([
-        (labels::SOURCE.to_string(), "github".to_string()),
-        (labels::REQUESTER.to_string(), requester.to_string()),
-        (labels::INSTALLATION.to_string(), installation),
-        (
-            annotations::INSTANCE.to_string(),
-            ctx.config.instance.clone(),
-        ),
-    ]);
+    let tags = run.metadata.labels.get_or_insert_default();
+    tags.insert(
+        annotations::INSTANCE.to_string(),
+        ctx.config.instance.clone(),
+    );
     for key in [annotations::REPOSITORY, annotations::PULL_NUMBER] {
         if let Some(value) = ti.labels().get(key) {
             tags.insert(key.to_string(), value.clone());
         }
     }
-    run.metadata.labels = Some(tags);
     run
 }
 
@@ -349,19 +224,16 @@ pub async fn start(
         return refuse(Refusal::NoInstallation).await;
     }
     let profile = profile_of(ctx, &ti).await?;
-    let (declared, parameters) = match resolve(&profile, wanted) {
-        Ok(found) => found,
-        Err(refusal) => return refuse(refusal).await,
-    };
     let author = ctx
         .github
         .get_pull(asker.repository, asker.number)
         .await
         .ok()
         .map(|p| p.user.login);
-    if let Err(refusal) = may_start(&declared, &ti, author.as_deref(), asker) {
-        return refuse(refusal).await;
-    }
+    let (declared, parameters) = match check(&profile, &ti, wanted, author.as_deref(), asker) {
+        Ok(found) => found,
+        Err(refusal) => return refuse(refusal).await,
+    };
     let target = match wanted {
         Wanted::Test(_) => RunTarget::Test(&declared.name),
         Wanted::Action { .. } => RunTarget::Action(&declared.name),
@@ -372,7 +244,7 @@ pub async fn start(
         target,
         parameters,
         &naming::requester_label(asker.login),
-        key,
+        &format!("{}:{key}", asker.repository.to_ascii_lowercase()),
     );
     create(ctx, &run).await?;
     Ok(Outcome::Done)
@@ -439,10 +311,8 @@ pub async fn cancel(
             continue;
         };
         // Cancelling is starting's mirror: who may start a suite may stop it.
-        let declared = profile.spec.tests.iter().find(|t| t.name == suite);
-        if let Some(declared) = declared
-            && let Err(refusal) = may_start(declared, &ti, author.as_deref(), asker)
-        {
+        let wanted = Wanted::Test(Some(suite.to_string()));
+        if let Err(refusal) = check(&profile, &ti, &wanted, author.as_deref(), asker) {
             reply(
                 ctx,
                 key,
@@ -540,9 +410,9 @@ pub async fn after_deploy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::InstallationProfileSpec;
+    use crate::api::{InstallationProfileSpec, ParameterType, RunParameter};
 
-    fn suite(name: &str, startable_by: StartableBy) -> ProfileRun {
+    fn declared(name: &str, startable_by: StartableBy) -> ProfileRun {
         ProfileRun {
             name: name.into(),
             startable_by,
@@ -558,10 +428,19 @@ mod tests {
         .unwrap();
         let mut p = InstallationProfile::new("web", spec);
         p.spec.tests = vec![
-            suite("e2e", StartableBy::Anyone),
-            suite("smoke", StartableBy::Requester),
+            declared("e2e", StartableBy::Anyone),
+            declared("smoke", StartableBy::Requester),
         ];
-        p.spec.actions = vec![suite("sampledata", StartableBy::Admins)];
+        let mut users = declared("list-users", StartableBy::Admins);
+        users.parameters = vec![RunParameter {
+            name: "limit".into(),
+            kind: ParameterType::Integer,
+            minimum: Some(1),
+            maximum: Some(100),
+            default: Some("10".into()),
+            ..Default::default()
+        }];
+        p.spec.actions = vec![users];
         p
     }
 
@@ -582,65 +461,82 @@ mod tests {
         }
     }
 
+    fn test(name: Option<&str>) -> Wanted {
+        Wanted::Test(name.map(String::from))
+    }
+
     #[test]
-    fn resolves_suites_and_refuses_unknown_names() {
-        let p = profile();
-        assert_eq!(resolve(&p, &Wanted::Test(None)).unwrap().0.name, "e2e");
+    fn suites_default_to_the_first_and_unknown_names_are_refused() {
+        let (p, ti) = (profile(), installation("alice", &[]));
+        let dev = asker("alice", Permission::Write);
         assert_eq!(
-            resolve(&p, &Wanted::Test(Some("smoke".into())))
-                .unwrap()
-                .0
-                .name,
-            "smoke"
+            check(&p, &ti, &test(None), None, &dev).unwrap().0.name,
+            "e2e"
         );
-        let err = resolve(&p, &Wanted::Test(Some("perf".into()))).unwrap_err();
+        let err = check(&p, &ti, &test(Some("perf")), None, &dev).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "profile `web` has no test suite `perf`; it offers `e2e`, `smoke`"
-        );
-        let mut empty = p.clone();
-        empty.spec.tests.clear();
-        assert_eq!(
-            resolve(&empty, &Wanted::Test(None)).unwrap_err(),
-            Refusal::NoSuites("web".into())
+            "profile web has no test suite perf; it has e2e, smoke"
         );
     }
 
     #[test]
     fn startable_by_is_honoured() {
-        let p = profile();
-        let ti = installation("alice", &["bob"]);
-        let (e2e, smoke, sample) = (&p.spec.tests[0], &p.spec.tests[1], &p.spec.actions[0]);
-        // Read access is never enough.
-        assert!(may_start(e2e, &ti, None, &asker("reader", Permission::Read)).is_err());
-        assert!(may_start(e2e, &ti, None, &asker("carol", Permission::Write)).is_ok());
+        let (p, ti) = (profile(), installation("alice", &["bob"]));
+        let ok = |wanted: &Wanted, author: Option<&str>, a: Asker<'_>| {
+            check(&p, &ti, wanted, author, &a).is_ok()
+        };
+        let smoke = test(Some("smoke"));
+        let users = Wanted::Action {
+            name: "list-users".into(),
+            parameters: BTreeMap::new(),
+        };
+        // Read access is never enough, whatever the profile says.
+        assert!(!ok(&test(None), None, asker("reader", Permission::Read)));
+        assert!(ok(&test(None), None, asker("carol", Permission::Write)));
         // requester: the requester, people it is shared with, the PR author, admins.
-        assert!(may_start(smoke, &ti, None, &asker("carol", Permission::Write)).is_err());
-        assert!(may_start(smoke, &ti, None, &asker("alice", Permission::Write)).is_ok());
-        assert!(may_start(smoke, &ti, None, &asker("bob", Permission::Write)).is_ok());
-        assert!(
-            may_start(
-                smoke,
-                &ti,
-                Some("Carol"),
-                &asker("carol", Permission::Write)
-            )
-            .is_ok()
-        );
-        assert!(may_start(smoke, &ti, None, &asker("root", Permission::Admin)).is_ok());
+        assert!(!ok(&smoke, None, asker("carol", Permission::Write)));
+        assert!(ok(&smoke, None, asker("alice", Permission::Write)));
+        assert!(ok(&smoke, None, asker("bob", Permission::Write)));
+        assert!(ok(&smoke, Some("Carol"), asker("carol", Permission::Write)));
+        assert!(ok(&smoke, None, asker("root", Permission::Admin)));
         // admins: only admins.
-        assert!(may_start(sample, &ti, None, &asker("alice", Permission::Write)).is_err());
-        assert!(may_start(sample, &ti, None, &asker("root", Permission::Admin)).is_ok());
+        assert!(!ok(&users, None, asker("alice", Permission::Write)));
+        assert!(ok(&users, None, asker("root", Permission::Admin)));
+    }
+
+    #[test]
+    fn parameters_are_checked_and_defaulted() {
+        let (p, ti) = (profile(), installation("alice", &[]));
+        let root = asker("root", Permission::Admin);
+        let action = |pairs: &[(&str, &str)]| Wanted::Action {
+            name: "list-users".into(),
+            parameters: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let (_, params) = check(&p, &ti, &action(&[]), None, &root).unwrap();
+        assert_eq!(params["limit"], "10");
+        for (given, expected) in [
+            (("limit", "$(id)"), "must be a whole number"),
+            (("limit", "1000"), "between 1 and 100"),
+            (("team", "core"), "unknown parameter --team"),
+        ] {
+            let err = check(&p, &ti, &action(&[given]), None, &root).unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+        }
     }
 
     #[test]
     fn run_names_are_stable_per_origin_and_fit_a_job_name() {
-        let a = run_name("web-pr-7", "e2e", "comment:acme/web:5");
-        assert_eq!(a, run_name("web-pr-7", "e2e", "comment:acme/web:5"));
-        assert_ne!(a, run_name("web-pr-7", "e2e", "comment:acme/web:6"));
+        let e2e = RunTarget::Test("e2e");
+        let a = run_name("web-pr-7", e2e, "acme/web:comment:5");
+        assert_eq!(a, run_name("web-pr-7", e2e, "acme/web:comment:5"));
+        assert_ne!(a, run_name("web-pr-7", e2e, "acme/web:comment:6"));
         assert!(a.starts_with("web-pr-7-e2e-"), "{a}");
-        let long = run_name(&"i".repeat(40), &"t".repeat(40), "x");
+        let target = "t".repeat(40);
+        let long = run_name(&"i".repeat(40), RunTarget::Action(&target), "x");
         assert!(long.len() <= 63, "{long}");
-        assert!(!long.contains("--"));
     }
 }
