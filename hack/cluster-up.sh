@@ -137,8 +137,15 @@ start_component kube-scheduler "$BIN_DIR/kube-scheduler" \
 	--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics \
 	--kube-api-qps=5000 --kube-api-burst=10000 --leader-elect=false
 # kwok's default stages plus ours that make failures observable
-# (hack/kwok-failure-stages.yaml).
-{ cat "$BIN_CACHE/kwok-stages.yaml" && echo '---' && cat "$HACK_DIR/kwok-failure-stages.yaml"; } >"$RUN_DIR/kwok-stages.yaml"
+# (hack/kwok-failure-stages.yaml) and run containers end as their image says
+# (hack/kwok-run-stages.yaml).
+{
+	cat "$BIN_CACHE/kwok-stages.yaml"
+	echo '---'
+	cat "$HACK_DIR/kwok-failure-stages.yaml"
+	echo '---'
+	cat "$HACK_DIR/kwok-run-stages.yaml"
+} >"$RUN_DIR/kwok-stages.yaml"
 # No --node-port: kwok then serves nothing, so no extra listener exists.
 start_component kwok "$BIN_DIR/kwok" \
 	--kubeconfig="$KCFG" --config="$RUN_DIR/kwok-stages.yaml" \

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
+    batch::v1::Job,
     core::v1::{ConfigMap, Namespace, Pod},
 };
 use kube::{
@@ -160,6 +161,133 @@ async fn deleting_a_namespace_with_running_pods_completes() {
         }
     })
     .await;
+}
+
+/// The fake node's contract for run containers (hack/kwok-run-stages.yaml):
+/// `run.invalid/pass` exits 0, `run.invalid/fail` exits 1, both with the
+/// env var `EPHEMERA_FAKE_REPORT` as termination message, and
+/// `run.invalid/hang` runs until its Job's deadline stops it.
+#[tokio::test]
+async fn run_images_end_as_their_name_says_with_the_fake_report() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "cp-runs").await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let report =
+        r#"{"summary":{"passed":3,"failed":0,"skipped":1},"output":"ok \"quoted\"\nline two"}"#;
+    let job = |name: &str, image: &str, report: Option<&str>, deadline: Option<i64>| -> Job {
+        let env = report
+            .map(|r| json!([{ "name": "EPHEMERA_FAKE_REPORT", "value": r }]))
+            .unwrap_or(json!([]));
+        serde_json::from_value(json!({
+            "metadata": { "name": name },
+            "spec": {
+                "backoffLimit": 0,
+                "activeDeadlineSeconds": deadline,
+                "template": { "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{ "name": "run", "image": image, "env": env }]
+                } }
+            }
+        }))
+        .unwrap()
+    };
+    for j in [
+        job("pass", "run.invalid/pass", Some(report), None),
+        job("pass-silent", "run.invalid/pass:2", None, None),
+        job("fail", "run.invalid/fail", Some("2 of 5 failed"), None),
+        job("hang", "run.invalid/hang", None, Some(8)),
+    ] {
+        jobs.create(&PostParams::default(), &j)
+            .await
+            .expect("create Job");
+    }
+
+    // The hanging one runs (until its deadline, when the Job controller
+    // stops it).
+    wait_for("the hang pod to run", TIMEOUT, || async {
+        let list = pods
+            .list(&ListParams::default().labels("job-name=hang"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = list
+            .items
+            .first()
+            .and_then(|p| p.status.clone())
+            .unwrap_or_default();
+        let running = status
+            .container_statuses
+            .as_ref()
+            .and_then(|c| c.first())
+            .and_then(|c| c.state.as_ref())
+            .is_some_and(|s| s.running.is_some());
+        (status.phase.as_deref() == Some("Running") && running)
+            .then_some(())
+            .ok_or(format!("{status:?}"))
+    })
+    .await;
+
+    let terminated = |job: &'static str| {
+        let pods = pods.clone();
+        async move {
+            wait_for(&format!("the pod of Job {job} to end"), TIMEOUT, || async {
+                let list = pods
+                    .list(&ListParams::default().labels(&format!("job-name={job}")))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let pod = list.items.first().ok_or("no pod yet")?;
+                let status = pod.status.clone().unwrap_or_default();
+                let state = status
+                    .container_statuses
+                    .as_ref()
+                    .and_then(|c| c.first())
+                    .and_then(|c| c.state.as_ref())
+                    .and_then(|s| s.terminated.clone());
+                match (status.phase.as_deref(), state) {
+                    (Some("Succeeded" | "Failed"), Some(t)) => {
+                        Ok((status.phase.unwrap(), t.exit_code, t.message))
+                    }
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await
+        }
+    };
+    assert_eq!(
+        terminated("pass").await,
+        ("Succeeded".to_string(), 0, Some(report.to_string()))
+    );
+    assert_eq!(
+        terminated("pass-silent").await,
+        ("Succeeded".to_string(), 0, None)
+    );
+    assert_eq!(
+        terminated("fail").await,
+        ("Failed".to_string(), 1, Some("2 of 5 failed".to_string()))
+    );
+
+    let job_condition = |name: &'static str| {
+        let jobs = jobs.clone();
+        async move {
+            wait_for(&format!("Job {name} to finish"), TIMEOUT, || async {
+                let j = jobs.get(name).await.map_err(|e| e.to_string())?;
+                let conditions = j.status.and_then(|s| s.conditions).unwrap_or_default();
+                conditions
+                    .iter()
+                    .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+                    .map(|c| (c.type_.clone(), c.reason.clone()))
+                    .ok_or(format!("{conditions:?}"))
+            })
+            .await
+        }
+    };
+    assert_eq!(job_condition("pass").await.0, "Complete");
+    assert_eq!(job_condition("fail").await.0, "Failed");
+    assert_eq!(
+        job_condition("hang").await,
+        ("Failed".to_string(), Some("DeadlineExceeded".to_string()))
+    );
+    ns.delete().await;
 }
 
 fn names(pods: &[Pod]) -> Vec<String> {

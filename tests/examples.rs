@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use ephemera::api::{InstallationProfile, Phase, TestInstallation};
+use ephemera::api::{InstallationProfile, Link, Phase, RunPhase, TestInstallation, TestRun};
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, PostParams},
@@ -91,6 +91,42 @@ async fn wait_settled(client: &Client, name: &str) -> TestInstallation {
     .await
 }
 
+/// Runs a suite or action of an example against `installation` and
+/// returns the finished run (on the fake node the Job simply completes).
+async fn run_to_end(client: &Client, installation: &str, spec: serde_json::Value) -> TestRun {
+    let name = unique_name("exrun");
+    let mut spec = spec;
+    spec["installation"] = installation.into();
+    let run = TestRun::new(&name, serde_json::from_value(spec).unwrap());
+    let api: Api<TestRun> = Api::all(client.clone());
+    api.create(&PostParams::default(), &run).await.unwrap();
+    wait_for(&format!("run {name} to finish"), TIMEOUT, || async {
+        let run = api.get(&name).await.map_err(|e| e.to_string())?;
+        match run.phase() {
+            Some(p) if p.is_finished() => Ok(run),
+            _ => Err(format!("{:#?}", run.status)),
+        }
+    })
+    .await
+}
+
+async fn job_args(client: &Client, run: &TestRun) -> Vec<String> {
+    let status = run.status.clone().unwrap();
+    let job = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(
+        client.clone(),
+        status.namespace.as_deref().unwrap(),
+    )
+    .get(status.job_name.as_deref().unwrap())
+    .await
+    .unwrap();
+    let c = job.spec.unwrap().template.spec.unwrap().containers[0].clone();
+    c.command
+        .unwrap_or_default()
+        .into_iter()
+        .chain(c.args.unwrap_or_default())
+        .collect()
+}
+
 async fn delete_all(client: &Client, names: &[String]) {
     let api: Api<TestInstallation> = Api::all(client.clone());
     for name in names {
@@ -136,6 +172,35 @@ async fn quickstart_becomes_ready_and_kubectl_shows_the_printer_columns() {
         row.contains("Ready") && row.contains("6.9.2") && row.contains("https://"),
         "{row}"
     );
+
+    let url = format!("https://{}.ephemera.localhost", names[0]);
+    assert_eq!(
+        ti.status.as_ref().unwrap().links,
+        vec![Link {
+            name: "app".into(),
+            url: url.clone()
+        }]
+    );
+    let smoke = run_to_end(&client, &names[0], serde_json::json!({ "test": "smoke" })).await;
+    assert_eq!(
+        smoke.phase(),
+        Some(RunPhase::Succeeded),
+        "{:?}",
+        smoke.status
+    );
+    let version = run_to_end(
+        &client,
+        &names[0],
+        serde_json::json!({ "action": "version" }),
+    )
+    .await;
+    assert_eq!(
+        version.phase(),
+        Some(RunPhase::Succeeded),
+        "{:?}",
+        version.status
+    );
+    assert!(version.status.unwrap().read_only);
     delete_all(&client, &names).await;
 }
 
@@ -146,7 +211,7 @@ async fn mattermost_example_becomes_ready_with_minio_and_its_env() {
     let names = apply_renamed(&client, documents(&example("mattermost.yaml")), &suffix).await;
     let ti = wait_settled(&client, &names[0]).await;
     assert_eq!(ti.condition("FilestoreReady").unwrap().reason, "Running");
-    let ns = ti.status.unwrap().namespace.unwrap();
+    let ns = ti.status.clone().unwrap().namespace.unwrap();
     let env = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
         .get("app-env")
         .await
@@ -166,6 +231,56 @@ async fn mattermost_example_becomes_ready_with_minio_and_its_env() {
     assert_eq!(
         value("MM_FILESETTINGS_AMAZONS3ENDPOINT"),
         format!("filestore.{ns}.svc:9000")
+    );
+
+    let list = run_to_end(
+        &client,
+        &names[0],
+        serde_json::json!({ "action": "list-users", "parameters": { "page": "2", "team": "qa-1" } }),
+    )
+    .await;
+    assert_eq!(list.phase(), Some(RunPhase::Succeeded), "{:?}", list.status);
+    let args = job_args(&client, &list).await;
+    assert_eq!(args[0..2], ["/bin/sh", "-c"]);
+    assert_eq!(args[3..], ["list-users", "2", "qa-1"]);
+    let all_teams = run_to_end(
+        &client,
+        &names[0],
+        serde_json::json!({ "action": "list-users" }),
+    )
+    .await;
+    assert_eq!(
+        job_args(&client, &all_teams).await[3..],
+        ["list-users", "0", ""]
+    );
+    let bad = run_to_end(
+        &client,
+        &names[0],
+        serde_json::json!({ "action": "list-users", "parameters": { "team": "x; reboot" } }),
+    )
+    .await;
+    assert_eq!(
+        bad.status.unwrap().reason.as_deref(),
+        Some("InvalidParameters")
+    );
+    for run in [
+        serde_json::json!({ "action": "system-status" }),
+        serde_json::json!({ "action": "sampledata", "parameters": { "users": "5" } }),
+        serde_json::json!({ "test": "e2e" }),
+    ] {
+        let done = run_to_end(&client, &names[0], run.clone()).await;
+        assert_eq!(
+            done.phase(),
+            Some(RunPhase::Succeeded),
+            "{run}: {:?}",
+            done.status
+        );
+    }
+    let links = ti.status.unwrap().links;
+    assert_eq!(links.len(), 2, "{links:?}");
+    assert!(
+        links[1].url.ends_with(&format!("var-namespace={ns}")),
+        "{links:?}"
     );
     delete_all(&client, &names).await;
 }

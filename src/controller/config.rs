@@ -38,6 +38,9 @@ pub struct ControllerConfig {
     /// Elect one leader among several replicas over a Lease (see
     /// `leader`); absent, this process reconciles on its own.
     pub leader_election: Option<super::leader::LeaderElection>,
+    /// How long finished TestRuns are kept before they are deleted, like
+    /// `7d` or `12h`.
+    pub run_retention: String,
     /// The namespace the controller runs in (never a shared-secrets
     /// namespace); found at start, not configured.
     #[serde(skip)]
@@ -95,6 +98,7 @@ impl Default for ControllerConfig {
             orphan_sweep_interval: "5m".into(),
             installation_selector: None,
             leader_election: None,
+            run_retention: "7d".into(),
             own_namespace: None,
         }
     }
@@ -183,6 +187,8 @@ impl ControllerConfig {
         }
         crate::api::duration::parse_duration(&self.orphan_sweep_interval)
             .map_err(|err| anyhow::anyhow!("orphanSweepInterval: {err}"))?;
+        crate::api::duration::parse_duration(&self.run_retention)
+            .map_err(|err| anyhow::anyhow!("runRetention: {err}"))?;
         if let Some(election) = &self.leader_election {
             election.timing()?;
         }

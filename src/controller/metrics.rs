@@ -18,6 +18,13 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
+/// A run's kind (`test` or `action`) and, when finished, its phase.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    pub kind: String,
+    pub result: String,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     pub reconciles: Counter,
@@ -27,6 +34,10 @@ pub struct Metrics {
     pub time_to_ready: Histogram,
     /// Labelled namespaces the sweep found without our owner reference.
     pub unowned_namespaces: Gauge,
+    /// TestRuns whose Job was created, by kind.
+    pub runs_started: Family<RunLabels, Counter>,
+    /// TestRuns that ended, by kind and result (phase).
+    pub runs_finished: Family<RunLabels, Counter>,
 }
 
 impl Metrics {
@@ -41,6 +52,8 @@ impl Metrics {
                 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
             ]),
             unowned_namespaces: Gauge::default(),
+            runs_started: Family::default(),
+            runs_finished: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("ephemera_controller");
         r.register(
@@ -72,6 +85,16 @@ impl Metrics {
             "unowned_namespaces",
             "Namespaces labelled as ephemera's that no TestInstallation owns (never deleted)",
             metrics.unowned_namespaces.clone(),
+        );
+        r.register(
+            "runs_started",
+            "TestRuns whose Job was created, by kind (test or action)",
+            metrics.runs_started.clone(),
+        );
+        r.register(
+            "runs_finished",
+            "TestRuns that ended, by kind and result (Succeeded, Failed, Cancelled)",
+            metrics.runs_finished.clone(),
         );
         metrics
     }

@@ -14,11 +14,13 @@ pub mod context;
 pub mod error;
 pub mod leader;
 pub mod lifecycle;
+pub mod links;
 pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod predicates;
 pub mod reconcile;
+pub mod runs;
 pub mod status;
 pub mod trigger_backoff;
 
@@ -120,6 +122,7 @@ pub async fn run_with(
         installations_config = installations_config.labels(selector);
     }
     let sweep_interval = crate::api::duration::parse_duration(&config.orphan_sweep_interval)?;
+    let run_retention = crate::api::duration::parse_duration(&config.run_retention)?;
     // Passes run on spec, label, finalizer and deletion changes only, not
     // on status or annotation changes (see `predicates`).
     let (store, writer) = reflector::store();
@@ -202,6 +205,13 @@ pub async fn run_with(
         }
     });
 
+    let runs = tokio::spawn(runs::run(
+        ctx.clone(),
+        store.clone(),
+        run_retention,
+        stop_on(shutdown.clone(), leader.as_ref().map(leader::Leader::lost)),
+    ));
+
     health.set_ready(true);
     tracing::info!("controller started");
     controller
@@ -212,6 +222,7 @@ pub async fn run_with(
         })
         .await;
     health.set_ready(false);
+    let _ = runs.await;
     gauges.abort();
     sweeper.abort();
     tracing::info!("controller stopped");

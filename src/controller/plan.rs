@@ -52,6 +52,10 @@ pub struct Plan {
     pub ingress_annotations: BTreeMap<String, String>,
     pub tls_secret_name: Option<String>,
     pub ingress_controller_namespace: String,
+    /// `spec.restartedAt`: a new value rolls the app's pods.
+    pub restarted_at: Option<String>,
+    /// The profile's links, rendered into the status.
+    pub links: Vec<crate::api::ProfileLink>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -354,6 +358,8 @@ pub fn plan(
         ingress_annotations,
         tls_secret_name: config.ingress.tls_secret_name.clone(),
         ingress_controller_namespace: config.ingress.controller_namespace.clone(),
+        restarted_at: spec.restarted_at.clone().filter(|r| !r.is_empty()),
+        links: p.links.clone(),
         name,
     })
 }

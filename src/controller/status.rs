@@ -448,6 +448,7 @@ pub fn compute(
             let failing = parts.iter().find(|p| !p.ready && !is_progress(&p.reason));
             status.namespace = Some(plan.namespace.clone());
             status.url = Some(plan.url.clone());
+            status.links = super::links::render(plan);
             status.credentials_secret = Some(CredentialsSecretRef {
                 namespace: plan.namespace.clone(),
                 name: credentials::SECRET_NAME.into(),

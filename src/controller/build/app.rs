@@ -29,6 +29,10 @@ pub const COMPONENT: &str = "app";
 /// Pod template annotation that changes whenever the app's env does, so a
 /// changed env rolls the pods.
 pub const ENV_HASH_ANNOTATION: &str = "ephemera.dev/env-hash";
+/// Pod template annotation set from `spec.restartedAt`: a new value rolls
+/// the pods one by one (as `kubectl rollout restart` does); the same value
+/// changes nothing, so nothing is written.
+pub const RESTARTED_AT_ANNOTATION: &str = "ephemera.dev/restarted-at";
 pub const SERVICE_PORT: i32 = 80;
 
 /// Everything `{{ ... }}` in the profile's env may name.
@@ -150,10 +154,7 @@ pub fn deployment(input: &BuildInput, env_hash: &str) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        ENV_HASH_ANNOTATION.to_string(),
-                        env_hash.to_string(),
-                    )])),
+                    annotations: Some(pod_annotations(env_hash, plan.restarted_at.as_deref())),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -190,6 +191,16 @@ pub fn deployment(input: &BuildInput, env_hash: &str) -> Deployment {
         }),
         ..Default::default()
     }
+}
+
+/// The app's pod template annotations: the env hash and, once asked for,
+/// the time of the last restart.
+fn pod_annotations(env_hash: &str, restarted_at: Option<&str>) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::from([(ENV_HASH_ANNOTATION.to_string(), env_hash.to_string())]);
+    if let Some(at) = restarted_at {
+        annotations.insert(RESTARTED_AT_ANNOTATION.to_string(), at.to_string());
+    }
+    annotations
 }
 
 /// A label-safe form of a version (digests are too long and contain ':').
@@ -326,6 +337,31 @@ mod tests {
                 .allow_privilege_escalation,
             Some(false)
         );
+    }
+
+    #[test]
+    fn restarted_at_becomes_a_pod_template_annotation() {
+        let annotations = |restarted_at: Option<&str>| {
+            let spec = TestInstallationSpec {
+                restarted_at: restarted_at.map(String::from),
+                ..Default::default()
+            };
+            let plan = plan_with(spec, profile());
+            let (generated, external) = (generated(), ExternalSecrets::default());
+            let d = super::deployment(&input(&plan, &generated, &external), "h");
+            d.spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()
+        };
+        assert!(!annotations(None).contains_key(RESTARTED_AT_ANNOTATION));
+        assert!(!annotations(Some("")).contains_key(RESTARTED_AT_ANNOTATION));
+        let at = "2026-12-02T08:00:00Z";
+        assert_eq!(annotations(Some(at))[RESTARTED_AT_ANNOTATION], at);
+        assert_eq!(annotations(Some(at)), annotations(Some(at)));
     }
 
     #[test]
