@@ -4,9 +4,11 @@
 //! adapter as a GitHub App) or a commit status (a token), recorded by the
 //! local stand-in for GitHub, which refuses requests GitHub would refuse.
 //!
-//! No controller runs here: the test writes the installation's and the
-//! runs' status as the controller would, so every state the reporter sees
-//! is one the test chose (the controller's side is tested in its own files).
+//! Most tests write the installation's and the runs' status themselves, as
+//! the controller would, so every state the reporter sees is one the test
+//! chose. One test (`the_real_controller_runs_the_suite_and_the_check_run_shows_its_report`)
+//! runs the real controller for its repository only: installation → Ready,
+//! run → Job on the fake node → result → check run.
 
 mod fake_github;
 mod support;
@@ -39,11 +41,19 @@ const PROFILE: &str = "github-run-tests";
 
 // ---------------------------------------------------------------- plane
 
+/// The repository whose installations and runs the real controller of this
+/// binary reconciles; every other repository's status is written by hand.
+const CONTROLLED: &str = "real";
+
 async fn plane() -> Client {
-    static CRDS: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    // Installs the CRDs before it returns; the first call decides the selector.
+    let selector = format!(
+        "{}={}",
+        annotations::REPOSITORY,
+        naming::repository_label(&repo(CONTROLLED))
+    );
+    support::controller_with(|config| config.installation_selector = Some(selector));
     let kube = client().await;
-    CRDS.get_or_init(|| async { support::install_crds(&kube).await })
-        .await;
     let profile: InstallationProfile = serde_json::from_value(json!({
         "apiVersion": "ephemera.dev/v1alpha1",
         "kind": "InstallationProfile",
@@ -53,7 +63,9 @@ async fn plane() -> Client {
             "defaultVersion": "1.0.0",
             "tests": [
                 { "name": "e2e", "image": "run.invalid/pass", "startableBy": "anyone",
-                  "command": ["/e2e", "--url", "{{ url }}"] },
+                  "command": ["/e2e", "--url", "{{ url }}"],
+                  "env": [{ "name": "EPHEMERA_FAKE_REPORT",
+                            "value": "{\"summary\":{\"passed\":12,\"failed\":0,\"skipped\":1},\"output\":\"ok 1 login\\nok 2 post a message\\n12 passed, 0 failed, 1 skipped\"}" }] },
                 { "name": "smoke", "image": "run.invalid/pass", "startableBy": "requester" }
             ],
             "actions": [
@@ -481,18 +493,23 @@ impl Env {
                 &ListParams::default().labels(&selector),
             )
             .await;
-        // The adapter reports each teardown and lets go of its finalizer.
-        wait_for("the installations to be gone", TIMEOUT, || async {
-            let left = self
-                .installations
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(|e| e.to_string())?;
-            left.items
-                .is_empty()
-                .then_some(())
-                .ok_or(left.items.len().to_string())
-        })
+        // The adapter reports each teardown and lets go of its finalizer
+        // (and the controller deletes the namespace of a controlled one).
+        wait_for(
+            "the installations to be gone",
+            Duration::from_secs(120),
+            || async {
+                let left = self
+                    .installations
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                left.items
+                    .is_empty()
+                    .then_some(())
+                    .ok_or(left.items.len().to_string())
+            },
+        )
         .await;
         let refused = self.gh.with(|s| s.refused.clone());
         assert!(refused.is_empty(), "the fake refused requests: {refused:?}");
@@ -1032,4 +1049,90 @@ async fn the_fake_refuses_invalid_check_runs_and_statuses_like_github() {
         .await
         .unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn the_real_controller_runs_the_suite_and_the_check_run_shows_its_report() {
+    let env = setup(CONTROLLED, Auth::App, "").await;
+    let pr = pull(&env.repo, 13, &sha('1'), &[LABEL]);
+    env.gh.set_pull(&env.repo, pr.clone());
+    env.adapter
+        .deliver(
+            "pull_request",
+            &pull_event("labeled", &pr, Some(LABEL), "author"),
+        )
+        .await;
+    let name = naming::installation_name(&env.repo, 13);
+    wait_for(
+        "the controller to make the installation Ready",
+        Duration::from_secs(120),
+        || async {
+            let ti = env
+                .installations
+                .get_opt(&name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = ti
+                .as_ref()
+                .and_then(|t| t.status.clone())
+                .unwrap_or_default();
+            (status.phase == Some(ephemera::api::Phase::Ready)
+                && status.observed_generation == ti.and_then(|t| t.metadata.generation))
+            .then_some(())
+            .ok_or(format!("{:?} {:?}", status.phase, status.message))
+        },
+    )
+    .await;
+
+    env.comment(13, 601, "/e2e-test e2e", "dev").await;
+    let run = env.wait_runs(&name, 1).await.remove(0);
+    let check = wait_for(
+        "the check run to complete",
+        Duration::from_secs(90),
+        || async {
+            let found: Vec<_> = env
+                .gh
+                .check_runs(&env.repo)
+                .into_iter()
+                .filter(|c| c.external_id() == run.name_any())
+                .collect();
+            match found.as_slice() {
+                [one] if one.status() == "completed" => Ok(one.clone()),
+                _ => Err(found.iter().map(|c| c.states()).collect::<Vec<_>>()),
+            }
+        },
+    )
+    .await;
+    println!(
+        "check run of a real run, as the fake GitHub recorded it:\n{}",
+        serde_json::to_string_pretty(&check.value).unwrap()
+    );
+    let finished = env.runs.get(&run.name_any()).await.unwrap();
+    let status = finished.status.clone().unwrap_or_default();
+    assert_eq!(check.conclusion(), Some("success"), "{status:?}");
+    assert_eq!(
+        check.value["output"]["title"].as_str(),
+        status.message.as_deref()
+    );
+    let summary = check.value["output"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("12 passed, 0 failed, 1 skipped"),
+        "{summary}"
+    );
+    assert!(
+        check.value["output"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("ok 2 post a message"),
+        "{}",
+        check.value
+    );
+    let states = check.states();
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("completed:success"),
+        "{states:?}"
+    );
+    assert_eq!(env.gh.check_runs(&env.repo).len(), 1);
+    env.finish().await;
 }
