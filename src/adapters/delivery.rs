@@ -29,13 +29,14 @@ use super::{
 };
 use crate::{api::TestInstallation, telemetry::Health};
 
-/// What an adapter delivers for one installation.
-pub trait Delivery: Send + Sync + 'static {
+/// What an adapter delivers for one installation (or, with `K`, for one
+/// object of another kind, such as a TestRun).
+pub trait Delivery<K = TestInstallation>: Send + Sync + 'static {
     /// Tells what is owed about `ti` (`gone`: deleted from the API server).
     /// Returns when to look again without a change, if ever.
     fn deliver(
         self: Arc<Self>,
-        ti: Arc<TestInstallation>,
+        ti: Arc<K>,
         gone: bool,
     ) -> impl Future<Output = anyhow::Result<Option<Instant>>> + Send;
 }
@@ -43,10 +44,10 @@ pub trait Delivery: Send + Sync + 'static {
 type Step = (String, anyhow::Result<Option<Instant>>);
 
 /// Starts a step for `name` with its newest object.
-fn start<D: Delivery>(
+fn start<K: Send + Sync + 'static, D: Delivery<K>>(
     delivery: &Arc<D>,
     name: String,
-    latest: &HashMap<String, Latest>,
+    latest: &HashMap<String, Latest<K>>,
     running: &mut HashSet<String>,
     steps: &mut JoinSet<Step>,
 ) {
@@ -58,9 +59,15 @@ fn start<D: Delivery>(
     steps.spawn(async move { (name, step.await) });
 }
 
-struct Latest {
-    ti: Arc<TestInstallation>,
+struct Latest<K> {
+    ti: Arc<K>,
     gone: bool,
+}
+
+/// A change the engine acts on: an object created or changed, or deleted.
+pub enum Change<K> {
+    Applied(Arc<K>),
+    Deleted(Arc<K>),
 }
 
 /// Runs until the installation watch ends (it does not on its own); watch
@@ -71,8 +78,66 @@ pub async fn run<D: Delivery>(
     delivery: Arc<D>,
     health: Health,
 ) {
-    let mut events = installation_events(client, &label_selector, health).boxed();
-    let mut latest: HashMap<String, Latest> = HashMap::new();
+    let events = installation_events(client, &label_selector, health).map(|event| match event {
+        InstallationEvent::Applied(ti) => Change::Applied(ti),
+        InstallationEvent::Deleted(ti) => Change::Deleted(ti),
+    });
+    run_on(events, delivery).await;
+}
+
+/// Watches the cluster-scoped objects of kind `K` matching `label_selector`
+/// (re-listing with backoff on errors; every object is seen once at start,
+/// so nothing is missed across restarts) and runs `delivery` for them.
+/// Watch failures are recorded in `health`.
+pub async fn run_watch<K, D>(
+    client: Client,
+    label_selector: String,
+    delivery: Arc<D>,
+    health: Health,
+) where
+    K: kube::Resource<Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default,
+    D: Delivery<K>,
+{
+    use kube::runtime::{WatchStreamExt, watcher};
+    let api: kube::Api<K> = kube::Api::all(client);
+    let config = watcher::Config::default().labels(&label_selector);
+    let events = watcher(api, config)
+        .backoff(backoff::WatchBackoff::default())
+        .filter_map(move |event| {
+            let health = health.clone();
+            async move {
+                match event {
+                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                        Some(Change::Applied(Arc::new(o)))
+                    }
+                    Ok(watcher::Event::Delete(o)) => Some(Change::Deleted(Arc::new(o))),
+                    Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                    Err(err) => {
+                        health.watch_failed();
+                        tracing::warn!(error = %err, "watch failed; retrying");
+                        None
+                    }
+                }
+            }
+        });
+    run_on(events, delivery).await;
+}
+
+/// Runs `delivery` for every change of `events` until the stream ends.
+pub async fn run_on<K, D>(events: impl futures::Stream<Item = Change<K>> + Send, delivery: Arc<D>)
+where
+    K: kube::Resource + Send + Sync + 'static,
+    D: Delivery<K>,
+{
+    let mut events = events.boxed();
+    let mut latest: HashMap<String, Latest<K>> = HashMap::new();
     let mut running: HashSet<String> = HashSet::new();
     let mut dirty: HashSet<String> = HashSet::new();
     let mut wakeups: HashMap<String, Instant> = HashMap::new();
@@ -84,8 +149,8 @@ pub async fn run<D: Delivery>(
         tokio::select! {
             event = events.next() => {
                 let (ti, gone) = match event {
-                    Some(InstallationEvent::Applied(ti)) => (ti, false),
-                    Some(InstallationEvent::Deleted(ti)) => (ti, true),
+                    Some(Change::Applied(ti)) => (ti, false),
+                    Some(Change::Deleted(ti)) => (ti, true),
                     None => return,
                 };
                 let name = ti.name_any();

@@ -1,9 +1,15 @@
 //! A local stand-in for the GitHub REST API (axum on 127.0.0.1:0): keeps pull
-//! requests, comments, labels, deployments and statuses in memory, answers
-//! like GitHub does, checks authentication, records every call, and can be
-//! told to rate-limit (429, or 403 secondary limits with or without
-//! `Retry-After`), fail N times, fail permanently, or commit a write and
-//! lose its answer (502).
+//! requests, comments, labels, deployments, commit statuses and check runs in
+//! memory, answers like GitHub does, checks authentication, records every
+//! call, and can be told to rate-limit (429, or 403 secondary limits with or
+//! without `Retry-After`), fail N times, fail permanently, or commit a write
+//! and lose its answer (502).
+//!
+//! Check-run and commit-status requests are validated against GitHub's
+//! documented fields and limits and refused with 422 like GitHub refuses
+//! them (see `check_run_errors`, `status_errors`); the fake can also send
+//! the adapter a signed `check_run` webhook (`deliver_check_run`), as
+//! GitHub does when someone clicks "Re-run" or a check run's button.
 #![allow(dead_code)]
 
 use std::{
@@ -52,6 +58,43 @@ impl Comment {
     }
 }
 
+/// A check run as the fake keeps it: its current fields (GitHub's shape)
+/// and every request that made or changed it, oldest first.
+#[derive(Debug, Clone)]
+pub struct CheckRun {
+    pub id: u64,
+    pub repo: String,
+    pub value: Value,
+    pub requests: Vec<(Method, Value)>,
+}
+
+impl CheckRun {
+    pub fn status(&self) -> &str {
+        self.value["status"].as_str().unwrap_or_default()
+    }
+    pub fn conclusion(&self) -> Option<&str> {
+        self.value["conclusion"].as_str()
+    }
+    pub fn external_id(&self) -> &str {
+        self.value["external_id"].as_str().unwrap_or_default()
+    }
+    /// The statuses it went through, in order (`completed:success` for the end).
+    pub fn states(&self) -> Vec<String> {
+        let mut states: Vec<String> = Vec::new();
+        for (_, request) in &self.requests {
+            let state = match (request["status"].as_str(), request["conclusion"].as_str()) {
+                (_, Some(c)) => format!("completed:{c}"),
+                (Some(s), None) => s.to_string(),
+                (None, None) => continue,
+            };
+            if states.last() != Some(&state) {
+                states.push(state);
+            }
+        }
+        states
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Deployment {
     pub id: u64,
@@ -83,6 +126,8 @@ pub enum Fault {
     SecondaryLimit(Option<u64>),
     /// 403 "Forbidden" (a permanent error).
     Forbidden,
+    /// 429, with `Retry-After: n` when given.
+    TooManyRequests(Option<u64>),
 }
 
 /// How the fake authenticates callers.
@@ -103,6 +148,9 @@ pub struct State {
     pub comments: Vec<Comment>,
     pub deployments: Vec<Deployment>,
     pub commit_statuses: Vec<(String, String, Value)>,
+    pub check_runs: Vec<CheckRun>,
+    /// Requests refused with 422, with GitHub's message.
+    pub refused: Vec<(Method, String, String)>,
     pub permissions: HashMap<String, String>,
     pub calls: Vec<Call>,
     /// (method, path suffix, how many more 429s to answer).
@@ -230,6 +278,68 @@ impl FakeGitHub {
         })
     }
 
+    pub fn check_runs(&self, repo: &str) -> Vec<CheckRun> {
+        self.with(|s| {
+            s.check_runs
+                .iter()
+                .filter(|c| c.repo == repo)
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// The commit statuses of `repo`: (sha, request body), oldest first.
+    pub fn commit_statuses(&self, repo: &str) -> Vec<(String, Value)> {
+        self.with(|s| {
+            s.commit_statuses
+                .iter()
+                .filter(|(r, _, _)| r == repo)
+                .map(|(_, sha, body)| (sha.clone(), body.clone()))
+                .collect()
+        })
+    }
+
+    /// The `check_run` webhook GitHub sends when `sender` asks to re-run the
+    /// check run `id` (`rerequested`), or clicks its button `identifier`
+    /// (`requested_action`).
+    pub fn check_run_event(&self, id: u64, identifier: Option<&str>, sender: &str) -> Value {
+        let run = self.with(|s| s.check_runs.iter().find(|c| c.id == id).cloned());
+        let run = run.unwrap_or_else(|| panic!("no check run {id}"));
+        let mut event = json!({
+            "action": if identifier.is_some() { "requested_action" } else { "rerequested" },
+            "check_run": run.value,
+            "repository": { "full_name": run.repo },
+            "sender": { "login": sender, "type": "User" },
+            "installation": { "id": 4242 }
+        });
+        if let Some(identifier) = identifier {
+            event["requested_action"] = json!({ "identifier": identifier });
+        }
+        event
+    }
+
+    /// Sends `event` to the adapter's webhook at `url` as GitHub does:
+    /// signed with `secret`, with a fresh delivery id. Returns the status.
+    pub async fn deliver_check_run(&self, url: &str, secret: &str, event: &Value) -> u16 {
+        let body = serde_json::to_vec(event).unwrap();
+        let delivery = format!("fake-{}", self.with(|s| s.id()));
+        let response = reqwest::Client::new()
+            .post(url)
+            .header("x-github-event", "check_run")
+            .header("x-github-delivery", delivery)
+            .header(
+                "x-hub-signature-256",
+                ephemera::adapters::github::signature::sign(secret, &body),
+            )
+            .header("content-type", "application/json")
+            .header("user-agent", "GitHub-Hookshot/fake")
+            .body(body)
+            .send()
+            .await
+            .expect("POST to the adapter's webhook");
+        response.status().as_u16()
+    }
+
     /// Misbehaves for the next `times` matching calls (`u32::MAX`: always).
     pub fn fault(&self, method: Method, path_suffix: &str, fault: Fault, times: u32) {
         self.with(|s| s.faults.push((method, path_suffix.into(), times, fault)));
@@ -308,6 +418,18 @@ fn handle(
             StatusCode::FORBIDDEN,
             json!({ "message": "Resource not accessible by integration" }),
         )),
+        Some(Fault::TooManyRequests(retry_after)) => {
+            let body = axum::Json(json!({ "message": "API rate limit exceeded" }));
+            Some(match retry_after {
+                Some(secs) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [("retry-after", secs.to_string())],
+                    body,
+                )
+                    .into_response(),
+                None => (StatusCode::TOO_MANY_REQUESTS, body).into_response(),
+            })
+        }
         Some(Fault::SecondaryLimit(retry_after)) => {
             let body = axum::Json(json!({
                 "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
@@ -617,10 +739,292 @@ fn respond(
             }
         }
         ("POST", ["repos", o, r, "statuses", sha]) => {
+            let errors = status_errors(&body);
+            if !errors.is_empty() {
+                return unprocessable(s, method, path, errors);
+            }
             s.commit_statuses
                 .push((format!("{o}/{r}"), sha.to_string(), body.clone()));
             json_response(StatusCode::CREATED, body)
         }
+        ("POST", ["repos", o, r, "check-runs"]) => {
+            if !matches!(auth, AuthMode::App { .. }) {
+                // Only GitHub Apps may write check runs.
+                return json_response(
+                    StatusCode::FORBIDDEN,
+                    json!({ "message": "You must authenticate via a GitHub App." }),
+                );
+            }
+            let errors = check_run_errors(&body, true);
+            if !errors.is_empty() {
+                return unprocessable(s, method, path, errors);
+            }
+            let id = s.id();
+            let mut value = json!({
+                "id": id,
+                "head_sha": body["head_sha"],
+                "name": body["name"],
+                "external_id": body.get("external_id").cloned().unwrap_or(json!("")),
+                "status": "queued",
+                "conclusion": null,
+                "started_at": null,
+                "completed_at": null,
+                "output": { "title": null, "summary": null, "text": null },
+                "actions": [],
+                "html_url": format!("https://github.com/{o}/{r}/runs/{id}"),
+                "app": { "slug": "ephemera-test" },
+                "pull_requests": []
+            });
+            merge_check_run(&mut value, &body);
+            s.check_runs.push(CheckRun {
+                id,
+                repo: format!("{o}/{r}"),
+                value: value.clone(),
+                requests: vec![(Method::POST, body.clone())],
+            });
+            json_response(StatusCode::CREATED, value)
+        }
+        ("PATCH", ["repos", o, r, "check-runs", id]) => {
+            if !matches!(auth, AuthMode::App { .. }) {
+                return json_response(
+                    StatusCode::FORBIDDEN,
+                    json!({ "message": "You must authenticate via a GitHub App." }),
+                );
+            }
+            let errors = check_run_errors(&body, false);
+            if !errors.is_empty() {
+                return unprocessable(s, method, path, errors);
+            }
+            let repo = format!("{o}/{r}");
+            let id: u64 = id.parse().unwrap_or(0);
+            match s
+                .check_runs
+                .iter_mut()
+                .find(|c| c.id == id && c.repo == repo)
+            {
+                Some(run) => {
+                    merge_check_run(&mut run.value, &body);
+                    run.requests.push((Method::PATCH, body.clone()));
+                    json_response(StatusCode::OK, run.value.clone())
+                }
+                None => not_found(),
+            }
+        }
+        ("GET", ["repos", o, r, "check-runs", id]) => {
+            let repo = format!("{o}/{r}");
+            let id: u64 = id.parse().unwrap_or(0);
+            match s.check_runs.iter().find(|c| c.id == id && c.repo == repo) {
+                Some(run) => json_response(StatusCode::OK, run.value.clone()),
+                None => not_found(),
+            }
+        }
+        ("GET", ["repos", o, r, "commits", git_ref, "check-runs"]) => {
+            let repo = format!("{o}/{r}");
+            let name = query(uri, "check_name");
+            let all = query(uri, "filter").as_deref() == Some("all");
+            let mut list: Vec<Value> = Vec::new();
+            // Newest first, like GitHub; `latest` keeps one per name.
+            for run in s.check_runs.iter().rev() {
+                if run.repo != repo || run.value["head_sha"] != *git_ref {
+                    continue;
+                }
+                if name.as_deref().is_some_and(|n| run.value["name"] != n) {
+                    continue;
+                }
+                if !all && list.iter().any(|v| v["name"] == run.value["name"]) {
+                    continue;
+                }
+                list.push(run.value.clone());
+            }
+            json_response(
+                StatusCode::OK,
+                json!({ "total_count": list.len(), "check_runs": list }),
+            )
+        }
         _ => not_found(),
     }
+}
+
+/// 422 like GitHub's "Validation Failed"; the refusal is recorded.
+fn unprocessable(s: &mut State, method: &Method, path: &str, errors: Vec<String>) -> Response {
+    let message = errors.join("; ");
+    s.refused
+        .push((method.clone(), path.to_string(), message.clone()));
+    json_response(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        json!({
+            "message": "Validation Failed",
+            "errors": errors.iter().map(|e| json!({ "code": "invalid", "message": e })).collect::<Vec<_>>(),
+            "documentation_url": "https://docs.github.com/rest",
+            "status": "422"
+        }),
+    )
+}
+
+const CHECK_STATUSES: [&str; 3] = ["queued", "in_progress", "completed"];
+const CONCLUSIONS: [&str; 8] = [
+    "action_required",
+    "cancelled",
+    "failure",
+    "neutral",
+    "success",
+    "skipped",
+    "stale",
+    "timed_out",
+];
+/// `output.summary` and `output.text` (characters).
+const OUTPUT_LIMIT: usize = 65_535;
+
+fn chars(value: &Value) -> usize {
+    value.as_str().map_or(0, |s| s.chars().count())
+}
+
+/// What GitHub refuses in a check-run create (`create`) or update request:
+/// `name` and `head_sha` required on create; `status` and `conclusion` from
+/// their enums; a conclusion required with `status: completed` or
+/// `completed_at`; `output` needs `title` and `summary`, `summary` and
+/// `text` at most 65,535 characters; at most 3 `actions`, each with `label`
+/// (≤ 20), `description` (≤ 40) and `identifier` (≤ 20).
+pub fn check_run_errors(body: &Value, create: bool) -> Vec<String> {
+    let mut errors = Vec::new();
+    let Some(object) = body.as_object() else {
+        return vec!["the body is not a JSON object".into()];
+    };
+    let is_string = |key: &str| object.get(key).is_none_or(Value::is_string);
+    for key in [
+        "name",
+        "head_sha",
+        "status",
+        "conclusion",
+        "external_id",
+        "details_url",
+        "started_at",
+        "completed_at",
+    ] {
+        if !is_string(key) {
+            errors.push(format!("{key} must be a string"));
+        }
+    }
+    if create {
+        if chars(&body["name"]) == 0 {
+            errors.push("name is required".into());
+        }
+        let sha = body["head_sha"].as_str().unwrap_or_default();
+        if sha.len() != 40 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+            errors.push(format!("head_sha {sha:?} is not a commit SHA"));
+        }
+    } else if object.contains_key("head_sha") {
+        errors.push("head_sha cannot be changed by an update".into());
+    }
+    let status = body["status"].as_str();
+    if let Some(status) = status
+        && !CHECK_STATUSES.contains(&status)
+    {
+        errors.push(format!(
+            "status {status:?} is not one of {CHECK_STATUSES:?}"
+        ));
+    }
+    let conclusion = body["conclusion"].as_str();
+    if let Some(conclusion) = conclusion
+        && !CONCLUSIONS.contains(&conclusion)
+    {
+        errors.push(format!(
+            "conclusion {conclusion:?} is not one of {CONCLUSIONS:?}"
+        ));
+    }
+    if (status == Some("completed") || object.contains_key("completed_at")) && conclusion.is_none()
+    {
+        errors.push(
+            "conclusion is required when status is completed or completed_at is given".into(),
+        );
+    }
+    if let Some(output) = object.get("output") {
+        if !output.is_object() {
+            errors.push("output must be an object".into());
+        }
+        for key in ["title", "summary"] {
+            if !output[key].is_string() {
+                errors.push(format!("output.{key} is required"));
+            }
+        }
+        for key in ["summary", "text"] {
+            if !output[key].is_null() && !output[key].is_string() {
+                errors.push(format!("output.{key} must be a string"));
+            }
+            if chars(&output[key]) > OUTPUT_LIMIT {
+                errors.push(format!(
+                    "output.{key} is longer than {OUTPUT_LIMIT} characters"
+                ));
+            }
+        }
+    }
+    if let Some(actions) = object.get("actions") {
+        match actions.as_array() {
+            None => errors.push("actions must be an array".into()),
+            Some(list) => {
+                if list.len() > 3 {
+                    errors.push("at most 3 actions".into());
+                }
+                for (i, action) in list.iter().enumerate() {
+                    for (key, max) in [("label", 20), ("description", 40), ("identifier", 20)] {
+                        match action[key].as_str() {
+                            None => errors.push(format!("actions[{i}].{key} is required")),
+                            Some("") => errors.push(format!("actions[{i}].{key} is empty")),
+                            Some(text) if text.chars().count() > max => errors.push(format!(
+                                "actions[{i}].{key} is longer than {max} characters"
+                            )),
+                            Some(_) => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+    errors
+}
+
+/// The fields of a create or update request applied to a stored check run
+/// (a conclusion completes it, as on GitHub).
+fn merge_check_run(value: &mut Value, body: &Value) {
+    for (key, field) in body.as_object().into_iter().flatten() {
+        if key == "output" {
+            for (k, v) in field.as_object().into_iter().flatten() {
+                value["output"][k] = v.clone();
+            }
+        } else {
+            value[key] = field.clone();
+        }
+    }
+    if !body["conclusion"].is_null() {
+        value["status"] = json!("completed");
+    }
+}
+
+/// What GitHub refuses in a commit status: `state` outside its enum, a
+/// `description` over 140 characters, a `target_url` that is not a URL.
+pub fn status_errors(body: &Value) -> Vec<String> {
+    let mut errors = Vec::new();
+    const STATES: [&str; 4] = ["error", "failure", "pending", "success"];
+    match body["state"].as_str() {
+        Some(state) if STATES.contains(&state) => {}
+        other => errors.push(format!("state {other:?} is not one of {STATES:?}")),
+    }
+    if !body["description"].is_null() && !body["description"].is_string() {
+        errors.push("description must be a string".into());
+    }
+    if chars(&body["description"]) > 140 {
+        errors.push("description is longer than 140 characters".into());
+    }
+    if let Some(url) = body.get("target_url").filter(|u| !u.is_null()) {
+        let ok = url
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://") || u.starts_with("http://"));
+        if !ok {
+            errors.push(format!("target_url {url} is not a URL"));
+        }
+    }
+    if !body["context"].is_null() && !body["context"].is_string() {
+        errors.push("context must be a string".into());
+    }
+    errors
 }

@@ -17,11 +17,12 @@ use super::{
     config::{Config, LabelSettings, Repository},
     events::{self, CommentIntent, Desired, Intent, Plan, PullIntent, PullRequest},
     naming,
+    runs::{self, Asker, Wanted},
 };
 use crate::{
     adapters::profile_rules,
     api::{
-        InstallationProfile, TestInstallation, TestInstallationSpec,
+        InstallationProfile, TestInstallation, TestInstallationSpec, TestRun,
         duration::{format_duration, parse_duration},
         labels,
     },
@@ -32,6 +33,7 @@ pub struct Ctx {
     pub github: Arc<GitHub>,
     pub installations: Api<TestInstallation>,
     pub profiles: Api<InstallationProfile>,
+    pub runs: Api<TestRun>,
 }
 
 /// Whether the intent is done or must be tried again later.
@@ -58,6 +60,12 @@ pub async fn process(ctx: &Ctx, key: &str, intent: &Intent) -> anyhow::Result<Ou
                 ctx.github.note_installation(&comment.repository, id).await;
             }
             command(ctx, key, comment).await
+        }
+        Intent::Rerun(rerun) => {
+            if let Some(id) = rerun.installation_id {
+                ctx.github.note_installation(&rerun.repository, id).await;
+            }
+            runs::rerun(ctx, key, &rerun.repository, &rerun.sender, &rerun.run).await
         }
     }
 }
@@ -395,7 +403,8 @@ pub async fn reply(
 async fn command(ctx: &Ctx, key: &str, c: &CommentIntent) -> anyhow::Result<Outcome> {
     let repo = repository(ctx, &c.repository)?;
     let who = format!("@{}", c.author);
-    if !ctx.github.can_write(&c.repository, &c.author).await? {
+    let permission = ctx.github.permission(&c.repository, &c.author).await?;
+    if permission < super::client::Permission::Write {
         tracing::info!(repository = %c.repository, number = c.number, author = %c.author,
             "command refused: no write permission");
         reply(
@@ -428,7 +437,29 @@ async fn command(ctx: &Ctx, key: &str, c: &CommentIntent) -> anyhow::Result<Outc
     tracing::info!(repository = %c.repository, number = c.number, author = %c.author,
         command = command.name(), "running command");
     let name = naming::installation_name(&c.repository, c.number);
+    let asker = Asker {
+        repository: &c.repository,
+        number: c.number,
+        login: &c.author,
+        permission,
+    };
     match command {
+        Command::Test { suite } => {
+            let current = existing(ctx, &name, &c.repository).await?;
+            runs::start(ctx, key, &asker, current, &Wanted::Test(suite.clone())).await
+        }
+        Command::Run { action, parameters } => {
+            let current = existing(ctx, &name, &c.repository).await?;
+            let wanted = Wanted::Action {
+                name: action.clone(),
+                parameters: parameters.clone(),
+            };
+            runs::start(ctx, key, &asker, current, &wanted).await
+        }
+        Command::Cancel { suite } => {
+            let current = existing(ctx, &name, &c.repository).await?;
+            runs::cancel(ctx, key, &asker, current, suite.as_deref()).await
+        }
         Command::Help => {
             reply(ctx, key, &c.repository, c.number, &commands::help_text()).await?;
             Ok(Outcome::Done)

@@ -78,6 +78,15 @@ pub struct GitHub {
     max_wait: Duration,
 }
 
+/// A person's permission on a repository, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Permission {
+    None,
+    Read,
+    Write,
+    Admin,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct IssueComment {
     pub id: u64,
@@ -127,6 +136,12 @@ impl GitHub {
             metrics,
             max_wait: Duration::from_secs(15 * 60),
         })
+    }
+
+    /// Whether the adapter authenticates as a GitHub App (only Apps may
+    /// write check runs).
+    pub fn is_app(&self) -> bool {
+        matches!(self.credentials, Credentials::App { .. })
     }
 
     /// Remembers the App installation of a repository (every webhook names it).
@@ -613,6 +628,16 @@ impl GitHub {
 
     /// Whether `user` may write to the repository (admin, maintain or write).
     pub async fn can_write(&self, repository: &str, user: &str) -> Result<bool, GitHubError> {
+        Ok(self.permission(repository, user).await? >= Permission::Write)
+    }
+
+    /// What `user` may do in `repository` (GitHub's own answer, never the
+    /// webhook's `author_association`).
+    pub async fn permission(
+        &self,
+        repository: &str,
+        user: &str,
+    ) -> Result<Permission, GitHubError> {
         let (owner, repo) = split(repository);
         let value = match self
             .call(
@@ -624,12 +649,106 @@ impl GitHub {
             )
             .await
         {
-            Err(err) if err.status() == Some(StatusCode::NOT_FOUND) => return Ok(false),
+            Err(err) if err.status() == Some(StatusCode::NOT_FOUND) => {
+                return Ok(Permission::None);
+            }
             other => other?,
         };
         let field = |name: &str| value.get(name).and_then(Value::as_str).unwrap_or_default();
-        Ok(matches!(field("permission"), "admin" | "write")
-            || matches!(field("role_name"), "admin" | "maintain" | "write"))
+        Ok(
+            if field("permission") == "admin" || field("role_name") == "admin" {
+                Permission::Admin
+            } else if field("permission") == "write"
+                || matches!(field("role_name"), "maintain" | "write")
+            {
+                Permission::Write
+            } else if matches!(field("permission"), "read" | "triage") {
+                Permission::Read
+            } else {
+                Permission::None
+            },
+        )
+    }
+
+    /// Creates a check run (`body` as GitHub documents it) and returns its id.
+    pub async fn create_check_run(
+        &self,
+        repository: &str,
+        body: &Value,
+    ) -> Result<u64, GitHubError> {
+        let (owner, repo) = split(repository);
+        let value = self
+            .call(
+                repository,
+                Method::POST,
+                &["repos", owner, repo, "check-runs"],
+                &[],
+                Some(body),
+            )
+            .await?;
+        value
+            .get("id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| GitHubError::Status {
+                status: StatusCode::CREATED,
+                method: Method::POST,
+                path: format!("/repos/{repository}/check-runs"),
+                message: "the answer has no check run id".into(),
+            })
+    }
+
+    pub async fn update_check_run(
+        &self,
+        repository: &str,
+        id: u64,
+        body: &Value,
+    ) -> Result<(), GitHubError> {
+        let (owner, repo) = split(repository);
+        let id = id.to_string();
+        self.call(
+            repository,
+            Method::PATCH,
+            &["repos", owner, repo, "check-runs", &id],
+            &[],
+            Some(body),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The check run named `name` on `sha` whose `external_id` is
+    /// `external_id`, if one exists: what a create whose answer was lost
+    /// (or a crash before its id was recorded) left behind.
+    pub async fn find_check_run(
+        &self,
+        repository: &str,
+        sha: &str,
+        name: &str,
+        external_id: &str,
+    ) -> Result<Option<u64>, GitHubError> {
+        let (owner, repo) = split(repository);
+        let value = self
+            .call(
+                repository,
+                Method::GET,
+                &["repos", owner, repo, "commits", sha, "check-runs"],
+                &[("check_name", name), ("filter", "all"), ("per_page", "100")],
+                None,
+            )
+            .await?;
+        let runs = value
+            .get("check_runs")
+            .and_then(Value::as_array)
+            .ok_or_else(|| GitHubError::Status {
+                status: StatusCode::OK,
+                method: Method::GET,
+                path: format!("/repos/{repository}/commits/{sha}/check-runs"),
+                message: "unexpected check run list".into(),
+            })?;
+        Ok(runs
+            .iter()
+            .find(|run| run.get("external_id").and_then(Value::as_str) == Some(external_id))
+            .and_then(|run| run.get("id").and_then(Value::as_u64)))
     }
 
     /// The newest deployment of `git_ref` in `environment`, if any.

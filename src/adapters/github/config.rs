@@ -164,6 +164,10 @@ pub struct LabelSettings {
     pub upgrade: bool,
     #[serde(default)]
     pub ttl: Option<String>,
+    /// A test suite of the profile to run after each successful deploy of
+    /// a new head commit (reported like `/e2e-test`).
+    #[serde(default)]
+    pub run_after_deploy: Option<String>,
 }
 
 fn default_api() -> String {
@@ -327,6 +331,19 @@ impl Config {
                     "label {:?} asks for size {size:?}, which is not in sizes {:?}",
                     label.name, raw.sizes
                 )));
+            }
+            if let Some(suite) = &label.run_after_deploy {
+                let valid = (1..=40).contains(&suite.len())
+                    && suite.starts_with(|c: char| c.is_ascii_lowercase())
+                    && suite
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                if !valid {
+                    return Err(invalid(format!(
+                        "label {:?} runAfterDeploy {suite:?} is not a test suite name (lowercase letters, digits and '-')",
+                        label.name
+                    )));
+                }
             }
             if let Some(ttl) = &label.ttl {
                 parse_duration(ttl)
@@ -558,6 +575,10 @@ mod tests {
             ("image: '{registry}/{repo}:{sha7}'\n", "registry is not set"),
             ("sizes: [small]\n", "not in sizes"),
             ("unknownKey: 1\n", "unknown field"),
+            (
+                "labels: [{name: x, runAfterDeploy: 'E2E; rm'}]\n",
+                "not a test suite name",
+            ),
         ] {
             let err = Config::from_yaml(&yaml(&s, extra))
                 .map(|_| ())

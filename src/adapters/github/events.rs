@@ -110,6 +110,30 @@ struct IssueCommentEvent {
     installation: Option<AppInstallation>,
 }
 
+#[derive(Debug, Deserialize)]
+struct CheckRun {
+    id: u64,
+    #[serde(default)]
+    external_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RequestedAction {
+    identifier: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct CheckRunEvent {
+    action: String,
+    check_run: CheckRun,
+    #[serde(default)]
+    requested_action: Option<RequestedAction>,
+    repository: Repo,
+    sender: User,
+    #[serde(default)]
+    installation: Option<AppInstallation>,
+}
+
 /// Something to do for one pull request.
 #[derive(Debug, Clone)]
 pub enum Intent {
@@ -117,6 +141,8 @@ pub enum Intent {
     Pull(PullIntent),
     /// A `/testenv` command in a new comment.
     Comment(CommentIntent),
+    /// Run again what a check run of ours reported (its re-run link or button).
+    Rerun(RerunIntent),
 }
 
 impl Intent {
@@ -124,14 +150,28 @@ impl Intent {
         match self {
             Intent::Pull(p) => &p.repository,
             Intent::Comment(c) => &c.repository,
+            Intent::Rerun(r) => &r.repository,
         }
     }
+    /// The PR's number (0 for a re-run: its run knows the PR).
     pub fn number(&self) -> u64 {
         match self {
             Intent::Pull(p) => p.pull.number,
             Intent::Comment(c) => c.number,
+            Intent::Rerun(_) => 0,
         }
     }
+}
+
+#[derive(Debug, Clone)]
+pub struct RerunIntent {
+    pub repository: String,
+    pub installation_id: Option<u64>,
+    pub check_run_id: u64,
+    /// The TestRun the check run reported (its `external_id`).
+    pub run: String,
+    /// Who clicked.
+    pub sender: String,
 }
 
 #[derive(Debug, Clone)]
@@ -253,6 +293,33 @@ pub fn triage(event: &str, body: &[u8], config: &Config) -> Result<Triage, Paylo
                 comment_id: e.comment.id,
                 author: e.comment.user.login,
                 command,
+            }))))
+        }
+        "check_run" => {
+            let e: CheckRunEvent = serde_json::from_slice(body).map_err(parse_error)?;
+            if config.repository(&e.repository.full_name).is_none() {
+                return Ok(Triage::Ignore("repository is not in the allowlist"));
+            }
+            let rerun = match e.action.as_str() {
+                "rerequested" => true,
+                "requested_action" => e
+                    .requested_action
+                    .as_ref()
+                    .is_some_and(|a| a.identifier == super::checks::RERUN_ACTION),
+                _ => false,
+            };
+            if !rerun {
+                return Ok(Triage::Ignore("check_run action not handled"));
+            }
+            let Some(run) = e.check_run.external_id.filter(|id| !id.is_empty()) else {
+                return Ok(Triage::Ignore("check run has no external_id: not ours"));
+            };
+            Ok(Triage::Act(Box::new(Intent::Rerun(RerunIntent {
+                repository: e.repository.full_name,
+                installation_id: e.installation.map(|i| i.id),
+                check_run_id: e.check_run.id,
+                run,
+                sender: e.sender.login,
             }))))
         }
         _ => Ok(Triage::Ignore("event not handled")),
@@ -489,6 +556,53 @@ mod tests {
                 ..
             }) if s == "miniHA"
         ));
+    }
+
+    #[test]
+    fn check_run_reruns_become_intents() {
+        let c = config(false);
+        let event = |action: &str, identifier: Option<&str>, external: &str| {
+            let mut e = json!({
+                "action": action,
+                "check_run": { "id": 77, "name": "ephemera/e2e", "head_sha": "a".repeat(40),
+                               "external_id": external, "status": "completed" },
+                "repository": { "full_name": "acme/webapp" },
+                "sender": { "login": "dev" },
+                "installation": { "id": 99 }
+            });
+            if let Some(id) = identifier {
+                e["requested_action"] = json!({ "identifier": id });
+            }
+            serde_json::to_vec(&e).unwrap()
+        };
+        for body in [
+            event("rerequested", None, "web-pr-7-e2e-1"),
+            event("requested_action", Some("rerun"), "web-pr-7-e2e-1"),
+        ] {
+            let Triage::Act(intent) = triage("check_run", &body, &c).unwrap() else {
+                panic!()
+            };
+            let Intent::Rerun(r) = *intent else { panic!() };
+            assert_eq!(r.run, "web-pr-7-e2e-1");
+            assert_eq!(r.sender, "dev");
+            assert_eq!(r.check_run_id, 77);
+        }
+        for (body, reason) in [
+            (event("created", None, "x"), "check_run action not handled"),
+            (
+                event("requested_action", Some("other"), "x"),
+                "check_run action not handled",
+            ),
+            (
+                event("rerequested", None, ""),
+                "check run has no external_id: not ours",
+            ),
+        ] {
+            match triage("check_run", &body, &c).unwrap() {
+                Triage::Ignore(r) => assert_eq!(r, reason),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - `client`: GitHub REST, App authentication, rate limits
 
 pub mod actions;
+pub mod checks;
 pub mod client;
 pub mod commands;
 pub mod config;
@@ -20,6 +21,8 @@ pub mod metrics;
 pub mod naming;
 pub mod render;
 pub mod reporter;
+pub mod run_reporter;
+pub mod runs;
 pub mod signature;
 pub mod webhook;
 
@@ -98,6 +101,7 @@ pub async fn run(
         github,
         installations,
         profiles: Api::all(client.clone()),
+        runs: Api::all(client.clone()),
     });
 
     let (tx, rx) = mpsc::channel(config.queue_capacity);
@@ -112,6 +116,11 @@ pub async fn run(
     )));
     let health = Health::default();
     let _reporter = AbortOnDrop(tokio::spawn(reporter::run(
+        ctx.clone(),
+        client.clone(),
+        health.clone(),
+    )));
+    let _run_reporter = AbortOnDrop(tokio::spawn(run_reporter::run(
         ctx.clone(),
         client,
         health.clone(),
@@ -208,7 +217,7 @@ async fn work(
                     )
                     .await
                     .is_ok(),
-                    events::Intent::Pull(_) => false,
+                    events::Intent::Pull(_) | events::Intent::Rerun(_) => false,
                 };
                 if !answered {
                     webhook::forget(&seen, &job);

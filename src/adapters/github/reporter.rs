@@ -61,6 +61,9 @@ pub struct Told {
     /// `<sha>:<state>` of the last commit status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_status: Option<String>,
+    /// The commit whose deploy started the label's `runAfterDeploy` suite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_run: Option<String>,
 }
 
 /// Reports every served installation through the shared delivery engine
@@ -211,7 +214,10 @@ async fn report(
     let before = lock(memory).recall(ti);
     let mut told = before.told.clone();
     let report = Report::of(ti, deleted);
-    let result = tell(ctx, &repository, number, &report, &mut told).await;
+    let mut result = tell(ctx, &repository, number, &report, &mut told).await;
+    if result.is_ok() && !deleted {
+        result = run_after_deploy(ctx, ti, &report, &mut told).await;
+    }
     told.phase = Some(report.phase.clone());
     told.generation = ti.metadata.generation;
     // In memory first: whatever happens to the patches below, this process
@@ -368,6 +374,30 @@ async fn tell(
             told.commit_status = Some(key);
         }
     }
+    Ok(())
+}
+
+/// Starts the label's `runAfterDeploy` suite once per deployed commit, when
+/// the installation is ready on it.
+async fn run_after_deploy(
+    ctx: &Ctx,
+    ti: &TestInstallation,
+    report: &Report,
+    told: &mut Told,
+) -> anyhow::Result<()> {
+    let suite = ti
+        .annotations()
+        .get(annotations::LABEL)
+        .and_then(|label| ctx.config.label(label))
+        .and_then(|label| label.run_after_deploy.clone());
+    let (Some(suite), Some(sha)) = (suite, &report.sha) else {
+        return Ok(());
+    };
+    if report.stage != Stage::Ready || told.auto_run.as_ref() == Some(sha) {
+        return Ok(());
+    }
+    super::runs::after_deploy(ctx, ti, &suite, sha).await?;
+    told.auto_run = Some(sha.clone());
     Ok(())
 }
 
