@@ -172,11 +172,9 @@ async fn metrics(State(state): State<ProbeState>) -> impl IntoResponse {
     }
 }
 
-/// Binds `addr` for `serve`, with an error that names the address.
+/// Binds `addr` for `serve` (see `crate::http_server::listen`).
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|err| anyhow::anyhow!("cannot listen on {addr}: {err}"))
+    crate::http_server::listen(addr)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, with the

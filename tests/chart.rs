@@ -17,9 +17,11 @@ use ephemera::{
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
-        core::v1::{Namespace, Secret},
+        core::v1::{ConfigMap, Namespace, Secret},
         policy::v1::PodDisruptionBudget,
+        rbac::v1::RoleBinding,
     },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     apimachinery::pkg::util::intstr::IntOrString,
 };
 use kube::{
@@ -297,6 +299,19 @@ async fn chart_installs_upgrades_and_grants_exactly_what_each_component_needs() 
     // deletes an installation.
     let as_controller = client_as(&release, &format!("{release}-controller")).await;
     let as_controller_check = as_controller.clone();
+    // The chart tells the controller whom to let read the credentials: the
+    // chat adapter, through its credentials-reader ClusterRole.
+    let chart_config = Api::<ConfigMap>::namespaced(admin.clone(), &release)
+        .get(&release)
+        .await
+        .unwrap();
+    let chart_config: ControllerConfig =
+        serde_yaml::from_str(&chart_config.data.unwrap_or_default()["controller.yaml"]).unwrap();
+    let reader = chart_config
+        .credentials_reader
+        .expect("with the chat adapter, the chart configures a credentials reader");
+    assert_eq!(reader.service_account, format!("{release}/{release}-chat"));
+    assert_eq!(reader.cluster_role, format!("{release}-credentials-reader"));
     // It elects itself leader over a Lease in the release namespace, which
     // the chart's Role allows.
     let config = ControllerConfig {
@@ -306,9 +321,10 @@ async fn chart_installs_upgrades_and_grants_exactly_what_each_component_needs() 
             namespace: release.clone(),
             lease_duration: "15s".into(),
         }),
+        credentials_reader: Some(reader),
         ..Default::default()
     };
-    let controller = RunningController::start_with(as_controller, config).await;
+    let controller = RunningController::start_with(as_controller, config.clone()).await;
     let profile = unique_name("chartprof");
     let spec: InstallationProfileSpec = serde_json::from_value(serde_json::json!({
         "image": "registry.example/app", "defaultVersion": "1.0.0", "filestore": { "type": "minio" }
@@ -339,14 +355,40 @@ async fn chart_installs_upgrades_and_grants_exactly_what_each_component_needs() 
     )
     .await;
 
-    // An adapter may read the credentials, not the other Secrets, and may
-    // not touch the children.
+    // The chat adapter may read the credentials, through the RoleBinding the
+    // controller made in the installation namespace only; not the other
+    // Secrets, nor a `credentials` Secret anywhere else; it may not touch
+    // the children.
     let installation_ns = format!("ti-{name}");
+    let binding = Api::<RoleBinding>::namespaced(admin.clone(), &installation_ns)
+        .get("ephemera-credentials-reader")
+        .await
+        .expect("the controller binds the chat adapter in the installation namespace");
+    assert_eq!(
+        binding.role_ref.name,
+        format!("{release}-credentials-reader")
+    );
     let as_chat = client_as(&release, &format!("{release}-chat")).await;
     let secrets: Api<Secret> = Api::namespaced(as_chat.clone(), &installation_ns);
     assert!(
         secrets.get("credentials").await.is_ok(),
         "the chat adapter cannot read the credentials"
+    );
+    let planted: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "credentials" }, "stringData": { "adminPassword": "not-yours" }
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), &release)
+        .create(&PostParams::default(), &planted)
+        .await
+        .unwrap();
+    assert!(
+        forbidden(
+            Api::<Secret>::namespaced(as_chat.clone(), &release)
+                .get("credentials")
+                .await
+        ),
+        "the chat adapter can read a `credentials` Secret outside installation namespaces"
     );
     assert!(
         forbidden(secrets.get("app-env").await),
@@ -392,6 +434,15 @@ async fn chart_installs_upgrades_and_grants_exactly_what_each_component_needs() 
         ),
         (
             "chat",
+            "get",
+            "secrets/credentials",
+            release.as_str(),
+            false,
+        ),
+        ("chat", "get", "secrets/credentials", "kube-system", false),
+        ("chat", "get", "secrets/credentials", "default", false),
+        (
+            "chat",
             "create",
             "deployments",
             installation_ns.as_str(),
@@ -406,6 +457,20 @@ async fn chart_installs_upgrades_and_grants_exactly_what_each_component_needs() 
         ),
         ("github", "get", "secrets/anything", "kube-system", false),
         (
+            "chat",
+            "create",
+            "events.events.k8s.io",
+            installation_ns.as_str(),
+            true,
+        ),
+        (
+            "github",
+            "create",
+            "events.events.k8s.io",
+            installation_ns.as_str(),
+            false,
+        ),
+        (
             "github",
             "create",
             "testinstallations.ephemera.dev",
@@ -419,8 +484,30 @@ async fn chart_installs_upgrades_and_grants_exactly_what_each_component_needs() 
             "",
             true,
         ),
+        (
+            "controller",
+            "bind",
+            &format!("clusterroles.rbac.authorization.k8s.io/{release}-credentials-reader"),
+            "",
+            true,
+        ),
+        (
+            "controller",
+            "bind",
+            "clusterroles.rbac.authorization.k8s.io/cluster-admin",
+            "",
+            false,
+        ),
+        (
+            "controller",
+            "escalate",
+            "clusterroles.rbac.authorization.k8s.io",
+            "",
+            false,
+        ),
     ];
-    for (component, verb, resource, namespace, expected) in can_i_table {
+    for (component, verb, resource, namespace, expected) in &can_i_table {
+        let (verb, resource, namespace) = (*verb, *resource, *namespace);
         let user = sa(component);
         let mut args = vec!["auth", "can-i", verb, resource, "--as", user.as_str()];
         if !namespace.is_empty() {
@@ -430,7 +517,7 @@ async fn chart_installs_upgrades_and_grants_exactly_what_each_component_needs() 
         let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
         assert_eq!(
             answer == "yes",
-            expected,
+            *expected,
             "kubectl auth can-i {verb} {resource} -n {namespace:?} as {component}: {answer}"
         );
     }
@@ -479,7 +566,43 @@ async fn chart_installs_upgrades_and_grants_exactly_what_each_component_needs() 
         other => panic!("the controller could delete its release namespace: {other:?}"),
     }
     refused += 2;
-    println!("the fence refused {refused} writes outside ephemera's namespaces");
+    // Inside its namespaces it may bind the credentials reader only, even a
+    // role whose permissions it holds (its own).
+    let grab: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "grab" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+            "name": format!("{release}-controller") },
+        "subjects": [{ "kind": "ServiceAccount", "name": "default", "namespace": installation_ns }]
+    }))
+    .unwrap();
+    match Api::<RoleBinding>::namespaced(as_controller_check.clone(), &installation_ns)
+        .create(&dry, &grab)
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.message.contains("only bind the credentials-reader") => {}
+        other => panic!("the controller bound another role: {other:?}"),
+    }
+    refused += 1;
+    // It may create CRDs (RBAC cannot limit create by name), but only its own.
+    let foreign_crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "widgets.example.com" },
+        "spec": { "group": "example.com", "scope": "Namespaced",
+            "names": { "plural": "widgets", "singular": "widget", "kind": "Widget" },
+            "versions": [{ "name": "v1", "served": true, "storage": true,
+                "schema": { "openAPIV3Schema": { "type": "object" } } }] }
+    }))
+    .unwrap();
+    match Api::<CustomResourceDefinition>::all(as_controller_check.clone())
+        .create(&dry, &foreign_crd)
+        .await
+    {
+        Err(kube::Error::Api(s))
+            if s.message
+                .contains("only create and update the ephemera.dev CRDs") => {}
+        other => panic!("the controller created a foreign CRD: {other:?}"),
+    }
+    refused += 1;
+    println!("the fence refused {refused} writes outside ephemera's namespaces or grants");
 
     // `helm upgrade` with the installation present: new settings roll out,
     // the installation is untouched and stays Ready, and the upgraded
@@ -517,7 +640,7 @@ async fn chart_installs_upgrades_and_grants_exactly_what_each_component_needs() 
     );
     controller.stop().await;
     let as_controller = client_as(&release, &format!("{release}-controller")).await;
-    let controller = RunningController::start(as_controller, &release).await;
+    let controller = RunningController::start_with(as_controller, config).await;
     let second = unique_name("chart");
     installations
         .create(

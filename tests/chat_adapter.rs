@@ -138,6 +138,7 @@ async fn plane() -> Client {
         "metadata": { "name": PROFILE },
         "spec": {
             "image": "registry.example/team/app",
+            "allowedImages": ["missing.invalid/**"],
             "defaultVersion": "9.11.0",
             "containerPort": 8065,
             "healthPath": "/api/v4/system/ping",
@@ -1005,6 +1006,7 @@ async fn lifecycle(platform: Platform) {
     let text = answer.assert_ephemeral();
     assert!(text.contains(&format!("Creating `{name}`")), "{text}");
     println!("{platform:?} create answered in {:?}", answer.elapsed);
+    let create_answer = text.to_string();
 
     let ti = get(&client, &name).await.expect("the installation exists");
     assert_eq!(ti.labels()[labels::SOURCE], "chat");
@@ -1206,9 +1208,15 @@ async fn lifecycle(platform: Platform) {
             && !stored.contains(&credentials.user_password)
     );
 
+    // Every generated credential, for the scan at the end; the namespace's
+    // Events go with it, so they are read now.
+    let generated = support::leaks::generated_values(&client, &format!("ti-{name}")).await;
+    let events_before = support::leaks::events_text(&client).await;
+
     // Delete: told once, the controller removes the namespace, and the
     // adapter's finalizer lets the installation go.
     let answer = adapter.command(&alice, &format!("delete {name}")).await;
+    let delete_answer = answer.text().to_string();
     assert!(answer.assert_ephemeral().contains("Deleting"), "{answer:?}");
     setup.fake.wait_for_posts("being deleted", 1).await;
     wait_for("the installation gone", CONTROLLER_TIMEOUT, || async {
@@ -1254,6 +1262,55 @@ async fn lifecycle(platform: Platform) {
     assert!(
         logs.contains("handled a slash command"),
         "logs are captured"
+    );
+    // The secrets scan: only the Ready DM to the requester may carry a
+    // generated credential; no other post, edit, answer, status, Event, log
+    // line or metric.
+    let mut texts: Vec<(String, String)> = setup
+        .fake
+        .posts()
+        .into_iter()
+        .filter(|m| m.id != ready.id)
+        .map(|m| (format!("post {} in {}", m.id, m.channel), m.text))
+        .collect();
+    texts.extend(
+        setup
+            .fake
+            .updates()
+            .into_iter()
+            .map(|(id, text)| (format!("edit of {id}"), text)),
+    );
+    texts.extend([
+        ("create answer".to_string(), create_answer),
+        ("status answer".into(), status.text().to_string()),
+        ("list answer".into(), list.text().to_string()),
+        ("delete answer".into(), delete_answer),
+        ("installation (spec, status, annotations)".into(), stored),
+        ("Events before the deletion".into(), events_before),
+        (
+            "Events after the deletion".into(),
+            support::leaks::events_text(&client).await,
+        ),
+        ("logs".into(), logs.clone()),
+        ("metrics".into(), metrics.clone()),
+    ]);
+    // The scan finds what is there: the Ready DM does carry credentials.
+    assert!(
+        !support::leaks::leaks(&generated, &[("ready DM".into(), ready.text.clone())]).is_empty(),
+        "the scan would not see a credential"
+    );
+    let leaked = support::leaks::leaks(&generated, &texts);
+    println!(
+        "FIGURES secrets scan, chat flow ({platform:?}): {} generated values in {} texts, {} leaks",
+        generated.len(),
+        texts.len(),
+        leaked.len()
+    );
+    assert!(leaked.is_empty(), "credentials leaked: {leaked:?}");
+    let ready_channel_posts = setup.fake.posts_containing(&credentials.admin_password);
+    assert!(
+        ready_channel_posts.iter().all(|m| m.channel == dm),
+        "the credentials went only to the requester's DM"
     );
     for secret in [
         credentials.admin_password.as_str(),

@@ -38,6 +38,8 @@ async fn create_profile(client: &Client, name: &str, spec: InstallationProfileSp
 fn app_profile() -> InstallationProfileSpec {
     serde_json::from_value(json!({
         "image": "registry.example/team/app",
+        // Tests of pull failures ask for images from here.
+        "allowedImages": ["missing.invalid/**"],
         "defaultVersion": "1.0.0",
         "containerPort": 8065,
         "healthPath": "/api/v4/system/ping",

@@ -70,9 +70,26 @@ fn has_retired_property(crd: &CustomResourceDefinition) -> bool {
 }
 
 /// Puts the previous CRDs on the server, as a cluster installed with the
-/// previous chart has them (written by Helm: no version annotation).
+/// previous chart has them (written by Helm: no version annotation), and
+/// removes the CRDs that version did not have.
 async fn put_previous_crds(admin: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    let previous: Vec<String> = previous_crds().iter().map(|c| c.name_any()).collect();
+    for added in desired_crds() {
+        if !previous.contains(&added.name_any()) {
+            let name = added.name_any();
+            if api.get_opt(&name).await.unwrap().is_some() {
+                api.delete(&name, &Default::default()).await.unwrap();
+            }
+            wait_for(&format!("{name} deleted"), TIMEOUT, || async {
+                match api.get_opt(&name).await.map_err(|e| e.to_string())? {
+                    None => Ok(()),
+                    Some(_) => Err("still there".to_string()),
+                }
+            })
+            .await;
+        }
+    }
     for old in previous_crds() {
         let mut current = api.get(&old.name_any()).await.unwrap();
         current.spec = old.spec;
@@ -264,13 +281,19 @@ async fn helm_upgrade_then_controller_start_brings_crds_current_and_loses_nothin
     // The new controller starts: its ServiceAccount brings the CRDs to this
     // version, and the dropped property is gone.
     let outcomes = apply_crds(&as_controller).await.unwrap();
+    let previous: Vec<String> = previous_crds().iter().map(|c| c.name_any()).collect();
     for crd in desired_crds() {
+        let expected = if previous.contains(&crd.name_any()) {
+            Outcome::Updated { from_version: None }
+        } else {
+            Outcome::Created
+        };
         assert_eq!(
             outcomes
                 .iter()
                 .find(|(name, _)| *name == crd.name_any())
                 .map(|(_, o)| o),
-            Some(&Outcome::Updated { from_version: None }),
+            Some(&expected),
             "{outcomes:?}"
         );
         let stored = crds.get(&crd.name_any()).await.unwrap();

@@ -287,6 +287,28 @@ async fn deploy_applies_and_the_controller_runs_with_its_service_account() {
     ] {
         assert!(applied.contains(object), "{applied}");
     }
+    // The controller, now configured as deploy/ configures it, binds the
+    // chat adapter to read the credentials in the installation namespace.
+    controller.stop().await;
+    let shipped =
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), NAMESPACE)
+            .get(RELEASE)
+            .await
+            .unwrap();
+    let shipped: ephemera::controller::config::ControllerConfig =
+        serde_yaml::from_str(&shipped.data.unwrap_or_default()["controller.yaml"]).unwrap();
+    let config = ephemera::controller::config::ControllerConfig {
+        installation_selector: Some(format!("{TEST_RUN_LABEL}={run}")),
+        credentials_reader: shipped.credentials_reader,
+        ..Default::default()
+    };
+    assert!(
+        config.credentials_reader.is_some(),
+        "deploy/ names no credentials reader"
+    );
+    let controller =
+        RunningController::start_with(client_as(NAMESPACE, "ephemera-controller").await, config)
+            .await;
     let as_chat = client_as(NAMESPACE, "ephemera-chat").await;
     assert!(
         Api::<TestInstallation>::all(as_chat.clone())
@@ -294,15 +316,22 @@ async fn deploy_applies_and_the_controller_runs_with_its_service_account() {
             .await
             .is_ok()
     );
-    assert!(
-        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
-            as_chat.clone(),
-            &format!("ti-{name}")
-        )
-        .get("credentials")
-        .await
-        .is_ok()
+    let credentials = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
+        as_chat.clone(),
+        &format!("ti-{name}"),
     );
+    wait_for(
+        "the chat adapter to read the credentials",
+        TIMEOUT,
+        || async {
+            credentials
+                .get("credentials")
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
     assert!(matches!(
         Api::<Deployment>::namespaced(as_chat, &format!("ti-{name}"))
             .list(&Default::default())

@@ -2,7 +2,9 @@
 //! kill and restart, a 20 s kube-apiserver freeze and an etcd kill and
 //! restart (a stuck controller fails the test); repeated SIGKILLs of the
 //! controller process and two controllers at once lose, duplicate or
-//! re-generate nothing. Prints its figures.
+//! re-generate nothing; both adapters go unready while kube-apiserver is
+//! down and act on new installations within seconds once it is back.
+//! Prints its figures.
 //!
 //! Tests that stop plane components take a lock, so they never overlap with
 //! each other; cargo runs test binaries one at a time, so no other binary's
@@ -320,6 +322,271 @@ async fn controller_recovers_from_plane_faults_by_itself() {
     let _ = Api::<InstallationProfile>::all(client)
         .delete(&profile, &Default::default())
         .await;
+}
+
+/// An adapter serving in this process.
+struct RunningAdapter {
+    name: &'static str,
+    port: u16,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+fn secret_file(dir: &std::path::Path, name: &str, content: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path.display().to_string()
+}
+
+/// The chat and GitHub adapters, each with platforms nobody listens on (the
+/// installations of this test need no message, only the finalizer released).
+async fn start_adapters(
+    client: &Client,
+    dir: &std::path::Path,
+    chat_instance: &str,
+    github_instance: &str,
+) -> [RunningAdapter; 2] {
+    let bot = secret_file(dir, "bot", "bot-token");
+    let command = secret_file(dir, "command", "command-token");
+    let webhook = secret_file(dir, "webhook", "webhook-secret");
+    let token = secret_file(dir, "token", "gh-token");
+    let chat_yaml = format!(
+        "instance: {chat_instance}\nmattermost:\n  url: http://127.0.0.1:9\n  botToken: {{file: {bot}}}\n  commandTokens: [{{file: {command}}}]\n"
+    );
+    let github_yaml = format!(
+        "apiBaseUrl: http://127.0.0.1:9\nbotLogin: bot\ninstance: {github_instance}\nwebhookSecrets: [{{file: {webhook}}}]\n\
+         auth: {{token: {{file: {token}}}}}\nrepositories: [{{name: acme/x}}]\n"
+    );
+    let chat_config = ephemera::adapters::chat::config::Config::from_yaml(&chat_yaml).unwrap();
+    let github_config = ephemera::adapters::github::Config::from_yaml(&github_yaml).unwrap();
+    let chat_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let github_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (chat_stop, chat_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (github_stop, github_stopped) = tokio::sync::oneshot::channel::<()>();
+    [
+        RunningAdapter {
+            name: "chat",
+            port: chat_listener.local_addr().unwrap().port(),
+            stop: chat_stop,
+            task: tokio::spawn(ephemera::adapters::chat::serve(
+                client.clone(),
+                chat_config,
+                chat_listener,
+                async move {
+                    let _ = chat_stopped.await;
+                },
+            )),
+        },
+        RunningAdapter {
+            name: "github",
+            port: github_listener.local_addr().unwrap().port(),
+            stop: github_stop,
+            task: tokio::spawn(ephemera::adapters::github::run(
+                github_listener,
+                github_config,
+                client.clone(),
+                async move {
+                    let _ = github_stopped.await;
+                },
+            )),
+        },
+    ]
+}
+
+async fn wait_until_ready(adapter: &RunningAdapter, limit: Duration) -> Duration {
+    let started = Instant::now();
+    wait_for(
+        &format!("the {} adapter to be ready", adapter.name),
+        limit,
+        || async {
+            match probe(adapter.port, "/readyz").await {
+                Some(200) => Ok(()),
+                other => Err(other),
+            }
+        },
+    )
+    .await;
+    started.elapsed()
+}
+
+/// An installation that only an adapter's finalizer holds once deleted:
+/// created and deleted at once, it disappears only when that adapter's watch
+/// sees it and lets go. Returns how long that took from its creation.
+async fn adapter_lets_go(
+    client: &Client,
+    run: &str,
+    adapter: &str,
+    instance: &str,
+    limit: Duration,
+) -> Duration {
+    use ephemera::adapters::{chat, github};
+    let (labels, finalizer) = match adapter {
+        "chat" => (
+            serde_json::json!({ chat::LABEL_INSTANCE: instance,
+                ephemera::api::labels::SOURCE: chat::SOURCE_CHAT, TEST_RUN_LABEL: run }),
+            chat::FINALIZER,
+        ),
+        _ => (
+            serde_json::json!({ github::annotations::INSTANCE: instance,
+                ephemera::api::labels::SOURCE: "github", TEST_RUN_LABEL: run }),
+            github::annotations::FINALIZER,
+        ),
+    };
+    let name = unique_name(&format!("held-{adapter}"));
+    let ti: TestInstallation = serde_json::from_value(serde_json::json!({
+        "apiVersion": "ephemera.dev/v1alpha1", "kind": "TestInstallation",
+        "metadata": { "name": name, "labels": labels, "finalizers": [finalizer] },
+        "spec": { "profile": "not-reconciled-here", "ttl": "1h" }
+    }))
+    .unwrap();
+    let api: Api<TestInstallation> = Api::all(client.clone());
+    let started = Instant::now();
+    wait_for(
+        &format!("creating and deleting {name}"),
+        Duration::from_secs(60),
+        || async {
+            match api.create(&PostParams::default(), &ti).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(err) => return Err(err.to_string()),
+            }
+            match api.delete(&name, &Default::default()).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                Err(err) => Err(err.to_string()),
+            }
+        },
+    )
+    .await;
+    let written = started.elapsed();
+    wait_for(
+        &format!("the {adapter} adapter to release {name} (a stuck watch fails here)"),
+        limit,
+        || async {
+            match api.get_opt(&name).await {
+                Ok(None) => Ok(()),
+                Ok(Some(ti)) => Err(format!(
+                    "still there: {:?}",
+                    kube::ResourceExt::finalizers(&ti)
+                )),
+                Err(err) => Err(err.to_string()),
+            }
+        },
+    )
+    .await;
+    println!(
+        "  {adapter}: {name} created and deleted after {:.1}s of trying, released {:.1}s later",
+        written.as_secs_f64(),
+        (started.elapsed() - written).as_secs_f64()
+    );
+    started.elapsed() - written
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn adapters_go_unready_and_recover_from_a_kube_apiserver_kill() {
+    let _plane = PLANE.lock().await;
+    let client = client().await;
+    install_crds(&client).await;
+    let run = unique_name("adapterfault");
+    let dir = std::env::temp_dir().join(unique_name("adapterfault"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let chat_instance = unique_name("faultchat");
+    let github_instance = unique_name("faultgh");
+    let adapters = start_adapters(&client, &dir, &chat_instance, &github_instance).await;
+    let instance = |adapter: &str| {
+        if adapter == "chat" {
+            chat_instance.clone()
+        } else {
+            github_instance.clone()
+        }
+    };
+    for adapter in &adapters {
+        wait_until_ready(adapter, Duration::from_secs(30)).await;
+        adapter_lets_go(
+            &client,
+            &run,
+            adapter.name,
+            &instance(adapter.name),
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+
+    let ports: Vec<u16> = adapters.iter().map(|a| a.port).collect();
+    let watch_ready = tokio::spawn(async move {
+        let mut unready = vec![false; ports.len()];
+        loop {
+            for (i, port) in ports.iter().enumerate() {
+                if probe(*port, "/readyz").await == Some(503) {
+                    unready[i] = true;
+                }
+            }
+            if unready.iter().all(|u| *u) {
+                return unready;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    println!("fault: kube-apiserver SIGKILL, back after 20 s (adapters)");
+    plane_fault(&["kill", "kube-apiserver", "20"]).await;
+    wait_for(
+        "the API server to answer again",
+        Duration::from_secs(120),
+        || async { api_answers(&client).await.then_some(()).ok_or("not yet") },
+    )
+    .await;
+    let back = Instant::now();
+    let unready = if watch_ready.is_finished() {
+        watch_ready.await.unwrap()
+    } else {
+        watch_ready.abort();
+        vec![false; adapters.len()]
+    };
+    let mut acted = Vec::new();
+    for adapter in &adapters {
+        let taken = adapter_lets_go(
+            &client,
+            &run,
+            adapter.name,
+            &instance(adapter.name),
+            recovery_limit(),
+        )
+        .await;
+        acted.push((taken, back.elapsed()));
+    }
+    let mut ready_again = Vec::new();
+    for adapter in &adapters {
+        wait_until_ready(adapter, Duration::from_secs(60)).await;
+        ready_again.push(back.elapsed());
+    }
+    for (i, adapter) in adapters.iter().enumerate() {
+        figure(format!(
+            "FIGURES plane fault kube-apiserver SIGKILL, back after 20 s, {} adapter: /readyz 503 during the fault: {}, acted on a new installation {:.1}s after its creation ({:.1}s after the API answered again), ready again after {:.1}s",
+            adapter.name,
+            unready[i],
+            acted[i].0.as_secs_f64(),
+            acted[i].1.as_secs_f64(),
+            ready_again[i].as_secs_f64()
+        ));
+    }
+    for (i, adapter) in adapters.iter().enumerate() {
+        assert!(
+            unready[i],
+            "the {} adapter's /readyz stayed 200 while kube-apiserver was down",
+            adapter.name
+        );
+        assert!(
+            acted[i].0 <= recovery_limit(),
+            "the {} adapter took {:?} to act on a new installation after the API returned",
+            adapter.name,
+            acted[i].0
+        );
+    }
+    for adapter in adapters {
+        adapter.stop.send(()).unwrap();
+        adapter.task.await.unwrap().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The controller binary, as a child process that can be SIGKILLed.

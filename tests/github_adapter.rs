@@ -99,19 +99,21 @@ async fn plane() -> Client {
         "metadata": { "name": PROFILE },
         "spec": {
             "image": "registry.example/team/app",
+            "allowedImages": ["registry.test/**", "missing.invalid/**"],
             "defaultVersion": "1.0.0",
             "seed": { "command": ["/bin/sh", "-c", "echo seeding"] }
         }
     }))
     .expect("the test profile");
-    match Api::<InstallationProfile>::all(kube.clone())
-        .create(&PostParams::default(), &profile)
+    // Applied, so a changed test profile replaces the one an older run left.
+    Api::<InstallationProfile>::all(kube.clone())
+        .patch(
+            PROFILE,
+            &kube::api::PatchParams::apply("ephemera-github-tests").force(),
+            &kube::api::Patch::Apply(&profile),
+        )
         .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(err) => panic!("creating InstallationProfile {PROFILE}: {err}"),
-    }
+        .unwrap_or_else(|err| panic!("applying InstallationProfile {PROFILE}: {err}"));
     kube
 }
 
@@ -498,6 +500,8 @@ fn version(ti: &TestInstallation) -> Option<&str> {
 
 #[tokio::test]
 async fn label_push_and_close_drive_one_installation_one_comment_and_deployments() {
+    // Logs from here on, for the secrets scan at the end.
+    support::leaks::captured_logs();
     let env = setup("life", false).await;
     let (gh, api, repo) = (&env.gh, &env.api, env.repo.as_str());
     let name = name_of(repo, 7);
@@ -595,6 +599,7 @@ async fn label_push_and_close_drive_one_installation_one_comment_and_deployments
     let sticky = &gh.stickies(repo, 7)[0];
     let body = &sticky.body;
     assert!(!body.contains(TOKEN) && !body.contains(SECRET));
+    let generated = support::leaks::generated_values(&env.kube, &secret.namespace).await;
     assert!(
         body.contains(&format!("{}/{}", secret.namespace, secret.name)),
         "{body}"
@@ -675,6 +680,8 @@ async fn label_push_and_close_drive_one_installation_one_comment_and_deployments
         "no comment besides the sticky one"
     );
 
+    let events_before = support::leaks::events_text(&env.kube).await;
+
     // Closing deletes it: the controller removes the namespace, the adapter
     // reports the teardown and lets it go; the deployment becomes inactive.
     gh.update_pull(repo, 7, |p| p["state"] = json!("closed"));
@@ -737,6 +744,58 @@ async fn label_push_and_close_drive_one_installation_one_comment_and_deployments
         "edits that changed nothing: {:#?}",
         sticky.history
     );
+
+    // The secrets scan: no generated credential in any version of any
+    // comment, deployment or its statuses, commit status, the installation,
+    // an Event, a log line or a metric (the PR only points to the Secret).
+    let installation = serde_json::to_string(&api.get(&name).await.unwrap()).unwrap();
+    let mut texts: Vec<(String, String)> = gh
+        .comments(repo, 7)
+        .into_iter()
+        .flat_map(|c| {
+            let id = c.id;
+            c.history
+                .into_iter()
+                .chain([c.body])
+                .map(move |body| (format!("comment {id}"), body))
+        })
+        .collect();
+    texts.extend(
+        gh.deployments(repo)
+            .into_iter()
+            .map(|d| (format!("deployment {}", d.id), format!("{d:?}"))),
+    );
+    texts.extend([
+        (
+            "commit statuses".to_string(),
+            format!("{:?}", gh.with(|s| s.commit_statuses.clone())),
+        ),
+        (
+            "installation (spec, status, annotations)".into(),
+            installation,
+        ),
+        ("Events before the close".into(), events_before),
+        (
+            "Events after".into(),
+            support::leaks::events_text(&env.kube).await,
+        ),
+        ("logs".into(), support::leaks::captured_logs()),
+        ("metrics".into(), metrics),
+    ]);
+    assert!(
+        texts
+            .iter()
+            .any(|(w, t)| w == "logs" && t.contains("ephemera")),
+        "logs are captured"
+    );
+    let leaked = support::leaks::leaks(&generated, &texts);
+    println!(
+        "FIGURES secrets scan, GitHub flow: {} generated values in {} texts, {} leaks",
+        generated.len(),
+        texts.len(),
+        leaked.len()
+    );
+    assert!(leaked.is_empty(), "credentials leaked: {leaked:?}");
     env.finish().await;
 }
 
@@ -1575,7 +1634,7 @@ async fn ha_and_upgrade_labels_pick_size_and_the_profiles_default_version() {
         "apiVersion": "ephemera.dev/v1alpha1",
         "kind": "InstallationProfile",
         "metadata": { "name": profile },
-        "spec": { "image": "registry.test/app", "defaultVersion": "9.10.0" }
+        "spec": { "image": "registry.test/app", "allowedImages": ["registry.test/**"], "defaultVersion": "9.10.0" }
     }))
     .unwrap();
     profiles

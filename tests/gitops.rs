@@ -158,6 +158,7 @@ async fn kstatus_and_the_argocd_health_check_read_every_phase_right() {
     let profile = unique_name("gitops");
     let spec: InstallationProfileSpec = serde_json::from_value(json!({
         "image": "registry.example/team/app",
+        "allowedImages": ["missing.invalid/**"],
         "defaultVersion": "1.0.0"
     }))
     .unwrap();

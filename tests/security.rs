@@ -23,10 +23,7 @@ fn figure(line: String) {
     }
 }
 
-use std::{
-    sync::atomic::{AtomicUsize, Ordering},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use ephemera::{
     adapters::{chat, github},
@@ -45,7 +42,7 @@ use serde_json::{Value, json};
 use support::{TEST_RUN_LABEL, client, controller_with, install_crds, unique_name, wait_for};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -432,7 +429,8 @@ async fn start_chat(client: &Client, dir: &std::path::Path) -> Running {
         unique_name("hostile")
     );
     let config = chat::config::Config::from_yaml(&yaml).expect("chat config");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // Bound as the binaries bind (a large accept queue: http_server::listen).
+    let listener = ephemera::http_server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(chat::serve(client.clone(), config, listener, async move {
@@ -449,7 +447,8 @@ async fn start_github(client: &Client, dir: &std::path::Path) -> Running {
          auth: {{token: {{file: {token}}}}}\nrepositories: [{{name: acme/x}}]\n"
     );
     let config = github::Config::from_yaml(&yaml).expect("github config");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // Bound as the binaries bind (a large accept queue: http_server::listen).
+    let listener = ephemera::http_server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(github::run(listener, config, client.clone(), async move {
@@ -469,25 +468,36 @@ async fn wait_ready(addr: std::net::SocketAddr) {
     .await;
 }
 
+/// How one slow client ended: its kind (what it sent) and after how long
+/// the server closed it, `None` when it was still open at the deadline.
+struct SlowClient {
+    kind: &'static str,
+    closed_after: Option<Duration>,
+    connect: Duration,
+}
+
 /// Opens `count` connections that each send part of a request (or nothing,
-/// or a whole head and a trickle of body) and then stall; returns how many
-/// the server closed within `within`.
-async fn slow_clients(addr: std::net::SocketAddr, count: usize, within: Duration) -> usize {
-    let dropped = std::sync::Arc::new(AtomicUsize::new(0));
+/// or a whole head and a trickle of body) and then stall; reports when the
+/// server closed each one, waiting at most `within`.
+async fn slow_clients(
+    addr: std::net::SocketAddr,
+    count: usize,
+    within: Duration,
+) -> Vec<SlowClient> {
     let mut tasks = Vec::new();
     for i in 0..count {
-        let dropped = dropped.clone();
         tasks.push(tokio::spawn(async move {
+            let (kind, partial): (&'static str, &[u8]) = match i % 3 {
+                0 => ("half head", b"POST /github/webhook HTTP/1.1\r\nHost: x\r\nContent-Le"),
+                1 => ("silent", b""),
+                _ => ("dribbled body", b"POST /mattermost/command HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\ntoken="),
+            };
+            let started = Instant::now();
             let Ok(mut stream) = TcpStream::connect(addr).await else {
                 // Refused outright: dropped as well.
-                dropped.fetch_add(1, Ordering::Relaxed);
-                return;
+                return SlowClient { kind, closed_after: Some(Duration::ZERO), connect: started.elapsed() };
             };
-            let partial: &[u8] = match i % 3 {
-                0 => b"POST /github/webhook HTTP/1.1\r\nHost: x\r\nContent-Le",
-                1 => b"",
-                _ => b"POST /mattermost/command HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\ntoken=",
-            };
+            let connect = started.elapsed();
             let _ = stream.write_all(partial).await;
             let mut buf = [0u8; 1024];
             let closed = async {
@@ -498,15 +508,37 @@ async fn slow_clients(addr: std::net::SocketAddr, count: usize, within: Duration
                     }
                 }
             };
-            if tokio::time::timeout(within, closed).await.is_ok() {
-                dropped.fetch_add(1, Ordering::Relaxed);
-            }
+            let closed_after = tokio::time::timeout(within, closed)
+                .await
+                .ok()
+                .map(|()| started.elapsed());
+            SlowClient { kind, closed_after, connect }
         }));
     }
+    let mut ended = Vec::new();
     for task in tasks {
-        task.await.unwrap();
+        ended.push(task.await.unwrap());
     }
-    dropped.load(Ordering::Relaxed)
+    ended
+}
+
+/// One line per kind of slow client: how many were closed and how late.
+fn slow_client_summary(clients: &[SlowClient]) -> String {
+    let mut lines = Vec::new();
+    for kind in ["half head", "silent", "dribbled body"] {
+        let of_kind: Vec<&SlowClient> = clients.iter().filter(|c| c.kind == kind).collect();
+        let closed: Vec<Duration> = of_kind.iter().filter_map(|c| c.closed_after).collect();
+        let slowest = closed.iter().max().copied().unwrap_or_default();
+        let slowest_connect = of_kind.iter().map(|c| c.connect).max().unwrap_or_default();
+        lines.push(format!(
+            "{kind}: {}/{} closed, the last after {:.1}s (slowest connect {:.1}s)",
+            closed.len(),
+            of_kind.len(),
+            slowest.as_secs_f64(),
+            slowest_connect.as_secs_f64()
+        ));
+    }
+    lines.join("; ")
 }
 
 /// Sends `count` unauthenticated requests, `parallel` at a time; returns
@@ -561,28 +593,38 @@ async fn adapters_drop_slow_clients_and_answer_bursts() {
     wait_ready(gh.addr).await;
 
     let limits = ephemera::http_server::Limits::default();
-    // Past the connection cap on purpose; every slow client must be let go.
-    // Those past the cap wait in the accept queue until a slot frees (at the
-    // latest after one request timeout) and then get a timeout of their own:
-    // two request timeouts and a margin for a loaded machine.
+    // Past the connection cap on purpose; every slow client must be let go:
+    // those past the cap at once, the others after the header read timeout
+    // (half heads, silent ones) or the request timeout (dribbled bodies).
+    // The window is two request timeouts and a margin for a loaded machine.
     let slow = limits.max_connections + 88;
     let within = limits.request_timeout * 2 + Duration::from_secs(15);
     let started = Instant::now();
-    let (chat_dropped, gh_dropped) = tokio::join!(
+    let (chat_clients, gh_clients) = tokio::join!(
         slow_clients(chat.addr, slow, within),
         slow_clients(gh.addr, slow, within)
     );
+    let dropped =
+        |clients: &[SlowClient]| clients.iter().filter(|c| c.closed_after.is_some()).count();
+    let (chat_dropped, gh_dropped) = (dropped(&chat_clients), dropped(&gh_clients));
     figure(format!(
         "FIGURES slow clients: chat {chat_dropped}/{slow} dropped, github {gh_dropped}/{slow} dropped ({:.0}s)",
         started.elapsed().as_secs_f64()
     ));
-    // Without read timeouts none would be let go. On a loaded 2-core machine
-    // a few are closed late (see docs/security.md, known limits); four in
-    // five within the window is the bar.
-    for (adapter, dropped) in [("chat", chat_dropped), ("github", gh_dropped)] {
-        assert!(
-            dropped * 5 >= slow * 4,
-            "the {adapter} adapter let go of only {dropped} of {slow} slow clients within {within:?}"
+    println!("  chat: {}", slow_client_summary(&chat_clients));
+    println!("  github: {}", slow_client_summary(&gh_clients));
+    // Without read timeouts none would be let go; with the usual accept
+    // queue of 128, silent clients whose handshake the kernel dropped were
+    // never closed (see `http_server::listen`). Every one is the bar.
+    for (adapter, dropped, clients) in [
+        ("chat", chat_dropped, &chat_clients),
+        ("github", gh_dropped, &gh_clients),
+    ] {
+        assert_eq!(
+            dropped,
+            slow,
+            "the {adapter} adapter let go of only {dropped} of {slow} slow clients within {within:?}: {}",
+            slow_client_summary(clients)
         );
     }
 

@@ -27,7 +27,7 @@ use super::{
     backoff,
     notify::{InstallationEvent, installation_events},
 };
-use crate::api::TestInstallation;
+use crate::{api::TestInstallation, telemetry::Health};
 
 /// What an adapter delivers for one installation.
 pub trait Delivery: Send + Sync + 'static {
@@ -63,9 +63,15 @@ struct Latest {
     gone: bool,
 }
 
-/// Runs until the installation watch ends (it does not on its own).
-pub async fn run<D: Delivery>(client: Client, label_selector: String, delivery: Arc<D>) {
-    let mut events = installation_events(client, &label_selector).boxed();
+/// Runs until the installation watch ends (it does not on its own); watch
+/// failures are recorded in `health`.
+pub async fn run<D: Delivery>(
+    client: Client,
+    label_selector: String,
+    delivery: Arc<D>,
+    health: Health,
+) {
+    let mut events = installation_events(client, &label_selector, health).boxed();
     let mut latest: HashMap<String, Latest> = HashMap::new();
     let mut running: HashSet<String> = HashSet::new();
     let mut dirty: HashSet<String> = HashSet::new();

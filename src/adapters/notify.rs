@@ -17,7 +17,7 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::api::TestInstallation;
+use crate::{api::TestInstallation, telemetry::Health};
 
 /// The annotation in which `adapter` keeps what it has told.
 pub fn memory_annotation(adapter: &str) -> String {
@@ -72,25 +72,33 @@ pub enum InstallationEvent {
 
 /// Watches TestInstallations matching `label_selector` (e.g.
 /// `ephemera.dev/source=chat`), re-listing with backoff on errors; the stream
-/// never ends on its own.
+/// never ends on its own. Every failure is recorded in `health`, so the
+/// adapter is not ready while its watch cannot reach the API server.
 pub fn installation_events(
     client: Client,
     label_selector: &str,
+    health: Health,
 ) -> impl Stream<Item = InstallationEvent> + Send + 'static {
     let api: Api<TestInstallation> = Api::all(client);
     let config = watcher::Config::default().labels(label_selector);
     watcher(api, config)
         .backoff(super::backoff::WatchBackoff::default())
-        .filter_map(|event| async move {
-            match event {
-                Ok(watcher::Event::Apply(ti) | watcher::Event::InitApply(ti)) => {
-                    Some(InstallationEvent::Applied(Arc::new(ti)))
-                }
-                Ok(watcher::Event::Delete(ti)) => Some(InstallationEvent::Deleted(Arc::new(ti))),
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-                Err(err) => {
-                    tracing::warn!(error = %err, "watching TestInstallations failed; retrying");
-                    None
+        .filter_map(move |event| {
+            let health = health.clone();
+            async move {
+                match event {
+                    Ok(watcher::Event::Apply(ti) | watcher::Event::InitApply(ti)) => {
+                        Some(InstallationEvent::Applied(Arc::new(ti)))
+                    }
+                    Ok(watcher::Event::Delete(ti)) => {
+                        Some(InstallationEvent::Deleted(Arc::new(ti)))
+                    }
+                    Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                    Err(err) => {
+                        health.watch_failed();
+                        tracing::warn!(error = %err, "watching TestInstallations failed; retrying");
+                        None
+                    }
                 }
             }
         })

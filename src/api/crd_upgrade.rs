@@ -216,7 +216,7 @@ mod tests {
     #[test]
     fn desired_crds_carry_this_version() {
         let crds = desired_crds();
-        assert_eq!(crds.len(), 2);
+        assert_eq!(crds.len(), 3);
         for crd in crds {
             assert_eq!(
                 crd.annotations()

@@ -106,8 +106,8 @@ pub struct InstallationProfileSpec {
     /// `spec.image` (chat `--image`, a GitHub adapter's image template, or
     /// kubectl), as patterns: `*` matches within one path segment, `**`
     /// across segments, e.g. `ghcr.io/acme/*`. The profile's own `image` is
-    /// always allowed. Empty: every image is allowed; set it wherever people
-    /// you do not fully trust create installations (docs/security.md).
+    /// always allowed. Empty: only the profile's own image; `**` allows
+    /// every image (docs/security.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     #[schemars(inner(

@@ -4,7 +4,8 @@
 //! A pattern is a repository with wildcards: `*` matches any characters
 //! within one path segment (no `/`), `**` matches anything, `/` included.
 //! `ghcr.io/acme/*` allows `ghcr.io/acme/app` but not
-//! `ghcr.io/acme/team/app`; `ghcr.io/acme/**` allows both.
+//! `ghcr.io/acme/team/app`; `ghcr.io/acme/**` allows both. An empty list
+//! allows the profile's own image only; `**` allows every image.
 
 /// Whether `image` (a repository without tag) matches `pattern`.
 pub fn image_matches(pattern: &str, image: &str) -> bool {
@@ -13,11 +14,10 @@ pub fn image_matches(pattern: &str, image: &str) -> bool {
 
 /// Whether `image` may run under a profile whose own image is
 /// `profile_image` and whose allow-list is `patterns`. The profile's image
-/// is always allowed; an empty list allows every image.
+/// is always allowed; an empty list allows nothing else (secure by
+/// default: allowing any image takes an explicit `**`).
 pub fn image_allowed(image: &str, profile_image: &str, patterns: &[String]) -> bool {
-    image == profile_image
-        || patterns.is_empty()
-        || patterns.iter().any(|p| image_matches(p, image))
+    image == profile_image || patterns.iter().any(|p| image_matches(p, image))
 }
 
 /// Iterative wildcard match that backtracks only to the last single star
@@ -88,7 +88,7 @@ mod tests {
     }
 
     #[test]
-    fn the_profile_image_is_always_allowed_an_empty_list_allows_all() {
+    fn the_profile_image_is_always_allowed_an_empty_list_allows_nothing_else() {
         let list = vec!["ghcr.io/acme/*".to_string()];
         assert!(image_allowed(
             "registry.test/app",
@@ -100,10 +100,16 @@ mod tests {
             "registry.test/app",
             &list
         ));
-        assert!(image_allowed(
+        assert!(!image_allowed(
             "docker.io/library/alpine",
             "registry.test/app",
             &[]
+        ));
+        assert!(image_allowed("registry.test/app", "registry.test/app", &[]));
+        assert!(image_allowed(
+            "docker.io/library/alpine",
+            "registry.test/app",
+            &["**".to_string()]
         ));
     }
 

@@ -9,6 +9,7 @@ use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::{LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service},
     networking::v1::{Ingress, NetworkPolicy},
+    rbac::v1::RoleBinding,
 };
 use kube::{
     Api, Client, ResourceExt,
@@ -113,6 +114,7 @@ fn prunable_kinds() -> Vec<ApiResource> {
         ApiResource::erase::<ResourceQuota>(&()),
         ApiResource::erase::<LimitRange>(&()),
         ApiResource::erase::<NetworkPolicy>(&()),
+        ApiResource::erase::<RoleBinding>(&()),
         ApiResource::erase::<PersistentVolumeClaim>(&()),
     ]
 }

@@ -21,6 +21,7 @@ use k8s_openapi::{
         batch::v1::Job,
         core::v1::{LimitRange, Namespace, Pod, ResourceQuota, Secret, Service},
         networking::v1::{Ingress, NetworkPolicy},
+        rbac::v1::RoleBinding,
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
@@ -54,6 +55,7 @@ pub struct Caches {
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
     pub resource_quotas: Store<PartialObjectMeta<ResourceQuota>>,
     pub limit_ranges: Store<PartialObjectMeta<LimitRange>>,
+    pub role_bindings: Store<PartialObjectMeta<RoleBinding>>,
     pub ingresses: Store<PartialObjectMeta<Ingress>>,
     pub deployments: Store<Deployment>,
     pub stateful_sets: Store<StatefulSet>,
@@ -176,6 +178,7 @@ pub fn watch_all(
     let (resource_quotas, resource_quota_events) =
         metadata::<ResourceQuota>(client, children_config());
     let (limit_ranges, limit_range_events) = metadata::<LimitRange>(client, children_config());
+    let (role_bindings, role_binding_events) = metadata::<RoleBinding>(client, children_config());
     let (ingresses, ingress_events) = metadata::<Ingress>(client, children_config());
     let (deployments, deployment_events) =
         full::<Deployment>(client, children_config(), without_managed_fields);
@@ -212,6 +215,7 @@ pub fn watch_all(
         .watches_stream(network_policy_events, installation_of)
         .watches_stream(resource_quota_events, installation_of)
         .watches_stream(limit_range_events, installation_of)
+        .watches_stream(role_binding_events, installation_of)
         .watches_stream(ingress_events, installation_of)
         .watches_stream(deployment_events, installation_of)
         .watches_stream(stateful_set_events, installation_of)
@@ -258,6 +262,7 @@ pub fn watch_all(
         network_policies,
         resource_quotas,
         limit_ranges,
+        role_bindings,
         ingresses,
         deployments,
         stateful_sets,
@@ -372,6 +377,7 @@ impl Caches {
             "NetworkPolicy" => get(&self.network_policies, ns, name).map(|o| o.metadata.clone()),
             "ResourceQuota" => get(&self.resource_quotas, ns, name).map(|o| o.metadata.clone()),
             "LimitRange" => get(&self.limit_ranges, ns, name).map(|o| o.metadata.clone()),
+            "RoleBinding" => get(&self.role_bindings, ns, name).map(|o| o.metadata.clone()),
             "Ingress" => get(&self.ingresses, ns, name).map(|o| o.metadata.clone()),
             "Deployment" => get(&self.deployments, ns, name).map(|o| o.metadata.clone()),
             "StatefulSet" => get(&self.stateful_sets, ns, name).map(|o| o.metadata.clone()),
@@ -403,6 +409,10 @@ impl Caches {
         add(
             "LimitRange",
             metas_in(&self.limit_ranges, namespace, installation),
+        );
+        add(
+            "RoleBinding",
+            metas_in(&self.role_bindings, namespace, installation),
         );
         add(
             "Ingress",

@@ -187,6 +187,7 @@ fn resource_of(kind: &str) -> Option<ApiResource> {
         batch::v1::Job,
         core::v1::{LimitRange, ResourceQuota, Secret, Service},
         networking::v1::{Ingress, NetworkPolicy},
+        rbac::v1::RoleBinding,
     };
     Some(match kind {
         "Secret" => ApiResource::erase::<Secret>(&()),
@@ -198,6 +199,7 @@ fn resource_of(kind: &str) -> Option<ApiResource> {
         "ResourceQuota" => ApiResource::erase::<ResourceQuota>(&()),
         "LimitRange" => ApiResource::erase::<LimitRange>(&()),
         "NetworkPolicy" => ApiResource::erase::<NetworkPolicy>(&()),
+        "RoleBinding" => ApiResource::erase::<RoleBinding>(&()),
         "PersistentVolumeClaim" => ApiResource::erase::<PersistentVolumeClaim>(&()),
         _ => return None,
     })

@@ -41,10 +41,41 @@ pub struct ControllerConfig {
     /// How long finished TestRuns are kept before they are deleted, like
     /// `7d` or `12h`.
     pub run_retention: String,
+    /// Who may read the generated `credentials` Secret of each installation
+    /// (the chat adapter, to send them to the requester): the controller
+    /// binds that ServiceAccount to the ClusterRole in every installation
+    /// namespace, so no cluster-wide Secret access is needed. Absent, no
+    /// binding is made.
+    pub credentials_reader: Option<CredentialsReader>,
     /// The namespace the controller runs in (never a shared-secrets
     /// namespace); found at start, not configured.
     #[serde(skip)]
     pub own_namespace: Option<String>,
+}
+
+/// A ServiceAccount that gets `clusterRole` (which should grant `get` on
+/// the Secret `credentials` only) in each installation namespace.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredentialsReader {
+    /// `namespace/name` of the ServiceAccount.
+    pub service_account: String,
+    pub cluster_role: String,
+}
+
+impl CredentialsReader {
+    /// The ServiceAccount's namespace and name.
+    pub fn subject(&self) -> Option<(&str, &str)> {
+        let (namespace, name) = self.service_account.split_once('/')?;
+        let valid = |part: &str| {
+            !part.is_empty()
+                && part.len() <= 253
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        };
+        (valid(namespace) && valid(name)).then_some((namespace, name))
+    }
 }
 
 /// The dedicated namespace for Secrets that installations may reference.
@@ -99,6 +130,7 @@ impl Default for ControllerConfig {
             installation_selector: None,
             leader_election: None,
             run_retention: "7d".into(),
+            credentials_reader: None,
             own_namespace: None,
         }
     }
@@ -193,6 +225,17 @@ impl ControllerConfig {
             election.timing()?;
         }
         self.check_secret_namespaces(self.own_namespace.as_deref())?;
+        if let Some(reader) = &self.credentials_reader {
+            if reader.subject().is_none() {
+                anyhow::bail!(
+                    "credentialsReader.serviceAccount must be namespace/name, not {:?}",
+                    reader.service_account
+                );
+            }
+            if reader.cluster_role.is_empty() {
+                anyhow::bail!("credentialsReader.clusterRole must not be empty");
+            }
+        }
         Ok(())
     }
 

@@ -56,6 +56,8 @@ pub struct Plan {
     pub restarted_at: Option<String>,
     /// The profile's links, rendered into the status.
     pub links: Vec<crate::api::ProfileLink>,
+    /// Bound to read the generated `credentials` Secret, if configured.
+    pub credentials_reader: Option<super::config::CredentialsReader>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -117,7 +119,9 @@ pub enum PlanError {
         profile: String,
         allowed: String,
     },
-    #[error("image {image:?} is not allowed by profile {profile:?}; allowedImages: {allowed}")]
+    #[error(
+        "image {image:?} is not allowed by profile {profile:?}, which allows {allowed}; to allow it, add a pattern to the profile's allowedImages (`**` allows every image)"
+    )]
     ImageNotAllowed {
         image: String,
         profile: String,
@@ -360,6 +364,7 @@ pub fn plan(
         ingress_controller_namespace: config.ingress.controller_namespace.clone(),
         restarted_at: spec.restarted_at.clone().filter(|r| !r.is_empty()),
         links: p.links.clone(),
+        credentials_reader: config.credentials_reader.clone(),
         name,
     })
 }
@@ -691,6 +696,14 @@ pub(crate) mod tests {
         assert_eq!(err.reason(), "ImageNotAllowed");
         assert!(err.to_string().contains("ghcr.io/acme/*"), "{err}");
         plan(&with_image("ghcr.io/acme/app"), &p, &config).unwrap();
-        plan(&with_image("example.com/app"), &p, &config).unwrap();
+        plan(&with_image(&p.spec.image.clone()), &p, &config).unwrap();
+        // No list: the profile's own image only; `**`: any.
+        p.spec.allowed_images.clear();
+        let err = plan(&with_image("ghcr.io/acme/app"), &p, &config).unwrap_err();
+        assert_eq!(err.reason(), "ImageNotAllowed");
+        assert!(err.to_string().contains("allowedImages"), "{err}");
+        plan(&with_image(&p.spec.image.clone()), &p, &config).unwrap();
+        p.spec.allowed_images = vec!["**".into()];
+        plan(&with_image("docker.io/library/alpine"), &p, &config).unwrap();
     }
 }

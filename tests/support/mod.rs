@@ -3,6 +3,7 @@
 #![allow(dead_code)] // not every test binary uses every helper
 
 pub mod chart;
+pub mod leaks;
 
 use std::{
     fmt::Debug,

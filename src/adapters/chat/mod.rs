@@ -54,9 +54,7 @@ pub async fn run(listen: SocketAddr, config_path: &Path) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .map_err(|err| anyhow::anyhow!("cannot connect to Kubernetes: {err}"))?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|err| anyhow::anyhow!("cannot listen on {listen}: {err}"))?;
+    let listener = telemetry::bind(listen).await?;
     serve(client, config, listener, telemetry::shutdown_signal()).await
 }
 
@@ -127,6 +125,6 @@ pub async fn serve(
     let server = telemetry::serve(listener, router, shutdown);
     tokio::select! {
         result = server => result,
-        () = notifier.run() => anyhow::bail!("the installation watch ended"),
+        () = notifier.run(health) => anyhow::bail!("the installation watch ended"),
     }
 }

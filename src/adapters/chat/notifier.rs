@@ -240,6 +240,17 @@ impl Delivery for Notifier {
     }
 }
 
+/// How long to wait before warning about an expiry `left_secs` away, when
+/// the warning is due `warning` ahead; `None`: warn now. Saturating, and at
+/// most a day (the installation is looked at again then), so no deadline or
+/// setting, however large, overflows a clock.
+fn wait_before_warning(left_secs: i64, warning: Duration) -> Option<Duration> {
+    const LOOK_AGAIN_AFTER_SECS: i64 = 86_400;
+    let warning = i64::try_from(warning.as_secs()).unwrap_or(i64::MAX);
+    let wait = left_secs.saturating_sub(warning);
+    (wait > 0).then(|| Duration::from_secs(wait.min(LOOK_AGAIN_AFTER_SECS) as u64))
+}
+
 impl Notifier {
     pub fn new(
         client: Client,
@@ -266,14 +277,15 @@ impl Notifier {
         }
     }
 
-    /// Runs until the surrounding task is dropped.
-    pub async fn run(self) {
+    /// Runs until the surrounding task is dropped; watch failures make
+    /// `health` unready for a while.
+    pub async fn run(self, health: crate::telemetry::Health) {
         let selector = format!(
             "{}={SOURCE_CHAT},{LABEL_INSTANCE}={}",
             labels::SOURCE,
             self.instance
         );
-        delivery::run(self.client.clone(), selector, Arc::new(self)).await;
+        delivery::run(self.client.clone(), selector, Arc::new(self), health).await;
     }
 
     fn audience(&self, ti: &TestInstallation) -> Option<Audience> {
@@ -475,9 +487,8 @@ impl Notifier {
         if left <= 0 {
             return Ok(None);
         }
-        let warn_in = left - self.expiry_warning.as_secs() as i64;
-        if warn_in > 0 {
-            return Ok(Some(Instant::now() + Duration::from_secs(warn_in as u64)));
+        if let Some(wait) = wait_before_warning(left, self.expiry_warning) {
+            return Ok(Some(Instant::now() + wait));
         }
         let text = messages::expiry_warning(ti, audience.platform.flavor(), now);
         self.tell(ti, audience, told, Notice::Expiring(key), &text)
@@ -629,6 +640,26 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_expiry_warning_wait_saturates_and_is_bounded() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(wait_before_warning(7200, hour), Some(hour));
+        assert_eq!(wait_before_warning(3600, hour), None);
+        assert_eq!(wait_before_warning(10, hour), None);
+        assert_eq!(wait_before_warning(i64::MIN, hour), None);
+        assert_eq!(wait_before_warning(10, Duration::MAX), None);
+        assert_eq!(wait_before_warning(i64::MIN, Duration::MAX), None);
+        // A deadline at the end of time: look again in a day.
+        assert_eq!(
+            wait_before_warning(i64::MAX, Duration::ZERO),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(
+            wait_before_warning(i64::MAX, hour),
+            Some(Duration::from_secs(86_400))
+        );
+    }
 
     #[test]
     fn memory_is_compact_json_and_round_trips() {

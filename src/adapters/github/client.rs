@@ -830,7 +830,9 @@ pub fn rate_limit_wait(
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        return Some(Duration::from_secs(reset.saturating_sub(now) + 1));
+        return Some(Duration::from_secs(
+            reset.saturating_sub(now).saturating_add(1),
+        ));
     }
     Some(Duration::from_secs(
         60 * 2u64.pow(attempt.saturating_sub(1).min(4)),

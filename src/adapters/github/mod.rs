@@ -68,9 +68,7 @@ pub async fn serve(listen: SocketAddr, config_path: &Path) -> anyhow::Result<()>
     let client = Client::try_default()
         .await
         .context("cannot build a Kubernetes client")?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = telemetry::bind(listen).await?;
     run(listener, config, client, telemetry::shutdown_signal()).await
 }
 
@@ -112,9 +110,13 @@ pub async fn run(
         seen.clone(),
         metrics.clone(),
     )));
-    let _reporter = AbortOnDrop(tokio::spawn(reporter::run(ctx.clone(), client)));
-
     let health = Health::default();
+    let _reporter = AbortOnDrop(tokio::spawn(reporter::run(
+        ctx.clone(),
+        client,
+        health.clone(),
+    )));
+
     let router = webhook::routes(webhook::Intake::new(config.clone(), tx, seen, metrics))
         .merge(telemetry::probe_routes(health.clone(), Arc::new(registry)));
     let addr = listener.local_addr()?;

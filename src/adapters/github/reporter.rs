@@ -64,14 +64,15 @@ pub struct Told {
 }
 
 /// Reports every served installation through the shared delivery engine
-/// (one step at a time per installation, installations concurrently).
-pub async fn run(ctx: Arc<Ctx>, client: kube::Client) {
+/// (one step at a time per installation, installations concurrently);
+/// watch failures make `health` unready for a while.
+pub async fn run(ctx: Arc<Ctx>, client: kube::Client, health: crate::telemetry::Health) {
     let selector = format!("{}=github", labels::SOURCE);
     let reporter = Arc::new(Reporter {
         ctx,
         memory: Default::default(),
     });
-    delivery::run(client, selector, reporter).await;
+    delivery::run(client, selector, reporter, health).await;
 }
 
 struct Reporter {

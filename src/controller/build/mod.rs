@@ -2,6 +2,7 @@
 //! values of referenced Secrets) becomes the objects of one installation.
 //! Nothing here talks to the API server, so every builder is unit-tested.
 
+pub mod access;
 pub mod app;
 pub mod database;
 pub mod filestore;
@@ -112,6 +113,7 @@ pub fn children(input: &BuildInput) -> Result<Vec<DesiredObject>, BuildError> {
         erase(policy::limit_range(input)),
         erase(policy::network_policy(input)),
     ];
+    objects.extend(access::credentials_reader_binding(input).map(erase));
     objects.extend(database::objects(input)?);
     objects.extend(filestore::objects(input)?);
     objects.extend(app::objects(input)?);

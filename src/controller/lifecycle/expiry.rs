@@ -29,8 +29,10 @@ pub fn decide(expires_at: Option<Timestamp>, locked: bool, now: Timestamp) -> Ex
         };
     }
     let left = now.duration_until(expires_at);
-    // Round up so the next pass is never a hair early.
-    Expiry::In(Duration::from_millis(left.as_millis().max(0) as u64 + 1))
+    // Round up so the next pass is never a hair early; saturate for
+    // deadlines at the end of time.
+    let millis = u64::try_from(left.as_millis().max(0)).unwrap_or(u64::MAX);
+    Expiry::In(Duration::from_millis(millis.saturating_add(1)))
 }
 
 #[cfg(test)]
@@ -54,5 +56,23 @@ mod tests {
             Expiry::Due
         );
         assert_eq!(decide(Some(now), true, now), Expiry::DueButLocked);
+    }
+
+    #[test]
+    fn deadlines_at_the_ends_of_time_neither_panic_nor_wrap() {
+        let now = t("2026-11-22T10:00:00Z");
+        let Expiry::In(left) = decide(Some(Timestamp::MAX), false, now) else {
+            panic!("a deadline at the end of time is in the future");
+        };
+        assert!(left > Duration::from_secs(7_900 * 365 * 86_400), "{left:?}");
+        assert_eq!(decide(Some(Timestamp::MIN), false, now), Expiry::Due);
+        assert_eq!(
+            decide(Some(Timestamp::MAX), false, Timestamp::MIN),
+            decide(Some(Timestamp::MAX), false, Timestamp::MIN)
+        );
+        assert!(matches!(
+            decide(Some(Timestamp::MAX), false, Timestamp::MIN),
+            Expiry::In(_)
+        ));
     }
 }

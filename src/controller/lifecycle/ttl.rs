@@ -57,17 +57,26 @@ pub struct Lifetime {
 }
 
 impl Lifetime {
-    /// Creation time plus the ttl in force.
+    /// Creation time plus the ttl in force, saturating at the latest time
+    /// a timestamp can hold: a ttl too long to represent means "never", not
+    /// "no deadline known" or a wrapped, early one.
     pub fn expires_at(&self, installation: &TestInstallation) -> Option<Time> {
         let created = installation.metadata.creation_timestamp.as_ref()?;
-        let ttl = SignedDuration::from_secs(i64::try_from(self.ttl?.as_secs()).ok()?);
-        created.0.checked_add(ttl).ok().map(Time)
+        Some(Time(deadline(created.0, self.ttl?)))
     }
 
     /// `status.ttl` as written.
     pub fn recorded_text(&self) -> Option<String> {
         self.recorded.map(format_duration)
     }
+}
+
+/// `created + ttl`, saturating at `Timestamp::MAX`.
+pub fn deadline(created: Timestamp, ttl: Duration) -> Timestamp {
+    let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+    created
+        .checked_add(SignedDuration::from_secs(seconds))
+        .unwrap_or(Timestamp::MAX)
 }
 
 /// The ttl recorded by an earlier pass: `status.ttl`, or for installations
@@ -185,6 +194,44 @@ mod tests {
 
     fn hours(h: u64) -> Option<Duration> {
         Some(Duration::from_secs(h * HOUR))
+    }
+
+    #[test]
+    fn extreme_ttls_saturate_instead_of_wrapping_or_vanishing() {
+        let created: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        for ttl in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX),
+            Duration::from_secs(i64::MAX as u64),
+            Duration::from_secs(213_503_982_334_601 * 86_400),
+        ] {
+            assert_eq!(deadline(created, ttl), Timestamp::MAX, "{ttl:?}");
+        }
+        assert_eq!(
+            deadline(Timestamp::MAX, Duration::from_secs(1)),
+            Timestamp::MAX
+        );
+        assert_eq!(
+            deadline(Timestamp::MIN, Duration::from_secs(60)),
+            Timestamp::MIN
+                .checked_add(SignedDuration::from_secs(60))
+                .unwrap()
+        );
+        // Through the installation: a huge spec.ttl without a profile still
+        // gives a deadline, the latest one, never none or an early one.
+        let l = lifetime(&ti(Some("213503982334601d"), None), None);
+        let at = l.expires_at(&ti(None, None)).unwrap();
+        assert_eq!(at.0, Timestamp::MAX);
+        // u64::MAX seconds exactly (the chat overflow of issue 11): the
+        // latest deadline; one more second is refused as too long.
+        let l = lifetime(&ti(Some("213503982334601d25215s"), None), None);
+        assert_eq!(l.ttl, Some(Duration::from_secs(u64::MAX)));
+        assert_eq!(l.expires_at(&ti(None, None)).unwrap().0, Timestamp::MAX);
+        let l = lifetime(&ti(Some("213503982334601d25216s"), None), None);
+        assert!(matches!(l.problem, Some(TtlProblem::Invalid(_))), "{l:?}");
+        let l = lifetime(&ti(Some("99999999999999999999999d"), None), None);
+        assert_eq!(l.ttl, None);
+        assert!(matches!(l.problem, Some(TtlProblem::Invalid(_))), "{l:?}");
     }
 
     #[test]
