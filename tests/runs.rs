@@ -82,6 +82,7 @@ fn profile_spec() -> serde_json::Value {
             { "name": "licensed", "image": "run.invalid/pass", "readOnly": true,
               "env": [{ "name": "LICENSE", "secretKeyRef":
                         { "namespace": shared_namespace(), "name": "license", "key": "key" } }] },
+            { "name": "missing", "image": "missing.invalid/tool:1" },
             { "name": "elsewhere", "image": "run.invalid/pass",
               "env": [{ "name": "TOKEN", "secretKeyRef":
                         { "namespace": "kube-system", "name": "anything", "key": "token" } }] }
@@ -698,6 +699,24 @@ async fn shared_secrets_reach_a_run_through_its_own_secret_and_only_from_allowed
     let _ = namespaces
         .delete(shared_namespace(), &DeleteParams::default())
         .await;
+}
+
+#[tokio::test]
+async fn a_run_whose_image_cannot_be_pulled_says_so_while_it_waits() {
+    let client = client().await;
+    let (inst, profile) = ready_installation(&client, "rpull").await;
+    let name = start(&client, action(&inst, "missing", &[])).await;
+    let run = wait_run(&client, &name, "the pull failure in its message", |r| {
+        message(r).contains("ImagePullBackOff")
+    })
+    .await;
+    assert_eq!(run.phase(), Some(RunPhase::Pending));
+    assert!(
+        message(&run).contains("missing.invalid/tool:1"),
+        "{}",
+        message(&run)
+    );
+    cleanup(&client, &inst, &profile).await;
 }
 
 /// The cloud bot's other verbs live on the installation: `spec.restartedAt`

@@ -48,6 +48,8 @@ use crate::controller::{
 pub const FIELD_MANAGER: &str = "ephemera-runs";
 /// Safety requeue of a waiting or running run; watch events normally wake it.
 const RESYNC: Duration = Duration::from_secs(300);
+/// Requeue while a run's pod has not started.
+const POD_WAIT_RETRY: Duration = Duration::from_secs(10);
 /// Requeue while a profile is not in the cache yet.
 const PROFILE_RETRY: Duration = Duration::from_secs(10);
 
@@ -372,11 +374,29 @@ async fn observe(
         .or_else(|| existing.metadata.creation_timestamp.clone());
     match &state {
         JobState::Waiting => {
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+            let stuck = pods
+                .list(&ListParams::default().labels(&format!("{RUN_LABEL}={}", run.name_any())))
+                .await
+                .request(
+                    "list",
+                    format!("pods of Job {namespace}/{}", run.name_any()),
+                )?
+                .items
+                .iter()
+                .find_map(result::waiting_reason);
             status.phase = Some(RunPhase::Pending);
             status.reason = Some("Started".into());
-            status.message = Some(format!("{} started; waiting for its pod", what(run)));
+            status.message = Some(match stuck {
+                Some(why) => format!(
+                    "{} started, but its container cannot run yet: {why}",
+                    what(run)
+                ),
+                None => format!("{} started; waiting for its pod", what(run)),
+            });
             write_status(rctx, run, status).await?;
-            return Ok(Action::requeue(RESYNC));
+            // Pod events do not wake a run: look again soon while it waits.
+            return Ok(Action::requeue(POD_WAIT_RETRY));
         }
         JobState::Running => {
             status.phase = Some(RunPhase::Running);
