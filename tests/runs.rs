@@ -29,7 +29,16 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 const RETENTION: &str = "15s";
 
 fn controller() -> &'static str {
-    controller_with(|config| config.run_retention = RETENTION.into())
+    controller_with(|config| {
+        config.run_retention = RETENTION.into();
+        config.allowed_secret_namespaces = vec![shared_namespace().to_string()];
+    })
+}
+
+/// This binary's shared-secrets namespace.
+fn shared_namespace() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| unique_name("rshared"))
 }
 
 /// The profile every test here uses: suites and actions on the fake node's
@@ -69,7 +78,14 @@ fn profile_spec() -> serde_json::Value {
             { "name": "sneaky", "image": "run.invalid/pass", "readOnly": true,
               "env": [{ "name": "ADMIN_PASSWORD", "credential": "adminPassword" }] },
             { "name": "admin", "image": "run.invalid/pass",
-              "env": [{ "name": "ADMIN_PASSWORD", "credential": "adminPassword" }] }
+              "env": [{ "name": "ADMIN_PASSWORD", "credential": "adminPassword" }] },
+            { "name": "licensed", "image": "run.invalid/pass", "readOnly": true,
+              "env": [{ "name": "LICENSE", "secretKeyRef":
+                        { "namespace": shared_namespace(), "name": "license", "key": "key" } }] },
+            { "name": "missing", "image": "missing.invalid/tool:1" },
+            { "name": "elsewhere", "image": "run.invalid/pass",
+              "env": [{ "name": "TOKEN", "secretKeyRef":
+                        { "namespace": "kube-system", "name": "anything", "key": "token" } }] }
         ]
     })
 }
@@ -616,6 +632,89 @@ async fn finished_runs_are_deleted_after_the_retention_period() {
     assert_eq!(
         runs.get_opt(&long).await.unwrap().and_then(|r| r.phase()),
         Some(RunPhase::Running)
+    );
+    cleanup(&client, &inst, &profile).await;
+}
+
+#[tokio::test]
+async fn shared_secrets_reach_a_run_through_its_own_secret_and_only_from_allowed_namespaces() {
+    let client = client().await;
+    let (inst, profile) = ready_installation(&client, "rshare").await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let _ = namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({ "metadata": { "name": shared_namespace() } })).unwrap(),
+        )
+        .await;
+    let license = unique_name("lic-value");
+    let _ = Api::<Secret>::namespaced(client.clone(), shared_namespace())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": { "name": "license" },
+                "stringData": { "key": license }
+            }))
+            .unwrap(),
+        )
+        .await;
+    let name = wait_for("a licensed run to succeed", TIMEOUT, || async {
+        let name = start(&client, action(&inst, "licensed", &[])).await;
+        let run = wait_run(&client, &name, "finished", |r| {
+            r.phase().is_some_and(RunPhase::is_finished)
+        })
+        .await;
+        // The shared Secret may reach the controller's cache after the run.
+        (run.phase() == Some(RunPhase::Succeeded))
+            .then_some(name)
+            .ok_or(format!("{:?}", run.status))
+    })
+    .await;
+    let job = job_of(&client, &inst, &name).await.unwrap();
+    let env = container(&job).env.unwrap();
+    let r = env[0]
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (r.name.as_str(), r.key.as_str()),
+        (name.as_str(), "LICENSE")
+    );
+    assert!(!serde_json::to_string(&job).unwrap().contains(&license));
+    let copy = Api::<Secret>::namespaced(client.clone(), &format!("ti-{inst}"))
+        .get(&name)
+        .await
+        .unwrap();
+    assert_eq!(copy.data.clone().unwrap()["LICENSE"].0, license.as_bytes());
+    assert_eq!(copy.owner_references()[0].name, name);
+
+    let refused = start(&client, action(&inst, "elsewhere", &[])).await;
+    let run = wait_phase(&client, &refused, RunPhase::Failed).await;
+    assert_eq!(reason(&run), "SecretNamespaceNotAllowed");
+    assert!(job_of(&client, &inst, &refused).await.is_none());
+    cleanup(&client, &inst, &profile).await;
+    let _ = namespaces
+        .delete(shared_namespace(), &DeleteParams::default())
+        .await;
+}
+
+#[tokio::test]
+async fn a_run_whose_image_cannot_be_pulled_says_so_while_it_waits() {
+    let client = client().await;
+    let (inst, profile) = ready_installation(&client, "rpull").await;
+    let name = start(&client, action(&inst, "missing", &[])).await;
+    let run = wait_run(&client, &name, "the pull failure in its message", |r| {
+        message(r).contains("ImagePullBackOff")
+    })
+    .await;
+    assert_eq!(run.phase(), Some(RunPhase::Pending));
+    assert!(
+        message(&run).contains("missing.invalid/tool:1"),
+        "{}",
+        message(&run)
     );
     cleanup(&client, &inst, &profile).await;
 }

@@ -9,9 +9,12 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::{
     batch::v1::{Job, JobSpec},
-    core::v1::{Container, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec, SecretKeySelector},
+    core::v1::{
+        Container, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec, Secret, SecretKeySelector,
+    },
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -57,9 +60,19 @@ pub enum JobError {
         secret: &'static str,
     },
     #[error(
-        "env {env} reads the shared Secret {secret}, which runs cannot use yet; pass it through the app's env instead"
+        "env {env} reads the Secret {secret}, outside the shared-secrets namespaces this controller allows ({allowed})"
     )]
-    SharedSecret { env: String, secret: String },
+    SecretNamespaceNotAllowed {
+        env: String,
+        secret: String,
+        allowed: String,
+    },
+    #[error("env {env} reads key {key} of Secret {secret}, which does not exist")]
+    SecretRefMissing {
+        env: String,
+        secret: String,
+        key: String,
+    },
     #[error("timeout {0:?} is not a duration like 90s, 10m or 1h")]
     Timeout(String),
 }
@@ -71,7 +84,8 @@ impl JobError {
             JobError::Template { .. } => "TemplateInvalid",
             JobError::WriteCredential { .. } => "WriteCredentialInReadOnlyRun",
             JobError::CredentialUnavailable { .. } => "CredentialUnavailable",
-            JobError::SharedSecret { .. } => "Unsupported",
+            JobError::SecretNamespaceNotAllowed { .. } => "SecretNamespaceNotAllowed",
+            JobError::SecretRefMissing { .. } => "SecretRefMissing",
             JobError::Timeout(_) => "TimeoutInvalid",
         }
     }
@@ -194,10 +208,20 @@ pub fn env(input: &JobInput, values: &BTreeMap<String, String>) -> Result<Vec<En
                     ..Default::default()
                 });
             }
-            if let Some(r) = &entry.secret_key_ref {
-                return Err(JobError::SharedSecret {
-                    env: entry.name.clone(),
-                    secret: format!("{}/{}", r.namespace, r.name),
+            if entry.secret_key_ref.is_some() {
+                // Copied into the run's own Secret (see `shared_values`):
+                // a pod reads Secrets of its own namespace only.
+                return Ok(EnvVar {
+                    name: entry.name.clone(),
+                    value_from: Some(EnvVarSource {
+                        secret_key_ref: Some(SecretKeySelector {
+                            name: input.run.metadata.name.clone().unwrap_or_default(),
+                            key: entry.name.clone(),
+                            optional: Some(false),
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
                 });
             }
             let value = template::render(entry.value.as_deref().unwrap_or_default(), values)
@@ -213,6 +237,66 @@ pub fn env(input: &JobInput, values: &BTreeMap<String, String>) -> Result<Vec<En
             })
         })
         .collect()
+}
+
+/// The values of the env entries that read a shared Secret, by env name,
+/// looked up by `lookup(namespace, name, key)`; only Secrets in `allowed`
+/// namespaces are read.
+pub fn shared_values(
+    definition: &ProfileRun,
+    allowed: &[String],
+    lookup: impl Fn(&str, &str, &str) -> Option<String>,
+) -> Result<BTreeMap<String, String>, JobError> {
+    let mut values = BTreeMap::new();
+    for entry in &definition.env {
+        let Some(r) = &entry.secret_key_ref else {
+            continue;
+        };
+        let secret = format!("{}/{}", r.namespace, r.name);
+        if !allowed.contains(&r.namespace) {
+            return Err(JobError::SecretNamespaceNotAllowed {
+                env: entry.name.clone(),
+                secret,
+                allowed: allowed.join(", "),
+            });
+        }
+        let value =
+            lookup(&r.namespace, &r.name, &r.key).ok_or_else(|| JobError::SecretRefMissing {
+                env: entry.name.clone(),
+                secret,
+                key: r.key.clone(),
+            })?;
+        values.insert(entry.name.clone(), value);
+    }
+    Ok(values)
+}
+
+/// The run's own Secret with the shared values its env reads, named like
+/// the run and owned by it.
+pub fn env_secret(
+    run: &str,
+    installation: &str,
+    namespace: &str,
+    values: &BTreeMap<String, String>,
+    owner: OwnerReference,
+) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(run.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(job_labels(run, installation)),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(
+            values
+                .iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
 }
 
 /// Renders each element of `list` on its own: one template, one argument.
@@ -436,6 +520,45 @@ mod tests {
             build(&d, "core").unwrap_err().reason(),
             "CredentialUnavailable"
         );
+    }
+
+    #[test]
+    fn shared_secrets_come_from_allowed_namespaces_through_the_runs_own_secret() {
+        let mut d = definition();
+        d.env.push(RunEnvVar {
+            name: "LICENSE".into(),
+            secret_key_ref: Some(crate::api::installation::SecretKeyRef {
+                namespace: "ephemera-shared-secrets".into(),
+                name: "mm".into(),
+                key: "license".into(),
+            }),
+            ..Default::default()
+        });
+        let allowed = vec!["ephemera-shared-secrets".to_string()];
+        let lookup = |ns: &str, name: &str, key: &str| {
+            ((ns, name, key) == ("ephemera-shared-secrets", "mm", "license"))
+                .then(|| "L-123".to_string())
+        };
+        let values = shared_values(&d, &allowed, lookup).unwrap();
+        assert_eq!(values["LICENSE"], "L-123");
+        let job = build(&d, "core").unwrap();
+        let env = container(&job).env.clone().unwrap();
+        let r = env[2]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.key.as_str()),
+            ("demo-list-users-1", "LICENSE")
+        );
+        assert!(!serde_json::to_string(&job).unwrap().contains("L-123"));
+        let err = shared_values(&d, &["other".to_string()], lookup).unwrap_err();
+        assert_eq!(err.reason(), "SecretNamespaceNotAllowed");
+        let err = shared_values(&d, &allowed, |_, _, _| None).unwrap_err();
+        assert_eq!(err.reason(), "SecretRefMissing");
     }
 
     #[test]

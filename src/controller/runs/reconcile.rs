@@ -8,7 +8,10 @@
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::{
-    api::{batch::v1::Job, core::v1::Pod},
+    api::{
+        batch::v1::Job,
+        core::v1::{Pod, Secret},
+    },
     apimachinery::pkg::apis::meta::v1::{OwnerReference, Time},
     jiff::Timestamp,
 };
@@ -34,6 +37,7 @@ use crate::api::{
 };
 use crate::controller::{
     build::secrets as build_secrets,
+    config::forbidden_secret_namespace,
     context::Context,
     error::{Context as _, Result},
     metrics::RunLabels,
@@ -44,6 +48,8 @@ use crate::controller::{
 pub const FIELD_MANAGER: &str = "ephemera-runs";
 /// Safety requeue of a waiting or running run; watch events normally wake it.
 const RESYNC: Duration = Duration::from_secs(300);
+/// Requeue while a run's pod has not started.
+const POD_WAIT_RETRY: Duration = Duration::from_secs(10);
 /// Requeue while a profile is not in the cache yet.
 const PROFILE_RETRY: Duration = Duration::from_secs(10);
 
@@ -271,6 +277,54 @@ async fn start(
             return refuse(rctx, run, status).await;
         }
     };
+    // Never a namespace that can hold other Secrets, however configured.
+    let allowed: Vec<String> = ctx
+        .config
+        .allowed_secret_namespaces
+        .iter()
+        .filter(|ns| {
+            forbidden_secret_namespace(
+                ns,
+                ctx.config.own_namespace.as_deref(),
+                &ctx.config.namespace_prefix,
+            )
+            .is_none()
+        })
+        .cloned()
+        .collect();
+    let shared = match job::shared_values(definition, &allowed, |ns, name, key| {
+        let secret = ctx.caches.referenced_secret(ns, name)?;
+        let bytes = secret.data?.get(key)?.0.clone();
+        String::from_utf8(bytes).ok()
+    }) {
+        Ok(shared) => shared,
+        Err(err) => {
+            let status = ended(
+                run,
+                RunPhase::Failed,
+                err.reason(),
+                job_error_message(run, &err),
+            );
+            return refuse(rctx, run, status).await;
+        }
+    };
+    if !shared.is_empty() {
+        let secret = job::env_secret(
+            &run.name_any(),
+            &installation.name_any(),
+            namespace,
+            &shared,
+            owner_reference(run),
+        );
+        Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+            .patch(
+                &run.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .request("apply", format!("Secret {namespace}/{}", run.name_any()))?;
+    }
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     jobs.patch(
         &run.name_any(),
@@ -320,11 +374,29 @@ async fn observe(
         .or_else(|| existing.metadata.creation_timestamp.clone());
     match &state {
         JobState::Waiting => {
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+            let stuck = pods
+                .list(&ListParams::default().labels(&format!("{RUN_LABEL}={}", run.name_any())))
+                .await
+                .request(
+                    "list",
+                    format!("pods of Job {namespace}/{}", run.name_any()),
+                )?
+                .items
+                .iter()
+                .find_map(result::waiting_reason);
             status.phase = Some(RunPhase::Pending);
             status.reason = Some("Started".into());
-            status.message = Some(format!("{} started; waiting for its pod", what(run)));
+            status.message = Some(match stuck {
+                Some(why) => format!(
+                    "{} started, but its container cannot run yet: {why}",
+                    what(run)
+                ),
+                None => format!("{} started; waiting for its pod", what(run)),
+            });
             write_status(rctx, run, status).await?;
-            return Ok(Action::requeue(RESYNC));
+            // Pod events do not wake a run: look again soon while it waits.
+            return Ok(Action::requeue(POD_WAIT_RETRY));
         }
         JobState::Running => {
             status.phase = Some(RunPhase::Running);
@@ -372,7 +444,18 @@ async fn observe(
         })
         .unwrap_or_default();
     status.read_only = definition.as_ref().is_some_and(|(_, d)| d.read_only);
-    let secrets = credential_values(ctx, namespace);
+    let mut secrets = credential_values(ctx, namespace);
+    if let Some(data) = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(&run.name_any())
+        .await
+        .request("get", format!("Secret {namespace}/{}", run.name_any()))?
+        .and_then(|s| s.data)
+    {
+        secrets.extend(
+            data.values()
+                .filter_map(|v| String::from_utf8(v.0.clone()).ok()),
+        );
+    }
     let (name, is_test) = match run.target() {
         RunTarget::Test(t) => (t, true),
         RunTarget::Action(a) => (a, false),

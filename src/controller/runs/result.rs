@@ -77,6 +77,27 @@ pub fn terminated(pod: &Pod) -> Option<(i32, Option<String>)> {
     Some((t.exit_code, t.message.clone()))
 }
 
+/// Why the run container has not started, when Kubernetes says (an image
+/// that cannot be pulled, a missing Secret key), as `Reason: message`.
+pub fn waiting_reason(pod: &Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    let waiting = statuses
+        .iter()
+        .find(|c| c.name == CONTAINER)?
+        .state
+        .as_ref()?
+        .waiting
+        .as_ref()?;
+    let reason = waiting.reason.as_deref()?;
+    if reason == "ContainerCreating" || reason == "PodInitializing" {
+        return None;
+    }
+    Some(match waiting.message.as_deref() {
+        Some(message) => format!("{reason}: {message}"),
+        None => reason.to_string(),
+    })
+}
+
 /// Reads a termination message: a JSON `TerminationReport`, or any other
 /// text as the output alone.
 pub fn parse_report(message: &str) -> TerminationReport {
