@@ -331,6 +331,7 @@ impl Caches {
             self.network_policies.wait_until_ready(),
             self.resource_quotas.wait_until_ready(),
             self.limit_ranges.wait_until_ready(),
+            self.role_bindings.wait_until_ready(),
             self.ingresses.wait_until_ready(),
             self.deployments.wait_until_ready(),
             self.stateful_sets.wait_until_ready(),
