@@ -29,7 +29,7 @@ use std::{
 use bench::{
     apiserver, direct,
     process::Controller,
-    report::{Figures, Machine, Run},
+    report::{self, Figures, Machine, Run},
 };
 use ephemera::{
     api::{
@@ -104,6 +104,7 @@ fn bench_profile() -> InstallationProfileSpec {
 #[tokio::main]
 async fn main() {
     let settings = settings();
+    let load_at_start = report::load_average();
     let clock = Instant::now();
     let client = support::client().await;
     support::install_crds(&client).await;
@@ -135,7 +136,7 @@ async fn main() {
         installations: settings.n,
         concurrency: settings.concurrency,
         build: settings.profile.to_string(),
-        machine: Machine::this(),
+        machine: Machine::this(load_at_start),
         ratio: ephemera.all_ready_s / direct.all_ready_s,
         ephemera,
         direct,
