@@ -236,6 +236,11 @@ async fn ephemera_run(
     tokio::time::sleep(settings.idle).await;
     let idle_end = apiserver::scrape(client).await;
     let passes_idle = controller.reconciles().await.unwrap_or(0.0);
+    let ready_observations = controller.ready_observations().await.unwrap_or(0.0);
+    assert_eq!(
+        ready_observations, settings.n as f64,
+        "the time-to-ready histogram must count each installation once"
+    );
     let idle = after.until(&idle_end).outside_housekeeping();
 
     step(clock, "ephemera: deleting every installation");
@@ -277,6 +282,7 @@ async fn ephemera_run(
         passes_idle - passes_ready,
         &idle,
         (passes_deleted - passes_idle) / n,
+        ready_observations,
     )
     .with_delete(delete_s)
 }

@@ -94,6 +94,9 @@ pub struct ControllerFigures {
     /// The idle requests, "VERB resource code" → count.
     pub idle_requests_detail: BTreeMap<String, f64>,
     pub delete_passes_per_installation: f64,
+    /// Observations in the controller's time-to-ready histogram: one per
+    /// installation.
+    pub time_to_ready_observations: f64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -134,6 +137,7 @@ impl Run {
         idle_reconciles: f64,
         idle: &Requests,
         delete_passes_per_installation: f64,
+        time_to_ready_observations: f64,
     ) -> Self {
         self.controller = Some(ControllerFigures {
             passes_per_installation_to_ready,
@@ -144,6 +148,7 @@ impl Run {
             idle_reconciles,
             idle_requests_detail: idle.detailed(),
             delete_passes_per_installation,
+            time_to_ready_observations,
         });
         self
     }
@@ -209,6 +214,11 @@ impl Figures {
         row(
             "reconcile passes per installation to Ready",
             format!("{:.2}", c.passes_per_installation_to_ready),
+            "–".into(),
+        );
+        row(
+            "time-to-ready histogram observations",
+            format!("{:.0}", c.time_to_ready_observations),
             "–".into(),
         );
         row(
