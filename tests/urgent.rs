@@ -25,7 +25,7 @@ use support::{
 };
 
 /// Installations whose routine passes fill the queue.
-const ROUTINE: usize = 60;
+const ROUTINE: usize = 100;
 /// How long after the queue filled up the shortened ttl runs out.
 const DEADLINE_AFTER: i64 = 8;
 /// The expiry may be this late (the API server's timestamps are whole
