@@ -29,7 +29,7 @@ use std::{
 use bench::{
     apiserver, direct,
     process::Controller,
-    report::{Figures, Machine, Run},
+    report::{self, Figures, Machine, Run},
 };
 use ephemera::{
     api::{
@@ -104,6 +104,7 @@ fn bench_profile() -> InstallationProfileSpec {
 #[tokio::main]
 async fn main() {
     let settings = settings();
+    let load_at_start = report::load_average();
     let clock = Instant::now();
     let client = support::client().await;
     support::install_crds(&client).await;
@@ -135,7 +136,7 @@ async fn main() {
         installations: settings.n,
         concurrency: settings.concurrency,
         build: settings.profile.to_string(),
-        machine: Machine::this(),
+        machine: Machine::this(load_at_start),
         ratio: ephemera.all_ready_s / direct.all_ready_s,
         ephemera,
         direct,
@@ -235,6 +236,11 @@ async fn ephemera_run(
     tokio::time::sleep(settings.idle).await;
     let idle_end = apiserver::scrape(client).await;
     let passes_idle = controller.reconciles().await.unwrap_or(0.0);
+    let ready_observations = controller.ready_observations().await.unwrap_or(0.0);
+    assert_eq!(
+        ready_observations, settings.n as f64,
+        "the time-to-ready histogram must count each installation once"
+    );
     let idle = after.until(&idle_end).outside_housekeeping();
 
     step(clock, "ephemera: deleting every installation");
@@ -276,6 +282,7 @@ async fn ephemera_run(
         passes_idle - passes_ready,
         &idle,
         (passes_deleted - passes_idle) / n,
+        ready_observations,
     )
     .with_delete(delete_s)
 }

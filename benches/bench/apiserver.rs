@@ -12,10 +12,10 @@ pub struct Requests(pub BTreeMap<(String, String, String), f64>);
 
 /// Resources that the cluster's own components (fake kubelet, scheduler,
 /// controller manager, lease renewals) read and write on their own while
-/// nothing else happens; left out of the idle figures. "" is discovery
-/// (/api, /apis, /openapi), which the controller never asks for.
-const CLUSTER_HOUSEKEEPING: [&str; 6] =
-    ["pods", "nodes", "leases", "endpoints", "endpointslices", ""];
+/// nothing else happens; left out of the idle figures. Discovery (/api,
+/// /apis, /openapi: no resource, the path as the subresource, counted here
+/// as "/<path>"), which the controller never asks for, is left out too.
+const CLUSTER_HOUSEKEEPING: [&str; 5] = ["pods", "nodes", "leases", "endpoints", "endpointslices"];
 
 const MUTATING: [&str; 6] = [
     "POST",
@@ -111,10 +111,11 @@ impl Requests {
                 .iter()
                 .filter(|((verb, resource, _), _)| {
                     verb != "WATCH"
-                        && !CLUSTER_HOUSEKEEPING.iter().any(|h| {
-                            resource == h
-                                || (!h.is_empty() && resource.starts_with(&format!("{h}/")))
-                        })
+                        && !resource.is_empty()
+                        && !resource.starts_with('/')
+                        && !CLUSTER_HOUSEKEEPING
+                            .iter()
+                            .any(|h| resource == h || resource.starts_with(&format!("{h}/")))
                 })
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),

@@ -47,6 +47,17 @@ impl Controller {
 
     /// Reconcile passes so far (its `ephemera_controller_reconciles_total`).
     pub async fn reconciles(&self) -> Option<f64> {
+        self.metric("ephemera_controller_reconciles_total").await
+    }
+
+    /// Installations counted in the time-to-ready histogram so far.
+    pub async fn ready_observations(&self) -> Option<f64> {
+        self.metric("ephemera_controller_time_to_ready_seconds_count")
+            .await
+    }
+
+    /// The value of the unlabelled metric `name` on its /metrics.
+    async fn metric(&self, name: &str) -> Option<f64> {
         let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port))
             .await
             .ok()?
@@ -54,7 +65,7 @@ impl Controller {
             .await
             .ok()?;
         text.lines()
-            .find_map(|l| l.strip_prefix("ephemera_controller_reconciles_total "))
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
             .and_then(|v| v.trim().parse().ok())
     }
 

@@ -23,10 +23,23 @@ pub struct Machine {
     pub cpus: usize,
     pub cpu_model: String,
     pub memory_gib: f64,
+    /// `/proc/loadavg`'s 1-minute load when the run started and when it
+    /// ended: other work on the machine shares the cores.
+    pub load_average: [f64; 2],
+}
+
+/// The 1-minute load average now.
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 impl Machine {
-    pub fn this() -> Self {
+    /// This machine; `load_at_start` is `load_average()` when the run
+    /// started.
+    pub fn this(load_at_start: f64) -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         Self {
@@ -41,6 +54,7 @@ impl Machine {
                 .find_map(|l| l.strip_prefix("MemTotal:"))
                 .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
                 .map_or(0.0, |kib| (kib / 1024.0 / 1024.0 * 10.0).round() / 10.0),
+            load_average: [load_at_start, load_average()],
         }
     }
 }
@@ -80,6 +94,9 @@ pub struct ControllerFigures {
     /// The idle requests, "VERB resource code" → count.
     pub idle_requests_detail: BTreeMap<String, f64>,
     pub delete_passes_per_installation: f64,
+    /// Observations in the controller's time-to-ready histogram: one per
+    /// installation.
+    pub time_to_ready_observations: f64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -120,6 +137,7 @@ impl Run {
         idle_reconciles: f64,
         idle: &Requests,
         delete_passes_per_installation: f64,
+        time_to_ready_observations: f64,
     ) -> Self {
         self.controller = Some(ControllerFigures {
             passes_per_installation_to_ready,
@@ -130,6 +148,7 @@ impl Run {
             idle_reconciles,
             idle_requests_detail: idle.detailed(),
             delete_passes_per_installation,
+            time_to_ready_observations,
         });
         self
     }
@@ -158,8 +177,15 @@ impl Figures {
             .expect("the ephemera run has controller figures");
         let m = &self.machine;
         let mut out = format!(
-            "{} installations, concurrency {}, {} build; {} CPUs ({}), {} GiB\n\n",
-            self.installations, self.concurrency, self.build, m.cpus, m.cpu_model, m.memory_gib
+            "{} installations, concurrency {}, {} build; {} CPUs ({}), {} GiB; load average {:.1} at the start, {:.1} at the end\n\n",
+            self.installations,
+            self.concurrency,
+            self.build,
+            m.cpus,
+            m.cpu_model,
+            m.memory_gib,
+            m.load_average[0],
+            m.load_average[1]
         );
         out.push_str("| figure | ephemera | direct |\n|---|---|---|\n");
         let mut row = |name: &str, a: String, b: String| {
@@ -188,6 +214,11 @@ impl Figures {
         row(
             "reconcile passes per installation to Ready",
             format!("{:.2}", c.passes_per_installation_to_ready),
+            "–".into(),
+        );
+        row(
+            "time-to-ready histogram observations",
+            format!("{:.0}", c.time_to_ready_observations),
             "–".into(),
         );
         row(

@@ -11,10 +11,10 @@ use std::{
     collections::{BTreeMap, HashMap},
     fmt::Debug,
     hash::{Hash, Hasher},
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
-use futures::Stream;
+use futures::{Stream, TryStreamExt};
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
@@ -23,7 +23,7 @@ use k8s_openapi::{
         networking::v1::{Ingress, NetworkPolicy},
         rbac::v1::RoleBinding,
     },
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta},
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -37,10 +37,13 @@ use kube::{
 use serde::de::DeserializeOwned;
 
 use super::{
+    apply::FIELD_MANAGER,
     build::{app, database, filestore, ingress, seed},
     config::ControllerConfig,
     observe::{self, NamespaceState, Observed},
     plan,
+    predicates::{AppliedState, ChildEvent, child_event_wakes},
+    urgent::Lane,
 };
 use crate::api::{InstallationProfile, TestInstallation, labels};
 
@@ -67,6 +70,9 @@ pub struct Caches {
     pub referenced_secrets: BTreeMap<String, Store<Secret>>,
     /// What this process last applied, to skip applies that change nothing.
     applied: Mutex<HashMap<ChildKey, Applied>>,
+    /// What the last pass of each installation observed: a child's event
+    /// that leaves this unchanged runs no pass.
+    observed: Mutex<HashMap<String, Observed>>,
 }
 
 /// (kind, namespace, name)
@@ -92,14 +98,6 @@ fn children_config() -> watcher::Config {
     watcher::Config::default()
         .labels(&children_selector())
         .any_semantic()
-}
-
-/// Maps a labelled child to its installation.
-fn installation_of<K: Resource>(child: K) -> Option<ObjectRef<Guarded>> {
-    child
-        .labels()
-        .get(labels::INSTALLATION)
-        .map(|name| ObjectRef::new(name))
 }
 
 /// A store of `K` fed by `events`, and the stream of touched objects
@@ -149,7 +147,7 @@ where
 {
     reflect(
         watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config)
-            .modify(|o| o.managed_fields_mut().clear()),
+            .modify(keep_own_managed_fields),
     )
 }
 
@@ -165,13 +163,17 @@ pub fn watch_all(
     client: &Client,
     config: &ControllerConfig,
     installations: Store<Guarded>,
-) -> (Controller<Guarded>, Caches) {
+    urgent: Lane,
+) -> (Controller<Guarded>, Arc<Caches>) {
     // Every namespace, not only labelled ones: a pass must see a namespace
     // of the same name that is not its own.
     let (namespaces, namespace_events) =
         metadata::<Namespace>(client, watcher::Config::default().any_semantic());
+    // A deletion waits in the urgent lane for its namespace to go away.
+    let namespace_events =
+        namespace_events.inspect_ok(move |ns| urgent.namespace_seen(&ns.name_any()));
     let (secrets, secret_events) =
-        full::<Secret>(client, children_config(), without_managed_fields);
+        full::<Secret>(client, children_config(), keep_own_managed_fields);
     let (services, service_events) = metadata::<Service>(client, children_config());
     let (network_policies, network_policy_events) =
         metadata::<NetworkPolicy>(client, children_config());
@@ -181,10 +183,10 @@ pub fn watch_all(
     let (role_bindings, role_binding_events) = metadata::<RoleBinding>(client, children_config());
     let (ingresses, ingress_events) = metadata::<Ingress>(client, children_config());
     let (deployments, deployment_events) =
-        full::<Deployment>(client, children_config(), without_managed_fields);
+        full::<Deployment>(client, children_config(), keep_own_managed_fields);
     let (stateful_sets, stateful_set_events) =
-        full::<StatefulSet>(client, children_config(), without_managed_fields);
-    let (jobs, job_events) = full::<Job>(client, children_config(), without_managed_fields);
+        full::<StatefulSet>(client, children_config(), keep_own_managed_fields);
+    let (jobs, job_events) = full::<Job>(client, children_config(), keep_own_managed_fields);
     let pod_config = watcher::Config::default()
         .labels(labels::INSTALLATION)
         .any_semantic();
@@ -198,44 +200,7 @@ pub fn watch_all(
         without_managed_fields,
     );
 
-    // A namespace wakes its installation by label, or by name: a namespace
-    // of the same name that another owner holds has no label of ours.
-    let prefix = config.namespace_prefix.clone();
-    let namespace_of = move |ns: PartialObjectMeta<Namespace>| {
-        let by_name = ns
-            .name_any()
-            .strip_prefix(prefix.as_str())
-            .map(ObjectRef::new);
-        installation_of(ns).or(by_name)
-    };
-    let mut controller = controller
-        .watches_stream(namespace_events, namespace_of)
-        .watches_stream(secret_events, installation_of)
-        .watches_stream(service_events, installation_of)
-        .watches_stream(network_policy_events, installation_of)
-        .watches_stream(resource_quota_events, installation_of)
-        .watches_stream(limit_range_events, installation_of)
-        .watches_stream(role_binding_events, installation_of)
-        .watches_stream(ingress_events, installation_of)
-        .watches_stream(deployment_events, installation_of)
-        .watches_stream(stateful_set_events, installation_of)
-        .watches_stream(job_events, installation_of)
-        .watches_stream(pod_events, installation_of)
-        .watches_stream(profile_events, move |profile: InstallationProfile| {
-            let name = profile.name_any();
-            installations
-                .state()
-                .into_iter()
-                .filter(|guard| {
-                    guard
-                        .0
-                        .as_ref()
-                        .is_ok_and(|ti| plan::profile_name(ti) == name)
-                })
-                .map(|guard| ObjectRef::from_obj(guard.as_ref()))
-                .collect::<Vec<_>>()
-        });
-
+    let mut controller = controller;
     let mut referenced_secrets = BTreeMap::new();
     for namespace in &config.allowed_secret_namespaces {
         let (reader, writer) = reflector::store();
@@ -254,8 +219,7 @@ pub fn watch_all(
         controller = controller.watches_stream(events, |_: Secret| None::<ObjectRef<Guarded>>);
         referenced_secrets.insert(namespace.clone(), reader);
     }
-
-    let caches = Caches {
+    let caches = Arc::new(Caches {
         namespaces,
         secrets,
         services,
@@ -271,7 +235,103 @@ pub fn watch_all(
         profiles,
         referenced_secrets,
         applied: Mutex::new(HashMap::new()),
+        observed: Mutex::new(HashMap::new()),
+    });
+
+    // A child wakes its installation only when that can change something
+    // (see `predicates::child_event_wakes`).
+    let waker = |kind: Option<&'static str>| {
+        let (caches, installations) = (caches.clone(), installations.clone());
+        move |child: &ObjectMeta, installation: &str| {
+            caches
+                .wakes(kind, child, installation, &installations)
+                .then(|| ObjectRef::new(installation))
+        }
     };
+    let by_label = |kind: Option<&'static str>| {
+        let wake = waker(kind);
+        move |child: ObjectMeta| {
+            let installation = child.labels.as_ref()?.get(labels::INSTALLATION)?.clone();
+            wake(&child, &installation)
+        }
+    };
+    // A namespace wakes its installation by label, or by name: a namespace
+    // of the same name that another owner holds has no label of ours.
+    let prefix = config.namespace_prefix.clone();
+    let namespace_wake = waker(Some("Namespace"));
+    let namespace_of = move |ns: PartialObjectMeta<Namespace>| {
+        let by_name = ns
+            .name_any()
+            .strip_prefix(prefix.as_str())
+            .map(String::from);
+        let installation = ns.labels().get(labels::INSTALLATION).cloned().or(by_name)?;
+        namespace_wake(&ns.metadata, &installation)
+    };
+    let (secret_of, service_of, network_policy_of) = (
+        by_label(Some("Secret")),
+        by_label(Some("Service")),
+        by_label(Some("NetworkPolicy")),
+    );
+    let (resource_quota_of, limit_range_of, ingress_of) = (
+        by_label(Some("ResourceQuota")),
+        by_label(Some("LimitRange")),
+        by_label(Some("Ingress")),
+    );
+    let role_binding_of = by_label(Some("RoleBinding"));
+    let (deployment_of, stateful_set_of, job_of, pod_of) = (
+        by_label(Some("Deployment")),
+        by_label(Some("StatefulSet")),
+        by_label(Some("Job")),
+        by_label(None),
+    );
+    let controller = controller
+        .watches_stream(namespace_events, namespace_of)
+        .watches_stream(secret_events, move |o: Secret| secret_of(o.metadata))
+        .watches_stream(service_events, move |o: PartialObjectMeta<Service>| {
+            service_of(o.metadata)
+        })
+        .watches_stream(
+            network_policy_events,
+            move |o: PartialObjectMeta<NetworkPolicy>| network_policy_of(o.metadata),
+        )
+        .watches_stream(
+            resource_quota_events,
+            move |o: PartialObjectMeta<ResourceQuota>| resource_quota_of(o.metadata),
+        )
+        .watches_stream(
+            limit_range_events,
+            move |o: PartialObjectMeta<LimitRange>| limit_range_of(o.metadata),
+        )
+        .watches_stream(
+            role_binding_events,
+            move |o: PartialObjectMeta<RoleBinding>| role_binding_of(o.metadata),
+        )
+        .watches_stream(ingress_events, move |o: PartialObjectMeta<Ingress>| {
+            ingress_of(o.metadata)
+        })
+        .watches_stream(deployment_events, move |o: Deployment| {
+            deployment_of(o.metadata)
+        })
+        .watches_stream(stateful_set_events, move |o: StatefulSet| {
+            stateful_set_of(o.metadata)
+        })
+        .watches_stream(job_events, move |o: Job| job_of(o.metadata))
+        .watches_stream(pod_events, move |o: Pod| pod_of(o.metadata))
+        .watches_stream(profile_events, move |profile: InstallationProfile| {
+            let name = profile.name_any();
+            installations
+                .state()
+                .into_iter()
+                .filter(|guard| {
+                    guard
+                        .0
+                        .as_ref()
+                        .is_ok_and(|ti| plan::profile_name(ti) == name)
+                })
+                .map(|guard| ObjectRef::from_obj(guard.as_ref()))
+                .collect::<Vec<_>>()
+        });
+
     (controller, caches)
 }
 
@@ -303,10 +363,33 @@ where
         .collect()
 }
 
-/// What tells that an object changed since it was applied: its generation
-/// where the kind has one (status updates do not bump it), else its
-/// resourceVersion.
+/// Whether a managed-fields entry is the controller's own apply.
+fn own_apply(entry: &ManagedFieldsEntry) -> bool {
+    entry.manager.as_deref() == Some(FIELD_MANAGER)
+        && entry.operation.as_deref() == Some("Apply")
+        && entry.subresource.is_none()
+}
+
+/// Keeps only the controller's own apply entry of the managed fields (what
+/// `marker` reads); the rest is dropped to save memory.
+fn keep_own_managed_fields<K: Resource>(object: &mut K) {
+    object.managed_fields_mut().retain(own_apply);
+}
+
+/// What tells that an object changed since it was applied: the fields the
+/// controller owns by its apply (someone else writing one of them takes it
+/// over; status updates and other managers' own fields leave it alone);
+/// without that entry, the generation where the kind has one (status
+/// updates do not bump it), else the resourceVersion.
 fn marker(meta: &ObjectMeta) -> String {
+    if let Some(entry) = meta.managed_fields.iter().flatten().find(|e| own_apply(e)) {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        entry.api_version.hash(&mut hasher);
+        serde_json::to_string(&entry.fields_v1)
+            .unwrap_or_default()
+            .hash(&mut hasher);
+        return format!("f{:x}", hasher.finish());
+    }
     match meta.generation {
         Some(generation) => format!("g{generation}"),
         None => format!("r{}", meta.resource_version.as_deref().unwrap_or_default()),
@@ -473,10 +556,105 @@ impl Caches {
         applied.contains_key(&key)
     }
 
+    /// Whether the store shows the object as this process last applied it
+    /// (its own write has come back through the watch).
+    fn shows_applied(&self, key: &ChildKey) -> bool {
+        let (kind, namespace, name) = key;
+        let Some(meta) = self.child(kind, namespace, name) else {
+            return false;
+        };
+        let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        applied
+            .get(key)
+            .is_some_and(|applied| applied.marker == marker(&meta))
+    }
+
+    /// Waits (briefly) until the stores show the objects just applied, so
+    /// that what the pass observes next is what it applied and their watch
+    /// events, coming in later, change nothing it saw.
+    pub async fn catch_up(&self, applied: &[(&str, &str, &str)]) {
+        const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+        let keys: Vec<ChildKey> = applied
+            .iter()
+            .map(|(kind, ns, name)| (kind.to_string(), ns.to_string(), name.to_string()))
+            .collect();
+        let started = std::time::Instant::now();
+        while !keys.iter().all(|key| self.shows_applied(key)) {
+            if started.elapsed() > PATIENCE {
+                tracing::debug!("the stores did not show every applied object in time");
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Records what a pass of `installation` observed.
+    pub fn record_observed(&self, installation: &str, observed: &Observed) {
+        self.observed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(installation.to_string(), observed.clone());
+    }
+
+    /// Whether an event of `child` (of `kind`, `None` for pods) should run
+    /// a pass of `installation` (see `predicates::child_event_wakes`).
+    fn wakes(
+        &self,
+        kind: Option<&str>,
+        child: &ObjectMeta,
+        installation: &str,
+        installations: &Store<Guarded>,
+    ) -> bool {
+        let Some(guard) = installations.get(&ObjectRef::new(installation)) else {
+            // Not one of ours (or not in the store yet): the controller
+            // skips unknown installations anyway.
+            return false;
+        };
+        let Ok(ti) = &guard.0 else { return false };
+        let name = child.name.clone().unwrap_or_default();
+        let (namespace, child_namespace) = match kind {
+            Some("Namespace") => (name.clone(), String::new()),
+            _ => {
+                let ns = child.namespace.clone().unwrap_or_default();
+                (ns.clone(), ns)
+            }
+        };
+        let applied = kind.map(|kind| {
+            let key = (kind.to_string(), child_namespace, name.clone());
+            if self.child(kind, &key.1, &name).is_none() {
+                AppliedState::Gone
+            } else if self.shows_applied(&key) {
+                AppliedState::AsApplied
+            } else {
+                AppliedState::Changed
+            }
+        });
+        let observed = self.observe(&namespace, &ti.uid().unwrap_or_default(), installation);
+        let observed_changed = self
+            .observed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(installation)
+            != Some(&observed);
+        child_event_wakes(&ChildEvent {
+            installation_deleting: ti.metadata.deletion_timestamp.is_some(),
+            applied,
+            observed_changed,
+        })
+    }
+
     /// Forgets what was applied in `namespace` (the installation is gone).
     pub fn forget_namespace(&self, namespace: &str) {
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
         applied.retain(|(_, ns, _), _| ns != namespace);
+    }
+
+    /// Forgets what the passes of `installation` observed (it is gone).
+    pub fn forget_observed(&self, installation: &str) {
+        self.observed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(installation);
     }
 
     /// Everything the status needs, from the stores.
@@ -535,6 +713,63 @@ mod tests {
         };
         assert_eq!(marker(&with_generation), "g3");
         assert_eq!(marker(&without), "r10");
+    }
+
+    #[test]
+    fn the_controllers_own_fields_are_the_marker_where_it_applied() {
+        let entry =
+            |manager: &str, operation: &str, fields: serde_json::Value| ManagedFieldsEntry {
+                manager: Some(manager.into()),
+                operation: Some(operation.into()),
+                api_version: Some("v1".into()),
+                fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+                    fields,
+                )),
+                ..Default::default()
+            };
+        let own = entry(
+            FIELD_MANAGER,
+            "Apply",
+            serde_json::json!({"f:spec": {"f:hard": {}}}),
+        );
+        let applied = ObjectMeta {
+            resource_version: Some("10".into()),
+            managed_fields: Some(vec![own.clone()]),
+            ..Default::default()
+        };
+        // The quota controller's status update: a new resourceVersion and
+        // another manager's entry, the same marker.
+        let status_updated = ObjectMeta {
+            resource_version: Some("11".into()),
+            managed_fields: Some(vec![
+                own.clone(),
+                entry(
+                    "kube-controller-manager",
+                    "Update",
+                    serde_json::json!({"f:status": {}}),
+                ),
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(marker(&applied), marker(&status_updated));
+        // Someone else wrote a field the controller owned: it is no longer
+        // the controller's.
+        let taken_over = ObjectMeta {
+            resource_version: Some("12".into()),
+            managed_fields: Some(vec![entry(
+                FIELD_MANAGER,
+                "Apply",
+                serde_json::json!({"f:spec": {}}),
+            )]),
+            ..Default::default()
+        };
+        assert_ne!(marker(&applied), marker(&taken_over));
+        let mut trimmed = Secret {
+            metadata: status_updated,
+            ..Default::default()
+        };
+        keep_own_managed_fields(&mut trimmed);
+        assert_eq!(trimmed.metadata.managed_fields, Some(vec![own]));
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub async fn apply_namespace(
         .await
         .request("apply", format!("Namespace {name}"))?;
     caches.record_applied("Namespace", &applied.metadata, desired);
+    caches.catch_up(&[("Namespace", "", &name)]).await;
     Ok(())
 }
 
@@ -103,6 +104,19 @@ pub async fn apply_changed(
             }
             Err(err) => return Err(err).request("apply", what),
         }
+    }
+    if changes.sent > 0 {
+        let applied: Vec<(&str, &str, &str)> = objects
+            .iter()
+            .filter(|o| {
+                changes
+                    .applied
+                    .uids
+                    .contains_key(&format!("{}/{}", o.kind(), o.name()))
+            })
+            .map(|o| (o.kind(), namespace, o.name()))
+            .collect();
+        caches.catch_up(&applied).await;
     }
     Ok(changes)
 }

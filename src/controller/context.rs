@@ -22,6 +22,7 @@ use super::{
     config::ControllerConfig,
     lifecycle::capacity::{self, Admission, Slot},
     metrics::Metrics,
+    urgent::Lane,
 };
 use crate::api::TestInstallation;
 
@@ -41,6 +42,11 @@ pub struct Context {
     capacity_freed: UnboundedSender<ObjectRef<DeserializeGuard<TestInstallation>>>,
     /// What a pass reads instead of asking the API server.
     pub caches: Arc<Caches>,
+    /// Expiry and deletion, ahead of routine work.
+    pub urgent: Lane,
+    /// One lock per installation: a routine pass and the urgent lane never
+    /// work on the same installation at once.
+    exclusive: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Context {
@@ -51,6 +57,7 @@ impl Context {
         store: Store<DeserializeGuard<TestInstallation>>,
         capacity_freed: UnboundedSender<ObjectRef<DeserializeGuard<TestInstallation>>>,
         caches: Arc<Caches>,
+        urgent: Lane,
     ) -> Self {
         let reporter = Reporter {
             controller: "ephemera-controller".into(),
@@ -66,7 +73,35 @@ impl Context {
             admitted: Mutex::new(HashSet::new()),
             capacity_freed,
             caches,
+            urgent,
+            exclusive: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Holds `name` for one pass (routine or urgent), waiting while another
+    /// holds it.
+    pub async fn exclusive(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .exclusive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
+    /// The installation is gone: its lock is not needed any more.
+    pub fn forget(&self, name: &str) {
+        self.exclusive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
+    /// The installation as the store has it now.
+    pub fn installation(&self, name: &str) -> Option<Arc<DeserializeGuard<TestInstallation>>> {
+        self.store.get(&ObjectRef::new(name))
     }
 
     /// Whether `installation` may start now (see `lifecycle::capacity`).

@@ -1,6 +1,10 @@
 //! The controller's Prometheus metrics.
 
-use std::time::Duration;
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -32,6 +36,9 @@ pub struct Metrics {
     pub duration: Histogram,
     pub installations: Family<PhaseLabels, Gauge>,
     pub time_to_ready: Histogram,
+    /// Installations (by uid) already counted in `time_to_ready`: a stale
+    /// read of the status must not count one twice.
+    ready_counted: Arc<Mutex<HashSet<String>>>,
     /// Labelled namespaces the sweep found without our owner reference.
     pub unowned_namespaces: Gauge,
     /// TestRuns whose Job was created, by kind.
@@ -54,6 +61,7 @@ impl Metrics {
             unowned_namespaces: Gauge::default(),
             runs_started: Family::default(),
             runs_finished: Family::default(),
+            ready_counted: Arc::default(),
         };
         let r = registry.sub_registry_with_prefix("ephemera_controller");
         r.register(
@@ -101,5 +109,44 @@ impl Metrics {
 
     pub fn observe_duration(&self, duration: Duration) {
         self.duration.observe(duration.as_secs_f64());
+    }
+
+    /// Counts the installation `uid` in `time_to_ready`, once per process.
+    pub fn observe_ready(&self, uid: &str, seconds: f64) {
+        let first = self
+            .ready_counted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid.to_string());
+        if first {
+            self.time_to_ready.observe(seconds.max(0.0));
+        }
+    }
+
+    /// The installation `uid` is gone.
+    pub fn forget_ready(&self, uid: &str) {
+        self.ready_counted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_installation_counts_once_in_time_to_ready() {
+        let metrics = Metrics::register(&mut Registry::default());
+        metrics.observe_ready("a", 3.0);
+        metrics.observe_ready("a", 4.0);
+        metrics.observe_ready("b", 5.0);
+        let mut text = String::new();
+        let mut registry = Registry::default();
+        registry.register("t", "t", metrics.time_to_ready.clone());
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("t_count 2"), "{text}");
+        assert!(text.contains("t_sum 8.0"), "{text}");
     }
 }

@@ -23,12 +23,13 @@ pub mod reconcile;
 pub mod runs;
 pub mod status;
 pub mod trigger_backoff;
+pub mod urgent;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::{
-    Api, Client,
+    Api, Client, Resource, ResourceExt,
     api::ListParams,
     core::DeserializeGuard,
     runtime::{Controller, PredicateConfig, WatchStreamExt, controller, reflector, watcher},
@@ -125,6 +126,7 @@ pub async fn run_with(
     let run_retention = crate::api::duration::parse_duration(&config.run_retention)?;
     // Passes run on spec, label, finalizer and deletion changes only, not
     // on status or annotation changes (see `predicates`).
+    let (urgent, urgent_inbox) = urgent::channel();
     let (store, writer) = reflector::store();
     let installation_events = reflector::reflector(
         writer,
@@ -132,10 +134,16 @@ pub async fn run_with(
             .backoff(trigger_backoff::TriggerBackoff::default()),
     )
     .applied_objects()
+    .inspect_ok({
+        let urgent = urgent.clone();
+        move |guard| urgent.installation_seen(&guard.name_any())
+    })
     .predicate_filter(
         predicates::installation_changes(),
         PredicateConfig::default(),
-    );
+    )
+    // Deletions are the urgent lane's.
+    .try_filter(|guard| std::future::ready(guard.meta().deletion_timestamp.is_none()));
     let controller = Controller::for_stream(installation_events, store.clone())
         .with_config(
             controller::Config::default()
@@ -144,15 +152,18 @@ pub async fn run_with(
         )
         .trigger_backoff(trigger_backoff::TriggerBackoff::default());
     let (capacity_freed, capacity_wakeups) = futures::channel::mpsc::unbounded();
-    let (controller, caches) = cache::watch_all(controller, &client, &config, store.clone());
+    let (controller, caches) =
+        cache::watch_all(controller, &client, &config, store.clone(), urgent.clone());
     let ctx = Arc::new(Context::new(
         client.clone(),
         config,
         metrics.clone(),
         store.clone(),
         capacity_freed,
-        Arc::new(caches),
+        caches,
+        urgent,
     ));
+    let urgent_lane = tokio::spawn(urgent::run(urgent_inbox, ctx.clone()));
     let controller = controller
         .reconcile_on(capacity_wakeups)
         .graceful_shutdown_on(stop);
@@ -225,6 +236,7 @@ pub async fn run_with(
     let _ = runs.await;
     gauges.abort();
     sweeper.abort();
+    urgent_lane.abort();
     tracing::info!("controller stopped");
     if let Some(leader) = leader {
         if leader.is_lost() {

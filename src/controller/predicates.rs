@@ -1,7 +1,14 @@
-//! Which changes of a TestInstallation run a pass. The spec (its
-//! generation), labels (capacity counts requesters by label), finalizers and
-//! the start of a deletion do; the status (which the controller writes
-//! itself) and annotations (where adapters keep their memory) do not.
+//! Which changes run a pass.
+//!
+//! Of a TestInstallation: the spec (its generation), labels (capacity counts
+//! requesters by label), finalizers and the start of a deletion; not the
+//! status (which the controller writes itself) nor annotations (where
+//! adapters keep their memory).
+//!
+//! Of a child (see `child_event_wakes`): a change someone else made to what
+//! the controller applied, or one that changes what a pass observes; not
+//! the echo of the controller's own apply, nor the many status updates of a
+//! rollout that do not change the installation's status.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -29,6 +36,43 @@ pub fn installation_changes<K: Resource>() -> impl Predicate<K> {
         .combine(predicates::labels)
         .combine(predicates::finalizers)
         .combine(deletion)
+}
+
+/// A watch event of one of an installation's children (or its namespace),
+/// as the stores show it once the event is in.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChildEvent {
+    /// The installation is being deleted: the urgent lane has it.
+    pub installation_deleting: bool,
+    /// For kinds the controller applies: whether the object is gone from
+    /// its store, and whether it is as this process last applied it.
+    /// `None` for kinds it only watches (pods).
+    pub applied: Option<AppliedState>,
+    /// Whether what a pass observes of the installation now differs from
+    /// what its last pass observed.
+    pub observed_changed: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppliedState {
+    /// As this process last applied it: the event is the echo of its own
+    /// write, or a status update.
+    AsApplied,
+    /// Changed by someone else, or not applied by this process (yet).
+    Changed,
+    Gone,
+}
+
+/// Whether a child's event runs a pass of its installation.
+pub fn child_event_wakes(event: &ChildEvent) -> bool {
+    if event.installation_deleting {
+        return false;
+    }
+    event.observed_changed
+        || matches!(
+            event.applied,
+            Some(AppliedState::Changed | AppliedState::Gone)
+        )
 }
 
 #[cfg(test)]
@@ -81,5 +125,44 @@ mod tests {
         for changed in [spec, labelled, finalized, deleted] {
             assert_ne!(fingerprint(&before), fingerprint(&changed));
         }
+    }
+
+    #[test]
+    fn own_writes_and_status_updates_that_change_nothing_do_not_wake() {
+        let echo = ChildEvent {
+            applied: Some(AppliedState::AsApplied),
+            ..Default::default()
+        };
+        assert!(!child_event_wakes(&echo));
+        // A pod appearing without trouble changes nothing a pass observes.
+        let pod = ChildEvent::default();
+        assert!(!child_event_wakes(&pod));
+    }
+
+    #[test]
+    fn drift_deletion_and_observed_changes_wake() {
+        for applied in [AppliedState::Changed, AppliedState::Gone] {
+            let drift = ChildEvent {
+                applied: Some(applied),
+                ..Default::default()
+            };
+            assert!(child_event_wakes(&drift), "{applied:?}");
+        }
+        let rolled_out = ChildEvent {
+            applied: Some(AppliedState::AsApplied),
+            observed_changed: true,
+            ..Default::default()
+        };
+        assert!(child_event_wakes(&rolled_out));
+    }
+
+    #[test]
+    fn nothing_wakes_an_installation_being_deleted() {
+        let cascade = ChildEvent {
+            installation_deleting: true,
+            applied: Some(AppliedState::Gone),
+            observed_changed: true,
+        };
+        assert!(!child_event_wakes(&cascade));
     }
 }

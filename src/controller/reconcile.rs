@@ -50,8 +50,8 @@ pub const FINALIZER: &str = "ephemera.dev/namespace-cleanup";
 /// How often an installation is looked at with nothing else happening.
 const RESYNC: Duration = Duration::from_secs(600);
 /// Safety requeue while waiting on a namespace: its watch event is what
-/// normally wakes the installation.
-const WAIT_SAFETY: Duration = Duration::from_secs(30);
+/// wakes the installation.
+const WAIT_SAFETY: Duration = Duration::from_secs(300);
 /// How soon a stalled installation is looked at again without a change.
 const STALLED_RETRY: Duration = Duration::from_secs(60);
 /// The next pass after a status change that the next step follows from
@@ -69,12 +69,19 @@ pub async fn reconcile(
             return Ok(Action::await_change());
         }
     };
+    let name = installation.name_any();
+    if installation.metadata.deletion_timestamp.is_some() {
+        // Deletion is the urgent lane's (see `urgent`); nothing to do here.
+        ctx.urgent.installation_seen(&name);
+        return Ok(Action::await_change());
+    }
+    let _exclusive = ctx.exclusive(&name).await;
     let started = std::time::Instant::now();
     ctx.metrics.reconciles.inc();
     let result = reconcile_installation(installation, &ctx).await;
     ctx.metrics.observe_duration(started.elapsed());
     match &result {
-        Ok(_) => ctx.reset_backoff(&installation.name_any()),
+        Ok(_) => ctx.reset_backoff(&name),
         Err(err) => {
             ctx.metrics
                 .failures
@@ -136,9 +143,6 @@ impl Outcome {
 async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) -> Result<Action> {
     let api: Api<TestInstallation> = Api::all(ctx.client.clone());
     ctx.caches.wait_until_ready().await;
-    if installation.metadata.deletion_timestamp.is_some() {
-        return cleanup(installation, ctx).await;
-    }
     // Lifecycle first: what is recorded and asked decides expiry before
     // anything that can fail.
     let now = Timestamp::now();
@@ -257,6 +261,9 @@ async fn pass(
     };
 
     let uid = installation.uid().unwrap_or_default();
+    // What this pass saw; events that leave it as it is run no pass.
+    let before = ctx.caches.observe(&plan.namespace, &uid, &name);
+    ctx.caches.record_observed(&name, &before);
     // The Namespace watch wakes the installation when a namespace it waits
     // for goes away; the requeue is only a safety net.
     match ctx.caches.namespace_state(&plan.namespace, &uid) {
@@ -421,6 +428,7 @@ async fn pass(
     }
 
     let observed = ctx.caches.observe(&plan.namespace, &uid, &name);
+    ctx.caches.record_observed(&name, &observed);
     let situation = Situation::Applied {
         plan: &plan,
         observed: &observed,
@@ -487,7 +495,7 @@ async fn finish(
     }
 }
 
-async fn expire(ctx: &Context, installation: &TestInstallation) -> Result<()> {
+pub(super) async fn expire(ctx: &Context, installation: &TestInstallation) -> Result<()> {
     let name = installation.name_any();
     let ttl = installation
         .status
@@ -561,27 +569,37 @@ async fn add_finalizer(api: &Api<TestInstallation>, installation: &TestInstallat
     Ok(())
 }
 
+/// Where a deletion stands after a pass of `cleanup`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cleanup {
+    /// The namespace is being deleted; its watch tells when it is gone.
+    WaitingFor(String),
+    /// The namespace is gone and the finalizer removed.
+    Done,
+}
+
 /// Deletion: delete the namespace recorded in the status (the one this
-/// installation created, whatever the prefix is today), wait until it is
-/// gone, then let the TestInstallation go.
-async fn cleanup(installation: &TestInstallation, ctx: &Context) -> Result<Action> {
+/// installation created, whatever the prefix is today), and once it is gone
+/// let the TestInstallation go. Run by the urgent lane.
+pub(super) async fn cleanup(installation: &TestInstallation, ctx: &Context) -> Result<Cleanup> {
     if !installation.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(Action::await_change());
+        return Ok(Cleanup::Done);
     }
     let name = installation.name_any();
     let namespace = namespace_to_delete(installation, &ctx.config);
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
     let uid = installation.uid().unwrap_or_default();
-    // The Namespace watch wakes the installation when its namespace is
-    // gone; the requeue is only a safety net.
-    match ctx.caches.namespace_state(&namespace, &uid) {
-        NamespaceState::Ours => {
-            gone_is_fine(
-                namespaces
-                    .delete(&namespace, &DeleteParams::background())
-                    .await
-                    .map(|_| ()),
-            )?;
+    let state = ctx.caches.namespace_state(&namespace, &uid);
+    if state == NamespaceState::Ours {
+        gone_is_fine(
+            namespaces
+                .delete(&namespace, &DeleteParams::background())
+                .await
+                .map(|_| ()),
+        )?;
+    }
+    match state {
+        NamespaceState::Ours | NamespaceState::Terminating => {
             let message = format!("deleting namespace {namespace}");
             let status = status::compute(
                 installation,
@@ -589,23 +607,16 @@ async fn cleanup(installation: &TestInstallation, ctx: &Context) -> Result<Actio
                 Timestamp::now(),
             );
             write_status(ctx, installation, status).await?;
-            Ok(Action::requeue(WAIT_SAFETY))
-        }
-        NamespaceState::Terminating => {
-            let message = format!("waiting for namespace {namespace} to be deleted");
-            let status = status::compute(
-                installation,
-                &Situation::Terminating { message },
-                Timestamp::now(),
-            );
-            write_status(ctx, installation, status).await?;
-            Ok(Action::requeue(WAIT_SAFETY))
+            Ok(Cleanup::WaitingFor(namespace))
         }
         NamespaceState::Absent | NamespaceState::Foreign { .. } => {
             remove_finalizer(ctx, installation).await?;
             ctx.caches.forget_namespace(&namespace);
+            ctx.caches.forget_observed(&name);
+            ctx.metrics.forget_ready(&uid);
             ctx.release(&name);
-            Ok(Action::await_change())
+            ctx.forget(&name);
+            Ok(Cleanup::Done)
         }
     }
 }
@@ -678,7 +689,8 @@ async fn write_status(
             (&status.ready_at, &installation.metadata.creation_timestamp)
     {
         let seconds = ready.0.duration_since(created.0).as_secs_f64();
-        ctx.metrics.time_to_ready.observe(seconds.max(0.0));
+        ctx.metrics
+            .observe_ready(&installation.uid().unwrap_or_default(), seconds);
     }
     Ok(())
 }

@@ -101,6 +101,8 @@ pub async fn client_as(namespace: &str, service_account: &str) -> Client {
 /// A controller running in this process with `client`, reconciling only the
 /// installations labelled `ephemera.dev/test-run=<run>`.
 pub struct RunningController {
+    /// The controller's metrics, as its /metrics shows them.
+    pub metrics: Metrics,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -125,12 +127,16 @@ impl RunningController {
             config,
             listener,
             registry,
-            metrics,
+            metrics.clone(),
             async move {
                 let _ = stopped.await;
             },
         ));
-        Self { stop, task }
+        Self {
+            metrics,
+            stop,
+            task,
+        }
     }
 
     pub async fn stop(self) {
