@@ -61,6 +61,7 @@ async fn plane() -> Client {
         "spec": {
             "image": "registry.example/team/app",
             "defaultVersion": "1.0.0",
+            "allowedImages": ["registry.test/*"],
             "tests": [
                 { "name": "e2e", "image": "run.invalid/pass", "startableBy": "anyone",
                   "command": ["/e2e", "--url", "{{ url }}"],

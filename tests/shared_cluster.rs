@@ -429,6 +429,8 @@ async fn a_kind_the_controller_may_not_list_does_not_fail_the_prune() {
             { "apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": ["list", "delete"] },
             { "apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list", "delete"] },
             { "apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "networkpolicies"],
+              "verbs": ["list", "delete"] },
+            { "apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"],
               "verbs": ["list", "delete"] }
         ]
     }))

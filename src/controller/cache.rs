@@ -405,8 +405,17 @@ pub fn desired_hash(object: &impl serde::Serialize) -> u64 {
 }
 
 impl Caches {
-    /// Waits until every store has been filled once.
+    /// Waits until every store has been filled once. A kube-runtime store
+    /// wakes only one of several waiters (passes, the urgent lane), so each
+    /// waiter asks again every 200 ms; a store that is ready answers at once.
     pub async fn wait_until_ready(&self) {
+        while tokio::time::timeout(std::time::Duration::from_millis(200), self.wait_once())
+            .await
+            .is_err()
+        {}
+    }
+
+    async fn wait_once(&self) {
         let _ = futures::join!(
             self.namespaces.wait_until_ready(),
             self.secrets.wait_until_ready(),

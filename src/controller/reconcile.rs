@@ -139,10 +139,21 @@ impl Outcome {
     }
 }
 
+/// How long a pass waits for the caches to fill before it is put back.
+const CACHES_PATIENCE: Duration = Duration::from_secs(5);
+
 #[tracing::instrument(skip_all, fields(installation = %installation.name_any()))]
 async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) -> Result<Action> {
     let api: Api<TestInstallation> = Api::all(ctx.client.clone());
-    ctx.caches.wait_until_ready().await;
+    // Bounded, so that a pass never holds up a shutdown while the caches
+    // are still filling.
+    if tokio::time::timeout(CACHES_PATIENCE, ctx.caches.wait_until_ready())
+        .await
+        .is_err()
+    {
+        tracing::debug!("caches still filling; looking again shortly");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     // Lifecycle first: what is recorded and asked decides expiry before
     // anything that can fail.
     let now = Timestamp::now();

@@ -35,13 +35,20 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
+    let stop = futures::FutureExt::shared(Box::pin(stop));
     // A run of an installation missing from a store that is still filling
     // would look orphaned. The store wakes only its last waiter (the
     // installation controller), so this one asks again each second.
-    while tokio::time::timeout(Duration::from_secs(1), installations.wait_until_ready())
-        .await
-        .is_err()
-    {}
+    let store_ready = async {
+        while tokio::time::timeout(Duration::from_secs(1), installations.wait_until_ready())
+            .await
+            .is_err()
+        {}
+    };
+    tokio::select! {
+        () = store_ready => {}
+        () = stop.clone() => return,
+    }
     let controller = Controller::new(
         Api::<TestRun>::all(client.clone()),
         watcher::Config::default().any_semantic(),
