@@ -60,6 +60,8 @@ pub struct Report {
     pub credentials: Option<String>,
     /// A fork's newer head that nobody approved yet.
     pub unapproved_head: Option<String>,
+    /// The profile's links (logs, dashboards), as `(name, url)`.
+    pub links: Vec<(String, String)>,
 }
 
 impl Report {
@@ -123,6 +125,15 @@ impl Report {
                 .filter(|_| stage != Stage::Removed)
                 .map(|c| format!("{}/{}", c.namespace, c.name)),
             unapproved_head,
+            links: if stage == Stage::Removed {
+                Vec::new()
+            } else {
+                status
+                    .links
+                    .iter()
+                    .map(|l| (l.name.clone(), l.url.clone()))
+                    .collect()
+            },
         }
     }
 
@@ -154,6 +165,14 @@ pub fn sticky(report: &Report) -> String {
     }
     if let Some(expires) = &report.expires_at {
         out.push_str(&format!("| Expires | {expires} |\n"));
+    }
+    if !report.links.is_empty() {
+        let links: Vec<String> = report
+            .links
+            .iter()
+            .map(|(name, url)| format!("[{}]({})", escape(name), escape(url)))
+            .collect();
+        out.push_str(&format!("| Links | {} |\n", links.join(" · ")));
     }
     if let Some(secret) = &report.credentials {
         out.push_str(&format!(
@@ -249,6 +268,10 @@ mod tests {
                 namespace: "ti-webapp-pr-7".into(),
                 name: "credentials".into(),
             }),
+            links: vec![crate::api::Link {
+                name: "logs".into(),
+                url: "https://logs.example.test/?ns=ti-webapp-pr-7".into(),
+            }],
             ..Default::default()
         }
     }
@@ -263,6 +286,10 @@ mod tests {
         assert!(body.contains("`abc1234`"));
         assert!(body.contains("2030-01-02 03:04 UTC"));
         assert!(body.contains("ti-webapp-pr-7/credentials"));
+        assert!(
+            body.contains("| Links | [logs](https://logs.example.test/?ns=ti-webapp-pr-7) |"),
+            "{body}"
+        );
         assert_eq!(report.description(), "webapp-pr-7 is ready");
         let reply = status_reply(&report);
         assert!(!reply.contains(MARKER));
