@@ -90,11 +90,17 @@ async fn start_controller(client: &Client, run: &str) -> RunningController {
 
 async fn stop_controller(controller: RunningController) {
     controller.stop.send(()).unwrap();
-    tokio::time::timeout(TIMEOUT, controller.task)
-        .await
-        .expect("controller did not stop on its shutdown signal")
-        .unwrap()
-        .unwrap();
+    let Ok(stopped) = tokio::time::timeout(TIMEOUT, controller.task).await else {
+        // What the controller was doing when it did not stop.
+        let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned();
+        let tail: Vec<&str> = logs
+            .lines()
+            .filter(|l| !l.contains("hyper") && !l.contains("tower"))
+            .collect();
+        let tail = tail[tail.len().saturating_sub(150)..].join("\n");
+        panic!("controller did not stop on its shutdown signal; the last logs:\n{tail}");
+    };
+    stopped.unwrap().unwrap();
 }
 
 async fn get(port: u16, path: &str) -> (u16, String) {
@@ -305,5 +311,28 @@ async fn restart_writes_nothing_and_no_credential_leaks() {
             }
         }
         api.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+}
+
+/// A controller stopped at any moment of its start stops: while its stores
+/// fill, just after, and once it is running. (A second waiter on the
+/// installation store once took the wake-up the controller's runner was
+/// waiting for, and shutdown then waited forever.)
+#[tokio::test]
+async fn a_controller_stopped_at_any_moment_of_its_start_stops() {
+    let _logs = captured_logs();
+    let client = client().await;
+    install_crds(&client).await;
+    let run = unique_name("startstop");
+    for step in 0..12u64 {
+        let controller = start_controller(&client, &run).await;
+        tokio::time::sleep(Duration::from_millis(step * 250)).await;
+        let started = std::time::Instant::now();
+        stop_controller(controller).await;
+        println!(
+            "stopped {} ms after the start in {:.2} s",
+            step * 250,
+            started.elapsed().as_secs_f64()
+        );
     }
 }

@@ -22,6 +22,7 @@ pub mod predicates;
 pub mod reconcile;
 pub mod runs;
 pub mod status;
+pub mod store_filled;
 pub mod trigger_backoff;
 pub mod urgent;
 
@@ -128,22 +129,25 @@ pub async fn run_with(
     // on status or annotation changes (see `predicates`).
     let (urgent, urgent_inbox) = urgent::channel();
     let (store, writer) = reflector::store();
-    let installation_events = reflector::reflector(
-        writer,
-        watcher(installations, installations_config)
-            .backoff(trigger_backoff::TriggerBackoff::default()),
-    )
-    .applied_objects()
-    .inspect_ok({
-        let urgent = urgent.clone();
-        move |guard| urgent.installation_seen(&guard.name_any())
-    })
-    .predicate_filter(
-        predicates::installation_changes(),
-        PredicateConfig::default(),
-    )
-    // Deletions are the urgent lane's.
-    .try_filter(|guard| std::future::ready(guard.meta().deletion_timestamp.is_none()));
+    // Other tasks wait on this flag, never on the store (see `store_filled`).
+    let (installation_events, installations_filled) =
+        store_filled::flag_fill(reflector::reflector(
+            writer,
+            watcher(installations, installations_config)
+                .backoff(trigger_backoff::TriggerBackoff::default()),
+        ));
+    let installation_events = installation_events
+        .applied_objects()
+        .inspect_ok({
+            let urgent = urgent.clone();
+            move |guard| urgent.installation_seen(&guard.name_any())
+        })
+        .predicate_filter(
+            predicates::installation_changes(),
+            PredicateConfig::default(),
+        )
+        // Deletions are the urgent lane's.
+        .try_filter(|guard| std::future::ready(guard.meta().deletion_timestamp.is_none()));
     let controller = Controller::for_stream(installation_events, store.clone())
         .with_config(
             controller::Config::default()
@@ -166,7 +170,7 @@ pub async fn run_with(
     let urgent_lane = tokio::spawn(urgent::run(urgent_inbox, ctx.clone()));
     let controller = controller
         .reconcile_on(capacity_wakeups)
-        .graceful_shutdown_on(stop);
+        .graceful_shutdown_on(stop.clone());
 
     let sweep_ctx = ctx.clone();
     let sweeper = tokio::spawn(async move {
@@ -219,14 +223,19 @@ pub async fn run_with(
     let runs = tokio::spawn(runs::run(
         ctx.clone(),
         store.clone(),
+        installations_filled.clone(),
         run_retention,
-        stop_on(shutdown.clone(), leader.as_ref().map(leader::Leader::lost)),
+        stop.clone(),
     ));
 
     health.set_ready(true);
     tracing::info!("controller started");
     controller
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .take_until(store_filled::stopped_before_filled(
+            stop,
+            installations_filled,
+        ))
         .for_each(|result| {
             let health = health.clone();
             async move { observe_run(result, &health) }
@@ -255,7 +264,7 @@ pub async fn run_with(
 fn stop_on(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     lost: Option<futures::future::BoxFuture<'static, ()>>,
-) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+) -> impl std::future::Future<Output = ()> + Clone + Send + Sync + 'static {
     let lost = lost.unwrap_or_else(|| Box::pin(futures::future::pending()));
     let either = async move {
         tokio::select! {

@@ -20,40 +20,48 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::{
     Api, ResourceExt,
     core::DeserializeGuard,
-    runtime::{Controller, controller, reflector::ObjectRef, reflector::Store, watcher},
+    runtime::{
+        Controller, WatchStreamExt, controller, reflector, reflector::ObjectRef, reflector::Store,
+        watcher,
+    },
 };
 
-use super::context::Context;
+use super::{context::Context, store_filled};
 use crate::api::{RunPhase, TestInstallation, TestRun};
 use reconcile::RunContext;
 
-/// Runs the run controller until `stop` resolves.
+/// Runs the run controller until `stop` resolves. `installations_ready`
+/// turns true once the `installations` store has been filled.
 pub async fn run(
     ctx: Arc<Context>,
     installations: Store<DeserializeGuard<TestInstallation>>,
+    mut installations_ready: tokio::sync::watch::Receiver<bool>,
     retention: Duration,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
     let stop = futures::FutureExt::shared(Box::pin(stop));
     // A run of an installation missing from a store that is still filling
-    // would look orphaned. The store wakes only its last waiter (the
-    // installation controller), so this one asks again each second.
-    let store_ready = async {
-        while tokio::time::timeout(Duration::from_secs(1), installations.wait_until_ready())
-            .await
-            .is_err()
-        {}
-    };
+    // would look orphaned. Never `installations.wait_until_ready()`: that
+    // could take the installation controller's only wake-up.
     tokio::select! {
-        () = store_ready => {}
+        filled = store_filled::wait_filled(&mut installations_ready) => {
+            if !filled {
+                return;
+            }
+        }
         () = stop.clone() => return,
     }
-    let controller = Controller::new(
-        Api::<TestRun>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
-    let runs = controller.store();
+    let (runs, writer) = reflector::store();
+    let (run_events, runs_filled) = store_filled::flag_fill(reflector::reflector(
+        writer,
+        watcher(
+            Api::<TestRun>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff(),
+    ));
+    let controller = Controller::for_stream(run_events.applied_objects(), runs.clone());
     let wake_runs = runs.clone();
     let controller = controller
         .watches(
@@ -80,7 +88,7 @@ pub async fn run(
             },
         )
         .with_config(controller::Config::default().concurrency(4))
-        .graceful_shutdown_on(stop);
+        .graceful_shutdown_on(stop.clone());
     let rctx = Arc::new(RunContext {
         ctx,
         installations,
@@ -90,6 +98,7 @@ pub async fn run(
     tracing::info!("run controller started");
     controller
         .run(reconcile::reconcile, error_policy, rctx)
+        .take_until(store_filled::stopped_before_filled(stop, runs_filled))
         .for_each(|result| async move {
             if let Err(err) = result {
                 tracing::debug!(%err, "run reconcile stream event");
