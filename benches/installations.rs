@@ -27,7 +27,7 @@ use std::{
 };
 
 use bench::{
-    apiserver, direct,
+    apiserver, direct, plane,
     process::Controller,
     report::{self, Figures, Machine, Run},
 };
@@ -170,6 +170,11 @@ async fn ephemera_run(
     work: &std::path::Path,
 ) -> Run {
     let selector = format!("{}={run}", support::TEST_RUN_LABEL);
+    step(
+        clock,
+        "ephemera: waiting for earlier runs' deletions to finish",
+    );
+    plane::wait_until_no_namespace_terminates(client, Duration::from_secs(600)).await;
     let controller = Controller::start(
         &support::kubeconfig_path(),
         &format!(
@@ -233,8 +238,10 @@ async fn ephemera_run(
         ),
     );
 
+    let idle_started = k8s_openapi::jiff::Timestamp::now();
     tokio::time::sleep(settings.idle).await;
     let idle_end = apiserver::scrape(client).await;
+    let idle_events = plane::events_since(client, idle_started).await;
     let passes_idle = controller.reconciles().await.unwrap_or(0.0);
     let ready_observations = controller.ready_observations().await.unwrap_or(0.0);
     assert_eq!(
@@ -284,6 +291,7 @@ async fn ephemera_run(
         (passes_deleted - passes_idle) / n,
         ready_observations,
     )
+    .with_idle_events(idle_events)
     .with_delete(delete_s)
 }
 
@@ -294,6 +302,8 @@ async fn direct_run(
     profile: &InstallationProfile,
     clock: Instant,
 ) -> Run {
+    step(clock, "direct: waiting for ephemera's deletions to finish");
+    plane::wait_until_no_namespace_terminates(client, Duration::from_secs(600)).await;
     let config = ControllerConfig::default();
     let installations: Vec<direct::Installation> = (0..settings.n)
         .map(|i| direct::build_installation(&format!("{run}-d{i}"), profile, &config, run))

@@ -173,8 +173,8 @@ metadata:
     kubernetes.io/os: linux
     kubernetes.io/arch: amd64
 status:
-  allocatable: {cpu: "1000", memory: 4Ti, pods: "2000"}
-  capacity: {cpu: "1000", memory: 4Ti, pods: "2000"}
+  allocatable: {cpu: "1000", memory: 4Ti, pods: "5000"}
+  capacity: {cpu: "1000", memory: 4Ti, pods: "5000"}
   nodeInfo:
     architecture: amd64
     operatingSystem: linux

@@ -2,5 +2,6 @@
 
 pub mod apiserver;
 pub mod direct;
+pub mod plane;
 pub mod process;
 pub mod report;

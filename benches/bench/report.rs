@@ -93,6 +93,9 @@ pub struct ControllerFigures {
     pub idle_reconciles: f64,
     /// The idle requests, "VERB resource code" → count.
     pub idle_requests_detail: BTreeMap<String, f64>,
+    /// Events written in the idle window, "reporting component: reason" →
+    /// count: who wrote the idle writes.
+    pub idle_events_by_reporter: BTreeMap<String, f64>,
     pub delete_passes_per_installation: f64,
     /// Observations in the controller's time-to-ready histogram: one per
     /// installation.
@@ -147,9 +150,17 @@ impl Run {
             idle_requests: idle.total(),
             idle_reconciles,
             idle_requests_detail: idle.detailed(),
+            idle_events_by_reporter: BTreeMap::new(),
             delete_passes_per_installation,
             time_to_ready_observations,
         });
+        self
+    }
+
+    pub fn with_idle_events(mut self, by_reporter: BTreeMap<String, f64>) -> Self {
+        if let Some(controller) = &mut self.controller {
+            controller.idle_events_by_reporter = by_reporter;
+        }
         self
     }
 
@@ -232,6 +243,19 @@ impl Figures {
                 "{:.0} / {:.0} / {:.0}",
                 c.idle_writes, c.idle_requests, c.idle_reconciles
             ),
+            "–".into(),
+        );
+        row(
+            "idle Events by who wrote them",
+            if c.idle_events_by_reporter.is_empty() {
+                "none".into()
+            } else {
+                c.idle_events_by_reporter
+                    .iter()
+                    .map(|(who, n)| format!("{who} {n:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
             "–".into(),
         );
         row(

@@ -638,13 +638,16 @@ impl Caches {
                 AppliedState::Changed
             }
         });
-        let observed = self.observe(&namespace, &ti.uid().unwrap_or_default(), installation);
+        let observed = self
+            .observe(&namespace, &ti.uid().unwrap_or_default(), installation)
+            .as_the_status_sees_it();
         let observed_changed = self
             .observed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(installation)
-            != Some(&observed);
+            .map(Observed::as_the_status_sees_it)
+            != Some(observed);
         child_event_wakes(&ChildEvent {
             installation_deleting: ti.metadata.deletion_timestamp.is_some(),
             applied,

@@ -111,6 +111,26 @@ impl Observed {
             problems: vec![],
         }
     }
+
+    /// The part of the observation the status is computed from. A
+    /// workload's pod count matters only while it is scaled to zero
+    /// (hibernation waits for its pods to go); a pod appearing under a
+    /// running workload changes nothing the status shows, so it must not
+    /// cost a pass.
+    pub fn as_the_status_sees_it(&self) -> Observed {
+        let workload = |w: &Option<WorkloadState>| {
+            w.clone().map(|w| WorkloadState {
+                current_pods: if w.desired == 0 { w.current_pods } else { 0 },
+                ..w
+            })
+        };
+        Observed {
+            app: workload(&self.app),
+            database: workload(&self.database),
+            filestore: workload(&self.filestore),
+            ..self.clone()
+        }
+    }
 }
 
 /// Waiting reasons that mean a container will not start by itself soon.
@@ -378,6 +398,27 @@ pub async fn observe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pods_of_a_running_workload_do_not_change_what_the_status_sees() {
+        let with_pods = |desired, current_pods| Observed {
+            app: Some(WorkloadState {
+                desired,
+                current_pods,
+                ..Default::default()
+            }),
+            ..Observed::nothing(NamespaceState::Ours)
+        };
+        assert_eq!(
+            with_pods(1, 0).as_the_status_sees_it(),
+            with_pods(1, 1).as_the_status_sees_it(),
+        );
+        // Scaled to zero, the pods still there are what hibernation waits on.
+        assert_ne!(
+            with_pods(0, 1).as_the_status_sees_it(),
+            with_pods(0, 0).as_the_status_sees_it(),
+        );
+    }
     use serde_json::json;
 
     #[test]
