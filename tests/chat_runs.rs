@@ -41,8 +41,7 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
-use support::{client, unique_name, wait_for};
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use support::{client, server::RunningServer, unique_name, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const COMMAND_TOKEN: &str = "mm-command-token-0123456789";
@@ -171,32 +170,15 @@ defaults: {{profile: {PROFILE}, ttl: 24h}}
     }
 
     async fn start(&self, client: &Client) -> Adapter {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(chat::serve(
-            client.clone(),
-            self.config(),
-            listener,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        let http = reqwest::Client::new();
-        let base = format!("http://{addr}");
-        wait_for("the adapter to be ready", TIMEOUT, || async {
-            match http.get(format!("{base}/readyz")).send().await {
-                Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) => Err(r.status().to_string()),
-                Err(e) => Err(e.to_string()),
-            }
+        let (client, config) = (client.clone(), self.config());
+        let server = RunningServer::spawn_ready(move |listener, shutdown| {
+            chat::serve(client, config, listener, shutdown)
         })
         .await;
         Adapter {
-            base,
-            http,
-            stop: Some(stop),
-            task: Some(task),
+            base: server.url(""),
+            http: reqwest::Client::new(),
+            server,
             transcript: self.transcript.clone(),
         }
     }
@@ -225,8 +207,7 @@ defaults: {{profile: {PROFILE}, ttl: 24h}}
 struct Adapter {
     base: String,
     http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    server: RunningServer,
     transcript: Arc<Mutex<Vec<String>>>,
 }
 
@@ -341,19 +322,12 @@ impl Adapter {
         (status, response.text().await.unwrap())
     }
 
-    async fn kill(mut self) {
-        let task = self.task.take().unwrap();
-        task.abort();
-        let _ = task.await;
+    async fn kill(self) {
+        self.server.kill().await;
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let result = tokio::time::timeout(TIMEOUT, self.task.take().unwrap())
-            .await
-            .expect("the adapter stops within the timeout")
-            .expect("the adapter task does not panic");
-        result.expect("the adapter stops cleanly");
+    async fn stop(self) {
+        self.server.stop().await;
     }
 }
 

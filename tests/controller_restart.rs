@@ -11,11 +11,8 @@ use std::{
     time::Duration,
 };
 
-use ephemera::{
-    api::{
-        InstallationProfile, InstallationProfileSpec, Phase, TestInstallation, TestInstallationSpec,
-    },
-    controller::{config::ControllerConfig, metrics::Metrics},
+use ephemera::api::{
+    InstallationProfile, InstallationProfileSpec, Phase, TestInstallation, TestInstallationSpec,
 };
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
@@ -27,8 +24,11 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, ListParams, PostParams},
 };
-use prometheus_client::registry::Registry;
-use support::{TEST_RUN_LABEL, client, install_crds, unique_name, wait_for};
+use support::{
+    TEST_RUN_LABEL, client, install_crds,
+    server::{RunningServer, spawn_controller},
+    unique_name, wait_for,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -59,48 +59,21 @@ impl Write for SharedWriter {
     }
 }
 
-struct RunningController {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    port: u16,
-}
-
-async fn start_controller(client: &Client, run: &str) -> RunningController {
-    let config = ControllerConfig {
-        installation_selector: Some(format!("{TEST_RUN_LABEL}={run}")),
-        ..Default::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(ephemera::controller::run_with(
-        client.clone(),
-        config,
-        listener,
-        registry,
-        metrics,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    RunningController { stop, task, port }
-}
-
-async fn stop_controller(controller: RunningController) {
-    controller.stop.send(()).unwrap();
-    let Ok(stopped) = tokio::time::timeout(TIMEOUT, controller.task).await else {
-        // What the controller was doing when it did not stop.
-        let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned();
-        let tail: Vec<&str> = logs
-            .lines()
-            .filter(|l| !l.contains("hyper") && !l.contains("tower"))
-            .collect();
-        let tail = tail[tail.len().saturating_sub(150)..].join("\n");
-        panic!("controller did not stop on its shutdown signal; the last logs:\n{tail}");
-    };
-    stopped.unwrap().unwrap();
+/// Stops `controller`, failing with its last logs when it does not stop.
+async fn stop_controller(controller: RunningServer) {
+    controller
+        .stop_or(|| {
+            let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned();
+            let tail: Vec<&str> = logs
+                .lines()
+                .filter(|l| !l.contains("hyper") && !l.contains("tower"))
+                .collect();
+            format!(
+                "the controller's last logs:\n{}",
+                tail[tail.len().saturating_sub(150)..].join("\n")
+            )
+        })
+        .await;
 }
 
 async fn get(port: u16, path: &str) -> (u16, String) {
@@ -173,8 +146,8 @@ async fn restart_writes_nothing_and_no_credential_leaks() {
     install_crds(&client).await;
     let run = unique_name("restart");
 
-    let first = start_controller(&client, &run).await;
-    let (code, body) = get(first.port, "/healthz").await;
+    let first = spawn_controller(&client, &run);
+    let (code, body) = get(first.port(), "/healthz").await;
     assert_eq!((code, body.as_str()), (200, "ok"));
 
     let profile = unique_name("rprof");
@@ -216,9 +189,9 @@ async fn restart_writes_nothing_and_no_credential_leaks() {
         })
         .await;
     }
-    let (code, _) = get(first.port, "/readyz").await;
+    let (code, _) = get(first.port(), "/readyz").await;
     assert_eq!(code, 200);
-    let (_, text) = get(first.port, "/metrics").await;
+    let (_, text) = get(first.port(), "/metrics").await;
     assert!(
         metric(&text, "ephemera_controller_reconciles_total") >= 3.0,
         "{text}"
@@ -230,12 +203,12 @@ async fn restart_writes_nothing_and_no_credential_leaks() {
     stop_controller(first).await;
 
     let before = snapshot(&client, &names).await;
-    let second = start_controller(&client, &run).await;
+    let second = spawn_controller(&client, &run);
     wait_for(
         "the restarted controller to reconcile every installation",
         TIMEOUT,
         || async {
-            let (_, text) = get(second.port, "/metrics").await;
+            let (_, text) = get(second.port(), "/metrics").await;
             let passes = metric(
                 &text,
                 "ephemera_controller_reconcile_duration_seconds_count",
@@ -325,7 +298,7 @@ async fn a_controller_stopped_at_any_moment_of_its_start_stops() {
     install_crds(&client).await;
     let run = unique_name("startstop");
     for step in 0..12u64 {
-        let controller = start_controller(&client, &run).await;
+        let controller = spawn_controller(&client, &run);
         tokio::time::sleep(Duration::from_millis(step * 250)).await;
         let started = std::time::Instant::now();
         stop_controller(controller).await;

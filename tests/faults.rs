@@ -35,10 +35,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ephemera::{
-    api::{InstallationProfile, Phase, TestInstallation},
-    controller::{config::ControllerConfig, metrics::Metrics},
-};
+use ephemera::api::{InstallationProfile, Phase, TestInstallation};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{Namespace, Secret},
@@ -47,7 +44,11 @@ use kube::{
     Api, Client,
     api::{ListParams, PostParams},
 };
-use support::{TEST_RUN_LABEL, client, install_crds, unique_name, wait_for};
+use support::{
+    TEST_RUN_LABEL, client, install_crds,
+    server::{RunningServer, spawn_controller},
+    unique_name, wait_for,
+};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// Longest acceptable time from the API answering again to the controller
@@ -148,35 +149,6 @@ async fn create_installation(client: &Client, run: &str, profile: &str, name: &s
     .await;
 }
 
-struct InProcessController {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    port: u16,
-}
-
-async fn start_in_process(client: &Client, run: &str) -> InProcessController {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = ControllerConfig {
-        installation_selector: Some(format!("{TEST_RUN_LABEL}={run}")),
-        ..Default::default()
-    };
-    let task = tokio::spawn(ephemera::controller::run_with(
-        client.clone(),
-        config,
-        listener,
-        registry,
-        metrics,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    InProcessController { stop, task, port }
-}
-
 async fn probe(port: u16, path: &str) -> Option<u16> {
     let response = reqwest::Client::new()
         .get(format!("http://127.0.0.1:{port}{path}"))
@@ -211,12 +183,12 @@ async fn first_status(client: &Client, name: &str, limit: Duration) -> Duration 
 /// API answering again to the first status of an installation created then.
 async fn recover_from(
     client: &Client,
-    controller: &InProcessController,
+    controller: &RunningServer,
     run: &str,
     profile: &str,
     fault: &[&str],
 ) -> (bool, Duration) {
-    let port = controller.port;
+    let port = controller.port();
     let watch_ready = tokio::spawn(async move {
         let mut seen_unready = false;
         loop {
@@ -269,7 +241,7 @@ async fn controller_recovers_from_plane_faults_by_itself() {
     install_crds(&client).await;
     let run = unique_name("faults");
     let profile = create_profile(&client).await;
-    let controller = start_in_process(&client, &run).await;
+    let controller = spawn_controller(&client, &run);
     let warm = unique_name("warm");
     create_installation(&client, &run, &profile, &warm).await;
     first_status(&client, &warm, Duration::from_secs(60)).await;
@@ -317,8 +289,7 @@ async fn controller_recovers_from_plane_faults_by_itself() {
         Duration::from_secs(120),
     )
     .await;
-    controller.stop.send(()).unwrap();
-    controller.task.await.unwrap().unwrap();
+    controller.stop().await;
     let _ = Api::<InstallationProfile>::all(client)
         .delete(&profile, &Default::default())
         .await;
@@ -327,9 +298,7 @@ async fn controller_recovers_from_plane_faults_by_itself() {
 /// An adapter serving in this process.
 struct RunningAdapter {
     name: &'static str,
-    port: u16,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    server: RunningServer,
 }
 
 fn secret_file(dir: &std::path::Path, name: &str, content: &str) -> String {
@@ -359,36 +328,20 @@ async fn start_adapters(
     );
     let chat_config = ephemera::adapters::chat::config::Config::from_yaml(&chat_yaml).unwrap();
     let github_config = ephemera::adapters::github::Config::from_yaml(&github_yaml).unwrap();
-    let chat_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let github_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (chat_stop, chat_stopped) = tokio::sync::oneshot::channel::<()>();
-    let (github_stop, github_stopped) = tokio::sync::oneshot::channel::<()>();
+    let chat_client = client.clone();
+    let github_client = client.clone();
     [
         RunningAdapter {
             name: "chat",
-            port: chat_listener.local_addr().unwrap().port(),
-            stop: chat_stop,
-            task: tokio::spawn(ephemera::adapters::chat::serve(
-                client.clone(),
-                chat_config,
-                chat_listener,
-                async move {
-                    let _ = chat_stopped.await;
-                },
-            )),
+            server: RunningServer::spawn(move |listener, shutdown| {
+                ephemera::adapters::chat::serve(chat_client, chat_config, listener, shutdown)
+            }),
         },
         RunningAdapter {
             name: "github",
-            port: github_listener.local_addr().unwrap().port(),
-            stop: github_stop,
-            task: tokio::spawn(ephemera::adapters::github::run(
-                github_listener,
-                github_config,
-                client.clone(),
-                async move {
-                    let _ = github_stopped.await;
-                },
-            )),
+            server: RunningServer::spawn(move |listener, shutdown| {
+                ephemera::adapters::github::run(listener, github_config, github_client, shutdown)
+            }),
         },
     ]
 }
@@ -399,7 +352,7 @@ async fn wait_until_ready(adapter: &RunningAdapter, limit: Duration) -> Duration
         &format!("the {} adapter to be ready", adapter.name),
         limit,
         || async {
-            match probe(adapter.port, "/readyz").await {
+            match probe(adapter.server.port(), "/readyz").await {
                 Some(200) => Ok(()),
                 other => Err(other),
             }
@@ -512,7 +465,7 @@ async fn adapters_go_unready_and_recover_from_a_kube_apiserver_kill() {
         .await;
     }
 
-    let ports: Vec<u16> = adapters.iter().map(|a| a.port).collect();
+    let ports: Vec<u16> = adapters.iter().map(|a| a.server.port()).collect();
     let watch_ready = tokio::spawn(async move {
         let mut unready = vec![false; ports.len()];
         loop {
@@ -583,8 +536,7 @@ async fn adapters_go_unready_and_recover_from_a_kube_apiserver_kill() {
         );
     }
     for adapter in adapters {
-        adapter.stop.send(()).unwrap();
-        adapter.task.await.unwrap().unwrap();
+        adapter.server.stop().await;
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -774,8 +726,8 @@ async fn two_controllers_at_once_build_each_installation_once() {
     install_crds(&client).await;
     let run = unique_name("twin");
     let profile = create_profile(&client).await;
-    let first = start_in_process(&client, &run).await;
-    let second = start_in_process(&client, &run).await;
+    let first = spawn_controller(&client, &run);
+    let second = spawn_controller(&client, &run);
     let names: Vec<String> = (0..10).map(|_| unique_name("twin")).collect();
     for name in &names {
         create_installation(&client, &run, &profile, name).await;
@@ -800,9 +752,8 @@ async fn two_controllers_at_once_build_each_installation_once() {
         Duration::from_secs(120),
     )
     .await;
-    for c in [first, second] {
-        c.stop.send(()).unwrap();
-        c.task.await.unwrap().unwrap();
+    for controller in [first, second] {
+        controller.stop().await;
     }
     let _ = Api::<InstallationProfile>::all(client)
         .delete(&profile, &Default::default())

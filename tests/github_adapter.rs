@@ -12,7 +12,6 @@ mod fake_github;
 mod support;
 
 use std::{
-    net::SocketAddr,
     path::PathBuf,
     sync::OnceLock,
     time::{Duration, Instant},
@@ -33,8 +32,7 @@ use kube::{
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{client, unique_name, wait_for};
-use tokio::sync::oneshot;
+use support::{client, server::RunningServer, unique_name, wait_for};
 
 /// How long the adapter may take to act on a delivery or a change.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -206,50 +204,30 @@ impl Drop for Leftovers {
 // ---------------------------------------------------------------- adapter
 
 struct Adapter {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    server: RunningServer,
 }
 
 impl Adapter {
     async fn start(config: Config, kube: Client) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(github::run(listener, config, kube, async move {
-            let _ = rx.await;
-        }));
-        let adapter = Self {
-            addr,
-            stop: Some(tx),
-            task,
-        };
-        wait_for("the adapter to be ready", TIMEOUT, || async {
-            let r = reqwest::get(format!("http://{}/readyz", adapter.addr))
-                .await
-                .map_err(|e| e.to_string())?;
-            (r.status() == StatusCode::OK)
-                .then_some(())
-                .ok_or(r.status().to_string())
+        let server = RunningServer::spawn_ready(move |listener, shutdown| {
+            github::run(listener, config, kube, shutdown)
         })
         .await;
-        adapter
+        Self { server }
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().expect("adapter ended cleanly");
+    async fn stop(self) {
+        self.server.stop().await;
     }
 
     /// Like `kill -9`: stops wherever it is, mid-request.
     async fn kill(self) {
-        self.task.abort();
-        let _ = self.task.await;
+        self.server.kill().await;
     }
 
     async fn post(&self, headers: &[(&str, String)], body: Vec<u8>) -> (StatusCode, String) {
         let mut request = reqwest::Client::new()
-            .post(format!("http://{}/github/webhook", self.addr))
+            .post(format!("http://{}/github/webhook", self.server.addr))
             .body(body);
         for (k, v) in headers {
             request = request.header(*k, v);
@@ -283,7 +261,7 @@ impl Adapter {
     }
 
     async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.addr))
+        reqwest::get(format!("http://{}/metrics", self.server.addr))
             .await
             .unwrap()
             .text()

@@ -13,7 +13,7 @@
 mod fake_github;
 mod support;
 
-use std::{net::SocketAddr, path::PathBuf, sync::OnceLock, time::Duration};
+use std::{path::PathBuf, sync::OnceLock, time::Duration};
 
 use ephemera::{
     adapters::github::{self, Config, annotations, checks, naming, run_reporter, signature},
@@ -26,8 +26,7 @@ use kube::{
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{client, unique_name, wait_for};
-use tokio::sync::oneshot;
+use support::{client, server::RunningServer, unique_name, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const SECRET: &str = "webhook secret for run tests";
@@ -137,54 +136,38 @@ fn app_key() -> (PathBuf, String) {
 
 // ---------------------------------------------------------------- adapter
 
+/// The GitHub adapter in this process; `None` while it is stopped.
 struct Adapter {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    server: Option<RunningServer>,
 }
 
 impl Adapter {
     async fn start(config: Config, kube: Client) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(github::run(listener, config, kube, async move {
-            let _ = rx.await;
-        }));
-        wait_for("the adapter to be ready", TIMEOUT, || async {
-            let r = reqwest::get(format!("http://{addr}/readyz"))
-                .await
-                .map_err(|e| e.to_string())?;
-            (r.status() == StatusCode::OK)
-                .then_some(())
-                .ok_or(r.status().to_string())
+        let server = RunningServer::spawn_ready(move |listener, shutdown| {
+            github::run(listener, config, kube, shutdown)
         })
         .await;
         Self {
-            addr,
-            stop: Some(tx),
-            task,
+            server: Some(server),
         }
     }
 
     fn webhook(&self) -> String {
-        format!("http://{}/github/webhook", self.addr)
+        match &self.server {
+            Some(server) => server.url("/github/webhook"),
+            None => "http://127.0.0.1:1/github/webhook".into(),
+        }
     }
 
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-            self.task.await.unwrap().expect("adapter ended cleanly");
+    async fn stop(self) {
+        if let Some(server) = self.server {
+            server.stop().await;
         }
     }
 
     /// Stands in for a stopped adapter until the next one starts.
     fn stopped() -> Self {
-        Self {
-            addr: "127.0.0.1:1".parse().unwrap(),
-            stop: None,
-            task: tokio::spawn(async { Ok(()) }),
-        }
+        Self { server: None }
     }
 
     async fn deliver(&self, event: &str, payload: &Value) -> StatusCode {

@@ -7,61 +7,22 @@ mod support;
 
 use std::time::Duration;
 
-use ephemera::{
-    api::{
-        InstallationProfile, InstallationProfileSpec, Phase, RunPhase, TestInstallation,
-        TestInstallationSpec, TestRun, TestRunSpec,
-    },
-    controller::{config::ControllerConfig, metrics::Metrics},
+use ephemera::api::{
+    InstallationProfile, InstallationProfileSpec, Phase, RunPhase, TestInstallation,
+    TestInstallationSpec, TestRun, TestRunSpec,
 };
 use k8s_openapi::api::{batch::v1::Job, events::v1::Event};
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, ListParams, PostParams},
 };
-use prometheus_client::registry::Registry;
 use serde_json::json;
-use support::{TEST_RUN_LABEL, client, install_crds, unique_name, wait_for, wait_until};
+use support::{
+    TEST_RUN_LABEL, client, install_crds, server::spawn_controller, unique_name, wait_for,
+    wait_until,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-struct RunningController {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    port: u16,
-}
-
-async fn start_controller(client: &Client, selector: &str) -> RunningController {
-    let config = ControllerConfig {
-        installation_selector: Some(format!("{TEST_RUN_LABEL}={selector}")),
-        ..Default::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(ephemera::controller::run_with(
-        client.clone(),
-        config,
-        listener,
-        registry,
-        metrics,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    RunningController { stop, task, port }
-}
-
-async fn stop_controller(controller: RunningController) {
-    controller.stop.send(()).unwrap();
-    tokio::time::timeout(TIMEOUT, controller.task)
-        .await
-        .expect("controller did not stop on its shutdown signal")
-        .unwrap()
-        .unwrap();
-}
 
 async fn metrics_text(port: u16) -> String {
     reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
@@ -163,7 +124,7 @@ async fn runs_end_once_across_a_controller_restart() {
         .await
         .unwrap();
 
-    let first = start_controller(&client, &selector).await;
+    let first = spawn_controller(&client, &selector);
     wait_until(&client, &inst, "Ready", |ti| {
         ti.phase() == Some(Phase::Ready)
     })
@@ -172,7 +133,7 @@ async fn runs_end_once_across_a_controller_restart() {
     wait_phase(&client, &timed, RunPhase::Running).await;
     let jobs: Api<Job> = Api::namespaced(client.clone(), &format!("ti-{inst}"));
     let job_uid = jobs.get(&timed).await.unwrap().uid();
-    let text = metrics_text(first.port).await;
+    let text = metrics_text(first.port()).await;
     assert_eq!(
         metric(
             &text,
@@ -181,7 +142,7 @@ async fn runs_end_once_across_a_controller_restart() {
         1.0,
         "{text}"
     );
-    stop_controller(first).await;
+    first.stop().await;
 
     // While no controller runs: the Job hits its deadline, and a new run is
     // created.
@@ -212,7 +173,7 @@ async fn runs_end_once_across_a_controller_restart() {
         Some(RunPhase::Running)
     );
 
-    let second = start_controller(&client, &selector).await;
+    let second = spawn_controller(&client, &selector);
     let run = wait_phase(&client, &timed, RunPhase::Failed).await;
     assert_eq!(run.status.unwrap().reason.as_deref(), Some("Timeout"));
     assert_eq!(
@@ -234,7 +195,7 @@ async fn runs_end_once_across_a_controller_restart() {
         1,
         "{reasons:?}"
     );
-    let text = metrics_text(second.port).await;
+    let text = metrics_text(second.port()).await;
     assert_eq!(
         metric(
             &text,
@@ -275,7 +236,7 @@ async fn runs_end_once_across_a_controller_restart() {
         }
     })
     .await;
-    stop_controller(second).await;
+    second.stop().await;
     let _ = Api::<InstallationProfile>::all(client.clone())
         .delete(&profile, &DeleteParams::default())
         .await;

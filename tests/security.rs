@@ -39,7 +39,10 @@ use kube::{
     api::{DeleteParams, ListParams, PostParams},
 };
 use serde_json::{Value, json};
-use support::{TEST_RUN_LABEL, client, controller_with, install_crds, unique_name, wait_for};
+use support::{
+    TEST_RUN_LABEL, client, controller_with, install_crds, server::RunningServer, unique_name,
+    wait_for,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -413,13 +416,7 @@ fn secret_file(dir: &std::path::Path, name: &str, content: &str) -> String {
     path.display().to_string()
 }
 
-struct Running {
-    addr: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-async fn start_chat(client: &Client, dir: &std::path::Path) -> Running {
+async fn start_chat(client: &Client, dir: &std::path::Path) -> RunningServer {
     let bot = secret_file(dir, "bot", "bot-token");
     let command = secret_file(dir, "command", "command-token");
     let signing = secret_file(dir, "signing", "signing-secret");
@@ -429,17 +426,14 @@ async fn start_chat(client: &Client, dir: &std::path::Path) -> Running {
         unique_name("hostile")
     );
     let config = chat::config::Config::from_yaml(&yaml).expect("chat config");
-    // Bound as the binaries bind (a large accept queue: http_server::listen).
-    let listener = ephemera::http_server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(chat::serve(client.clone(), config, listener, async move {
-        let _ = stopped.await;
-    }));
-    Running { addr, stop, task }
+    let client = client.clone();
+    RunningServer::spawn_ready(move |listener, shutdown| {
+        chat::serve(client, config, listener, shutdown)
+    })
+    .await
 }
 
-async fn start_github(client: &Client, dir: &std::path::Path) -> Running {
+async fn start_github(client: &Client, dir: &std::path::Path) -> RunningServer {
     let secret = secret_file(dir, "webhook", "webhook-secret");
     let token = secret_file(dir, "token", "gh-token");
     let yaml = format!(
@@ -447,25 +441,11 @@ async fn start_github(client: &Client, dir: &std::path::Path) -> Running {
          auth: {{token: {{file: {token}}}}}\nrepositories: [{{name: acme/x}}]\n"
     );
     let config = github::Config::from_yaml(&yaml).expect("github config");
-    // Bound as the binaries bind (a large accept queue: http_server::listen).
-    let listener = ephemera::http_server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(github::run(listener, config, client.clone(), async move {
-        let _ = stopped.await;
-    }));
-    Running { addr, stop, task }
-}
-
-async fn wait_ready(addr: std::net::SocketAddr) {
-    let http = reqwest::Client::new();
-    wait_for("the adapter to be ready", TIMEOUT, || async {
-        match http.get(format!("http://{addr}/readyz")).send().await {
-            Ok(r) if r.status().is_success() => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
+    let client = client.clone();
+    RunningServer::spawn_ready(move |listener, shutdown| {
+        github::run(listener, config, client, shutdown)
     })
-    .await;
+    .await
 }
 
 /// How one slow client ended: its kind (what it sent) and after how long
@@ -589,8 +569,6 @@ async fn adapters_drop_slow_clients_and_answer_bursts() {
     std::fs::create_dir_all(dir.join("github")).unwrap();
     let chat = start_chat(&client, &dir.join("chat")).await;
     let gh = start_github(&client, &dir.join("github")).await;
-    wait_ready(chat.addr).await;
-    wait_ready(gh.addr).await;
 
     let limits = ephemera::http_server::Limits::default();
     // Past the connection cap on purpose; every slow client must be let go:
@@ -648,8 +626,7 @@ async fn adapters_drop_slow_clients_and_answer_bursts() {
         );
     }
     for running in [chat, gh] {
-        running.stop.send(()).unwrap();
-        running.task.await.unwrap().unwrap();
+        running.stop().await;
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

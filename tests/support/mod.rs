@@ -4,6 +4,7 @@
 
 pub mod chart;
 pub mod leaks;
+pub mod server;
 
 use std::{
     fmt::Debug,
