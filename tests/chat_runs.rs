@@ -1187,3 +1187,97 @@ async fn a_slow_platform_for_one_person_does_not_delay_another() {
     adapter.stop().await;
     setup.cleanup(&client).await;
 }
+
+/// The whole way with the real controller and run controller: `create` in
+/// chat → the controller builds the installation and it becomes Ready (the
+/// Ready DM) → `test` → the run's Job ends on the fake node with a report →
+/// the person who started it gets the result once by DM and once in the
+/// progress thread, with the counts and output the Job reported.
+#[tokio::test]
+async fn a_suite_run_on_the_real_controller_reaches_the_person_who_started_it() {
+    let client = plane().await;
+    let controller = support::controller_for_this_binary();
+    let profile = unique_name("chat-e2e");
+    let spec: InstallationProfile = serde_json::from_value(json!({
+        "apiVersion": "ephemera.dev/v1alpha1",
+        "kind": "InstallationProfile",
+        "metadata": { "name": profile },
+        "spec": {
+            "image": "registry.example/team/app",
+            "defaultVersion": "1.0.0",
+            "tests": [{
+                "name": "e2e", "image": "run.invalid/pass",
+                "env": [{ "name": "EPHEMERA_FAKE_REPORT",
+                          "value": "{\"summary\":{\"passed\":5,\"failed\":0,\"skipped\":2},\"output\":\"five passed at {{ url }}\"}" }]
+            }]
+        }
+    }))
+    .unwrap();
+    let profiles: Api<InstallationProfile> = Api::all(client.clone());
+    profiles
+        .create(&PostParams::default(), &spec)
+        .await
+        .unwrap();
+    let setup = Setup::new().await;
+    let alice = User::new(Platform::Mattermost, "alice");
+    let name = short_name("real");
+    let adapter = setup.start(&client).await;
+    let answer = adapter
+        .command(&alice, &format!("create {name} --profile {profile}"))
+        .await;
+    assert!(
+        answer.starts_with(&format!("Creating `{name}`")),
+        "{answer}"
+    );
+    // Hand the installation to this test binary's controller.
+    Api::<TestInstallation>::all(client.clone())
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": { support::TEST_RUN_LABEL: controller } } })),
+        )
+        .await
+        .unwrap();
+    wait_for_posts(&setup.fake, "is ready:", "is ready:", 1).await;
+
+    let answer = adapter.command(&alice, &format!("test {name}")).await;
+    let run_name = started_run(&answer);
+    wait_for_posts(&setup.fake, "e2e on", "e2e on", 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let results = setup
+        .fake
+        .posts_containing(&format!("e2e on {name} passed"));
+    assert_eq!(
+        results.len(),
+        2,
+        "one DM and one thread reply: {results:#?}"
+    );
+    let dm = results.iter().find(|m| m.root.is_none()).expect("the DM");
+    assert!(
+        dm.text.contains("Passed: 5 · Failed: 0 · Skipped: 2"),
+        "{}",
+        dm.text
+    );
+    let url = installation(&client, &name)
+        .await
+        .status
+        .and_then(|s| s.url)
+        .expect("a Ready installation has a URL");
+    assert!(
+        dm.text.contains(&format!("five passed at {url}")),
+        "the Job's own report, its template filled by the controller: {}",
+        dm.text
+    );
+    let run = Api::<TestRun>::all(client.clone())
+        .get(&run_name)
+        .await
+        .unwrap();
+    assert_eq!(
+        run.phase().map(|p| p.to_string()).as_deref(),
+        Some("Succeeded")
+    );
+
+    adapter.stop().await;
+    setup.cleanup(&client).await;
+    let _ = profiles.delete(&profile, &DeleteParams::default()).await;
+}
