@@ -1234,7 +1234,9 @@ async fn a_suite_run_on_the_real_controller_reaches_the_person_who_started_it() 
         .patch(
             &name,
             &PatchParams::default(),
-            &Patch::Merge(json!({ "metadata": { "labels": { support::TEST_RUN_LABEL: controller } } })),
+            &Patch::Merge(
+                json!({ "metadata": { "labels": { support::TEST_RUN_LABEL: controller } } }),
+            ),
         )
         .await
         .unwrap();

@@ -19,7 +19,10 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
         batch::v1::Job,
-        core::v1::{LimitRange, Namespace, Pod, ResourceQuota, Secret, Service},
+        core::v1::{
+            Container, LimitRange, Namespace, Pod, PodSpec, PodTemplateSpec, ResourceQuota, Secret,
+            Service,
+        },
         networking::v1::{Ingress, NetworkPolicy},
         rbac::v1::RoleBinding,
     },
@@ -151,8 +154,58 @@ where
     )
 }
 
-fn without_managed_fields<K: Resource>(object: &mut K) {
+pub fn without_managed_fields<K: Resource>(object: &mut K) {
     object.managed_fields_mut().clear();
+}
+
+/// What a pass reads of a pod template: each container's name and image
+/// (the version an installation runs). The rest (env, probes, volumes) is
+/// most of a workload's size and is never read from the store.
+fn trim_template(template: &mut PodTemplateSpec) {
+    let containers = template
+        .spec
+        .take()
+        .map(|spec| {
+            spec.containers
+                .into_iter()
+                .map(|c| Container {
+                    name: c.name,
+                    image: c.image,
+                    ..Default::default()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    *template = PodTemplateSpec {
+        metadata: None,
+        spec: Some(PodSpec {
+            containers,
+            ..Default::default()
+        }),
+    };
+}
+
+fn trim_deployment(deployment: &mut Deployment) {
+    keep_own_managed_fields(deployment);
+    if let Some(spec) = &mut deployment.spec {
+        trim_template(&mut spec.template);
+    }
+}
+
+fn trim_stateful_set(stateful_set: &mut StatefulSet) {
+    keep_own_managed_fields(stateful_set);
+    if let Some(spec) = &mut stateful_set.spec {
+        trim_template(&mut spec.template);
+        spec.volume_claim_templates = None;
+    }
+}
+
+/// A Job's state is all in its status.
+fn trim_job(job: &mut Job) {
+    keep_own_managed_fields(job);
+    if let Some(spec) = &mut job.spec {
+        spec.template = PodTemplateSpec::default();
+    }
 }
 
 /// Starts a store for every kind a pass reads and wires each one's watch
@@ -183,10 +236,10 @@ pub fn watch_all(
     let (role_bindings, role_binding_events) = metadata::<RoleBinding>(client, children_config());
     let (ingresses, ingress_events) = metadata::<Ingress>(client, children_config());
     let (deployments, deployment_events) =
-        full::<Deployment>(client, children_config(), keep_own_managed_fields);
+        full::<Deployment>(client, children_config(), trim_deployment);
     let (stateful_sets, stateful_set_events) =
-        full::<StatefulSet>(client, children_config(), keep_own_managed_fields);
-    let (jobs, job_events) = full::<Job>(client, children_config(), keep_own_managed_fields);
+        full::<StatefulSet>(client, children_config(), trim_stateful_set);
+    let (jobs, job_events) = full::<Job>(client, children_config(), trim_job);
     let pod_config = watcher::Config::default()
         .labels(labels::INSTALLATION)
         .any_semantic();
@@ -711,6 +764,44 @@ impl Caches {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_workload_keeps_what_a_pass_reads_and_drops_the_rest() {
+        let mut deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "app", "generation": 3 },
+            "spec": {
+                "replicas": 2, "progressDeadlineSeconds": 600, "selector": {},
+                "template": {
+                    "metadata": { "labels": { "a": "b" } },
+                    "spec": { "containers": [{
+                        "name": "app", "image": "registry.example/app:1.2.3",
+                        "env": [{ "name": "DATABASE_URL", "value": "postgres://x" }],
+                        "args": ["--serve"]
+                    }] }
+                }
+            },
+            "status": { "readyReplicas": 2 }
+        }))
+        .unwrap();
+        let before = observe::deployment_state(&deployment);
+        trim_deployment(&mut deployment);
+        assert_eq!(observe::deployment_state(&deployment), before);
+        let container = &deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0];
+        assert_eq!(
+            container.image.as_deref(),
+            Some("registry.example/app:1.2.3")
+        );
+        assert!(container.env.is_none() && container.args.is_none());
+        assert!(deployment.spec.unwrap().template.metadata.is_none());
+    }
 
     #[test]
     fn generation_is_the_marker_where_there_is_one() {

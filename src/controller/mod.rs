@@ -134,6 +134,11 @@ pub async fn run_with(
         store_filled::flag_fill(reflector::reflector(
             writer,
             watcher(installations, installations_config)
+                .modify(|guard: &mut Guarded| {
+                    if let Ok(ti) = &mut guard.0 {
+                        cache::without_managed_fields(ti);
+                    }
+                })
                 .backoff(trigger_backoff::TriggerBackoff::default()),
         ));
     let installation_events = installation_events
