@@ -138,7 +138,7 @@ pub async fn serve(
     let server = telemetry::serve(listener, router, shutdown);
     tokio::select! {
         result = server => result,
-        () = notifier.run(health) => anyhow::bail!("the installation watch ended"),
-        () = run_results.run() => anyhow::bail!("the TestRun watch ended"),
+        () = notifier.run(health.clone()) => anyhow::bail!("the installation watch ended"),
+        () = run_results.run(health) => anyhow::bail!("the TestRun watch ended"),
     }
 }

@@ -12,20 +12,16 @@
 //! looked up on the platform before anything is posted again.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
-use backon::ExponentialBackoff;
-use futures::StreamExt;
 use kube::{
     Api, Client, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{WatchStreamExt, watcher},
 };
 use serde::{Deserialize, Serialize};
-use tokio::{task::JoinSet, time::Instant};
+use tokio::time::Instant;
 
 use super::{
     ADAPTER, ANNOTATION_PLATFORM, ANNOTATION_USER_ID, ANNOTATION_USER_NAME, FIELD_MANAGER,
@@ -36,8 +32,13 @@ use super::{
     notifier::Told,
 };
 use crate::{
-    adapters::{backoff, notify::memory_annotation, runs::result_line},
+    adapters::{
+        delivery::{self, Delivery},
+        notify::memory_annotation,
+        runs::result_line,
+    },
     api::{RunPhase, TestInstallation, TestRun, labels},
+    telemetry::Health,
 };
 
 /// The most of a run's output a message shows (its end).
@@ -215,117 +216,21 @@ impl RunResults {
         Api::all(self.client.clone())
     }
 
-    /// Watches this instance's chat runs and tells each finished one: one
-    /// step at a time per run, runs concurrently (a slow platform or a long
-    /// rate-limit wait for one person never delays another's result); a
-    /// failed step is retried with the shared backoff policy, and a change
-    /// that arrives during a step is handled right after it. Runs until the
-    /// surrounding task is dropped (which aborts the steps: safe, see the
-    /// module documentation).
-    pub async fn run(self) {
-        let this = Arc::new(self);
+    /// Watches this instance's chat runs and tells each finished one,
+    /// through the delivery engine the installation notices use: one step
+    /// at a time per run, runs concurrently (a slow platform or a long
+    /// rate-limit wait for one person never delays another's result), failed
+    /// steps retried with the shared backoff policy. Watch failures are
+    /// recorded in `health`. Runs until the surrounding task is dropped
+    /// (which aborts the steps: safe, see the module documentation).
+    pub async fn run(self, health: Health) {
         let selector = format!(
             "{}={SOURCE_CHAT},{LABEL_INSTANCE}={}",
             labels::SOURCE,
-            this.instance
+            self.instance
         );
-        let config = watcher::Config::default().labels(&selector);
-        let mut events = watcher(this.api(), config)
-            .backoff(backoff::WatchBackoff::default())
-            .boxed();
-        let mut latest: HashMap<String, Arc<TestRun>> = HashMap::new();
-        let mut running: HashSet<String> = HashSet::new();
-        let mut dirty: HashSet<String> = HashSet::new();
-        let mut retries: HashMap<String, (Instant, ExponentialBackoff)> = HashMap::new();
-        let mut steps: JoinSet<(String, Result<(), String>)> = JoinSet::new();
-        let start = |name: String,
-                     latest: &HashMap<String, Arc<TestRun>>,
-                     running: &mut HashSet<String>,
-                     steps: &mut JoinSet<(String, Result<(), String>)>| {
-            let Some(run) = latest.get(&name).cloned() else {
-                return;
-            };
-            running.insert(name.clone());
-            let this = this.clone();
-            steps.spawn(async move {
-                let result = this.tell(&run).await.map_err(|err| err.to_string());
-                (name, result)
-            });
-        };
-        loop {
-            let next = retries.values().map(|(at, _)| *at).min();
-            tokio::select! {
-                event = events.next() => match event {
-                    Some(Ok(watcher::Event::Apply(run) | watcher::Event::InitApply(run))) => {
-                        let name = run.name_any();
-                        latest.insert(name.clone(), Arc::new(run));
-                        if running.contains(&name) {
-                            dirty.insert(name);
-                        } else {
-                            start(name, &latest, &mut running, &mut steps);
-                        }
-                    }
-                    Some(Ok(watcher::Event::Delete(run))) => {
-                        let name = run.name_any();
-                        latest.remove(&name);
-                        retries.remove(&name);
-                        if let Some(uid) = run.uid() {
-                            this.told.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
-                        }
-                    }
-                    Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
-                    Some(Err(err)) => {
-                        tracing::warn!(error = %err, "watching TestRuns failed; retrying");
-                    }
-                    None => return,
-                },
-                Some(joined) = steps.join_next(), if !steps.is_empty() => {
-                    let Ok((name, result)) = joined else {
-                        tracing::error!("a run result step panicked");
-                        continue;
-                    };
-                    running.remove(&name);
-                    match result {
-                        Ok(()) => {
-                            retries.remove(&name);
-                        }
-                        Err(err) => {
-                            let entry = retries
-                                .entry(name.clone())
-                                .or_insert_with(|| (Instant::now(), backoff::delivery()));
-                            let wait = entry.1.next().unwrap_or(Duration::from_secs(300));
-                            entry.0 = Instant::now() + wait;
-                            tracing::warn!(run = %name, error = %err, ?wait,
-                                "telling a run's result failed; will retry");
-                        }
-                    }
-                    if dirty.remove(&name) {
-                        start(name, &latest, &mut running, &mut steps);
-                    }
-                }
-                () = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
-                    let now = Instant::now();
-                    let due: Vec<String> = retries
-                        .iter()
-                        .filter(|(_, (at, _))| *at <= now)
-                        .map(|(name, _)| name.clone())
-                        .collect();
-                    for name in due {
-                        // Stays scheduled (with its backoff) until a step succeeds.
-                        if let Some(entry) = retries.get_mut(&name) {
-                            entry.0 = now + Duration::from_secs(3600);
-                        }
-                        if !latest.contains_key(&name) {
-                            retries.remove(&name);
-                        } else if running.contains(&name) {
-                            dirty.insert(name);
-                        } else {
-                            start(name, &latest, &mut running, &mut steps);
-                        }
-                    }
-                }
-            }
-        }
+        let client = self.client.clone();
+        delivery::run_watch::<TestRun, _>(client, selector, Arc::new(self), health).await;
     }
 
     fn audience(&self, platform: Option<&String>, user_id: Option<&String>) -> Option<Audience> {
@@ -516,6 +421,26 @@ impl RunResults {
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(err) => Err(err.into()),
         }
+    }
+}
+
+impl Delivery<TestRun> for RunResults {
+    async fn deliver(
+        self: Arc<Self>,
+        run: Arc<TestRun>,
+        gone: bool,
+    ) -> anyhow::Result<Option<Instant>> {
+        if gone {
+            if let Some(uid) = run.uid() {
+                self.told
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&uid);
+            }
+            return Ok(None);
+        }
+        self.tell(&run).await?;
+        Ok(None)
     }
 }
 

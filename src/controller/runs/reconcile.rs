@@ -66,16 +66,20 @@ pub async fn reconcile(run: Arc<TestRun>, rctx: Arc<RunContext>) -> Result<Actio
     if run.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    if let Some(phase) = run.phase()
-        && phase.is_finished()
-    {
-        return expire(&run, &rctx).await;
-    }
     let ctx = &rctx.ctx;
     let installation = rctx
         .installations
         .get(&ObjectRef::new(&run.spec.installation))
         .and_then(|guard| guard.0.as_ref().ok().cloned());
+    if let Some(phase) = run.phase()
+        && phase.is_finished()
+    {
+        if installation.is_none() && ctx.config.installation_selector.is_some() {
+            // Another controller's run: its retention is that one's to keep.
+            return Ok(Action::await_change());
+        }
+        return expire(&run, &rctx).await;
+    }
     let Some(installation) = installation else {
         if ctx.config.installation_selector.is_some() {
             // Another controller's installation (or none): not ours to judge.
@@ -786,14 +790,20 @@ async fn publish(
     }
 }
 
-/// Deletes a finished run once its retention period is over.
-async fn expire(run: &TestRun, rctx: &RunContext) -> Result<Action> {
-    let finished = run
-        .status
+/// When a finished run ended, in Unix seconds. A run finished by someone
+/// else may have no end time: its age then counts from its creation (or
+/// from `now`), never from the epoch.
+fn ended_at(run: &TestRun, now: Timestamp) -> i64 {
+    run.status
         .as_ref()
         .and_then(|s| s.finished_at.as_ref())
-        .map_or(0, |t| t.0.as_second());
-    let age = Timestamp::now().as_second() - finished;
+        .or(run.metadata.creation_timestamp.as_ref())
+        .map_or_else(|| now.as_second(), |t| t.0.as_second())
+}
+
+/// Deletes a finished run once its retention period is over.
+async fn expire(run: &TestRun, rctx: &RunContext) -> Result<Action> {
+    let age = Timestamp::now().as_second() - ended_at(run, Timestamp::now());
     let retention = rctx.retention.as_secs() as i64;
     if age < retention {
         return Ok(Action::requeue(Duration::from_secs(
@@ -808,5 +818,37 @@ async fn expire(run: &TestRun, rctx: &RunContext) -> Result<Action> {
         Ok(_) => Ok(Action::await_change()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
         Err(err) => Err(err).request("delete", format!("TestRun {}", run.name_any())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(status: serde_json::Value, created: Option<&str>) -> TestRun {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "ephemera.dev/v1alpha1", "kind": "TestRun",
+            "metadata": { "name": "r", "creationTimestamp": created },
+            "spec": { "installation": "i", "test": "e2e" },
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_run_without_an_end_time_is_as_old_as_it_is_never_as_old_as_the_epoch() {
+        let now: Timestamp = "2026-12-02T12:00:00Z".parse().unwrap();
+        let ended = run(
+            serde_json::json!({ "phase": "Succeeded", "finishedAt": "2026-12-02T11:00:00Z" }),
+            Some("2026-12-02T10:00:00Z"),
+        );
+        assert_eq!(now.as_second() - ended_at(&ended, now), 3600);
+        let no_end = run(
+            serde_json::json!({ "phase": "Succeeded" }),
+            Some("2026-12-02T10:00:00Z"),
+        );
+        assert_eq!(now.as_second() - ended_at(&no_end, now), 7200);
+        let nothing = run(serde_json::json!({ "phase": "Failed" }), None);
+        assert_eq!(now.as_second() - ended_at(&nothing, now), 0);
     }
 }
