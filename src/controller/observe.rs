@@ -1,16 +1,14 @@
 //! What exists of an installation right now: the state of its workloads,
-//! Jobs, Ingress and pods, read from the API server and reduced to plain data
-//! (the reduction functions are pure).
+//! Jobs, Ingress and pods, reduced to plain data by pure functions (the
+//! controller's stores feed them: `Caches::observe`).
 
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
     batch::v1::Job,
     core::v1::{Namespace, Pod},
-    networking::v1::Ingress,
 };
-use kube::{Api, Client, ResourceExt, api::ListParams};
+use kube::ResourceExt;
 
-use super::build::{app, database, filestore, ingress, seed};
 use crate::api::labels;
 
 /// The installation's namespace as found.
@@ -343,56 +341,6 @@ pub fn pod_problems(pod: &Pod) -> Vec<PodProblem> {
                 })
         }))
         .collect()
-}
-
-/// Reads everything the status needs.
-pub async fn observe(
-    client: &Client,
-    namespace: &str,
-    owner_uid: &str,
-    installation: &str,
-) -> kube::Result<Observed> {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns_state = namespace_state(namespaces.get_opt(namespace).await?.as_ref(), owner_uid);
-    if ns_state != NamespaceState::Ours {
-        return Ok(Observed::nothing(ns_state));
-    }
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), namespace);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let selector = format!("{}={installation}", labels::INSTALLATION);
-    let pod_params = ListParams::default().labels(&selector);
-    let (app, db, fs, bucket, seed_job, ing, pod_list) = tokio::try_join!(
-        deployments.get_opt(app::NAME),
-        stateful_sets.get_opt(database::NAME),
-        deployments.get_opt(filestore::NAME),
-        jobs.get_opt(filestore::BUCKET_JOB),
-        jobs.get_opt(seed::NAME),
-        ingresses.get_opt(ingress::NAME),
-        pods.list(&pod_params),
-    )?;
-    Ok(Observed {
-        namespace: ns_state,
-        app: app.as_ref().map(deployment_state),
-        database: db.as_ref().map(stateful_set_state),
-        filestore: fs.as_ref().map(deployment_state),
-        bucket_job: bucket.as_ref().map(job_state),
-        seed_job: seed_job.as_ref().map(|job| JobState {
-            last_failure: pod_list
-                .items
-                .iter()
-                .rev()
-                .filter(|p| {
-                    p.labels().get(labels::COMPONENT).map(String::as_str) == Some(seed::NAME)
-                })
-                .find_map(pod_failure),
-            ..job_state(job)
-        }),
-        ingress: ing.is_some(),
-        problems: pod_list.items.iter().flat_map(pod_problems).collect(),
-    })
 }
 
 #[cfg(test)]
