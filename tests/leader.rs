@@ -202,7 +202,10 @@ async fn one_leader_reconciles_and_a_standby_takes_over() {
     install_crds(&client).await;
     let run = unique_name("leader");
     let selector = format!("{TEST_RUN_LABEL}={run}");
-    let _cleanup = Cleanup(selector.clone(), run.clone());
+    let _cleanup = support::RemoveOnDrop {
+        selector: selector.clone(),
+        profile: run.clone(),
+    };
     let config = std::env::temp_dir().join(format!("{run}.yaml"));
     std::fs::write(
         &config,
@@ -319,12 +322,4 @@ async fn one_leader_reconciles_and_a_standby_takes_over() {
         None,
         "the lease was not released"
     );
-}
-
-struct Cleanup(String, String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        support::force_remove_installations(vec![self.0.clone()], vec![self.1.clone()]);
-    }
 }

@@ -18,8 +18,8 @@ use kube::{
 };
 use serde_json::json;
 use support::{
-    TEST_RUN_LABEL, chart::RunningController, client, force_remove_installations, install_crds,
-    unique_name, wait_for, wait_until,
+    TEST_RUN_LABEL, chart::RunningController, client, install_crds, unique_name, wait_for,
+    wait_until,
 };
 
 /// Passes to Ready: the first applies everything, the next ones follow the
@@ -30,24 +30,13 @@ const PASSES_TO_READY: u64 = 3;
 const PASSES_TO_DELETE: u64 = 3;
 const IDLE: Duration = Duration::from_secs(15);
 
-struct Cleanup {
-    selector: String,
-    profile: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        force_remove_installations(vec![self.selector.clone()], vec![self.profile.clone()]);
-    }
-}
-
 #[tokio::test]
 async fn an_installation_costs_few_passes_and_none_while_idle() {
     let client = client().await;
     install_crds(&client).await;
     let run = unique_name("passes");
     let selector = format!("{TEST_RUN_LABEL}={run}");
-    let _cleanup = Cleanup {
+    let _cleanup = support::RemoveOnDrop {
         selector: selector.clone(),
         profile: run.clone(),
     };

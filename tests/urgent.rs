@@ -20,8 +20,8 @@ use kube::{
 };
 use serde_json::json;
 use support::{
-    TEST_RUN_LABEL, chart::RunningController, client, delete_installations_and_wait,
-    force_remove_installations, install_crds, unique_name, wait_until,
+    TEST_RUN_LABEL, chart::RunningController, client, delete_installations_and_wait, install_crds,
+    unique_name, wait_until,
 };
 
 /// Installations whose routine passes fill the queue.
@@ -31,17 +31,6 @@ const DEADLINE_AFTER: i64 = 8;
 /// The expiry may be this late (the API server's timestamps are whole
 /// seconds, and the lane's own work takes a moment).
 const LATENESS_ALLOWED: Duration = Duration::from_secs(3);
-
-struct Cleanup {
-    selector: String,
-    profile: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        force_remove_installations(vec![self.selector.clone()], vec![self.profile.clone()]);
-    }
-}
 
 async fn create(client: &Client, name: &str, run: &str, profile: &str, ttl: Option<&str>) {
     let mut ti = TestInstallation::new(
@@ -73,7 +62,7 @@ async fn expiry_and_deletion_do_not_wait_for_a_full_queue() {
     install_crds(&client).await;
     let run = unique_name("urgent");
     let selector = format!("{TEST_RUN_LABEL}={run}");
-    let _cleanup = Cleanup {
+    let _cleanup = support::RemoveOnDrop {
         selector: selector.clone(),
         profile: run.clone(),
     };

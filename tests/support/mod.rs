@@ -250,6 +250,20 @@ pub async fn kubectl(args: &[&str]) -> std::process::Output {
         .unwrap_or_else(|err| panic!("running {kubectl}: {err}"))
 }
 
+/// Removes, when dropped, the installations matching `selector` and the
+/// profile `profile` (`force_remove_installations`), so that a test that
+/// fails half-way leaves nothing behind.
+pub struct RemoveOnDrop {
+    pub selector: String,
+    pub profile: String,
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        force_remove_installations(vec![self.selector.clone()], vec![self.profile.clone()]);
+    }
+}
+
 /// For `Drop` guards of tests that failed half-way: deletes the
 /// TestInstallations matching any of `selectors` (stripping their
 /// finalizers, since no controller or adapter will run for them once the

@@ -271,15 +271,7 @@ async fn start(
     };
     let job = match job::job(&input, owner_reference(run)) {
         Ok(job) => job,
-        Err(err) => {
-            let status = ended(
-                run,
-                RunPhase::Failed,
-                err.reason(),
-                job_error_message(run, &err),
-            );
-            return refuse(rctx, run, status).await;
-        }
+        Err(err) => return refuse_job(rctx, run, &err).await,
     };
     // Never a namespace that can hold other Secrets, however configured.
     let allowed: Vec<String> = ctx
@@ -302,15 +294,7 @@ async fn start(
         String::from_utf8(bytes).ok()
     }) {
         Ok(shared) => shared,
-        Err(err) => {
-            let status = ended(
-                run,
-                RunPhase::Failed,
-                err.reason(),
-                job_error_message(run, &err),
-            );
-            return refuse(rctx, run, status).await;
-        }
+        Err(err) => return refuse_job(rctx, run, &err).await,
     };
     if !shared.is_empty() {
         let secret = job::env_secret(
@@ -519,8 +503,15 @@ fn find_definition<'a>(
     }
 }
 
-fn job_error_message(run: &TestRun, err: &JobError) -> String {
-    format!("{} cannot start: {err}", what(run))
+/// A run whose Job cannot be made: Failed with the reason and why.
+async fn refuse_job(rctx: &RunContext, run: &TestRun, err: &JobError) -> Result<Action> {
+    let status = ended(
+        run,
+        RunPhase::Failed,
+        err.reason(),
+        format!("{} cannot start: {err}", what(run)),
+    );
+    refuse(rctx, run, status).await
 }
 
 /// A run that will not start: the status, an event and the metric.
