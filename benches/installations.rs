@@ -192,6 +192,7 @@ async fn ephemera_run(
     let names: Vec<String> = (0..settings.n).map(|i| format!("{run}-e{i}")).collect();
     let before = apiserver::scrape(client).await;
     let passes_before = controller.reconciles().await.unwrap_or(0.0);
+    let applying_before = controller.applying_reconciles().await.unwrap_or(0.0);
     let started = Instant::now();
     let watch = tokio::spawn(ready_installations(
         client.clone(),
@@ -230,6 +231,7 @@ async fn ephemera_run(
     let all_ready = started.elapsed().as_secs_f64();
     let after = apiserver::scrape(client).await;
     let passes_ready = controller.reconciles().await.unwrap_or(0.0);
+    let applying_ready = controller.applying_reconciles().await.unwrap_or(0.0);
     step(
         clock,
         &format!(
@@ -292,6 +294,7 @@ async fn ephemera_run(
         ready_observations,
     )
     .with_idle_events(idle_events)
+    .with_applying_passes((applying_ready - applying_before) / n)
     .with_delete(delete_s)
 }
 

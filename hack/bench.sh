@@ -4,6 +4,8 @@
 # PROFILE says otherwise (PROFILE=dev reuses the test build). Writes
 # bench/results/latest.json and latest.md. Run it on an otherwise quiet
 # machine: the API server and the controller share its cores.
+# To profile the controller's heap: PROFILE=profiling (the release build with
+# its symbols) and BENCH_CONTROLLER_WRAPPER="heaptrack -o /tmp/controller".
 set -euo pipefail
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

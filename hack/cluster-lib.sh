@@ -17,7 +17,15 @@ start_component() {
 	shift
 	log "starting $name (log: $LOG_DIR/$name.log)"
 	setsid "$@" >"$LOG_DIR/$name.log" 2>&1 </dev/null &
-	echo $! >"$RUN_DIR/pids/$name.pid"
+	local pid=$!
+	echo "$pid" >"$RUN_DIR/pids/$name.pid"
+	# Until the forked shell has exec'd the binary, /proc shows the shell, and
+	# component_pid would take the component for dead (seen on a loaded box).
+	local tries=0
+	while ! component_pid "$name" >/dev/null && [[ -d /proc/$pid ]] && ((tries < 100)); do
+		sleep 0.05
+		tries=$((tries + 1))
+	done
 }
 
 # component_pid NAME: prints the recorded PID if that process is still the

@@ -22,7 +22,7 @@ impl Controller {
             .map(|a| a.port())
             .unwrap();
         let log = dir.join("controller.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_ephemera"))
+        let child = controller_command()
             .args(["controller", "--config"])
             .arg(&config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -48,6 +48,12 @@ impl Controller {
     /// Reconcile passes so far (its `ephemera_controller_reconciles_total`).
     pub async fn reconciles(&self) -> Option<f64> {
         self.metric("ephemera_controller_reconciles_total").await
+    }
+
+    /// Passes so far that sent children to the API server.
+    pub async fn applying_reconciles(&self) -> Option<f64> {
+        self.metric("ephemera_controller_applying_reconciles_total")
+            .await
     }
 
     /// Installations counted in the time-to-ready histogram so far.
@@ -99,13 +105,11 @@ impl Controller {
 
     /// SIGTERM, then wait for it to exit.
     pub async fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        self.signal_tree("TERM");
         let started = Instant::now();
         while self.child.try_wait().ok().flatten().is_none() {
             if started.elapsed() > Duration::from_secs(20) {
-                let _ = self.child.kill();
+                self.signal_tree("KILL");
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -114,10 +118,44 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// Sends SIG`name` to the process started, and to its children: a
+    /// wrapper (`BENCH_CONTROLLER_WRAPPER`) runs the controller as its child
+    /// and does not pass signals on.
+    fn signal_tree(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("pkill")
+            .args([&format!("-{name}"), "-P", &pid])
+            .status();
+        let _ = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status();
+    }
+}
+
 impl Drop for Controller {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.signal_tree("KILL");
+        }
         let _ = self.child.wait();
+    }
+}
+
+/// The `ephemera` binary of this build, behind `BENCH_CONTROLLER_WRAPPER`
+/// when that is set (for example `heaptrack -o /tmp/controller` to profile
+/// its heap; the memory and CPU figures are then the wrapper's).
+fn controller_command() -> Command {
+    let binary = env!("CARGO_BIN_EXE_ephemera");
+    let wrapper = std::env::var("BENCH_CONTROLLER_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(words).arg(binary);
+            command
+        }
+        None => Command::new(binary),
     }
 }
 

@@ -20,13 +20,13 @@ use k8s_openapi::{
         apps::v1::{Deployment, StatefulSet},
         batch::v1::Job,
         core::v1::{
-            Container, LimitRange, Namespace, Pod, PodSpec, PodTemplateSpec, ResourceQuota, Secret,
-            Service,
+            Container, ContainerStatus, LimitRange, Namespace, Pod, PodSpec, PodStatus,
+            PodTemplateSpec, ResourceQuota, Secret, Service,
         },
         networking::v1::{Ingress, NetworkPolicy},
         rbac::v1::RoleBinding,
     },
-    apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta},
+    apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta},
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -208,6 +208,38 @@ fn trim_job(job: &mut Job) {
     }
 }
 
+/// What a pass reads of a pod (`observe::pod_problems`, `pod_failure`):
+/// its labels, phase, whether it cannot be scheduled, and each container's
+/// name, image and state. There are several pods to an installation, so the
+/// rest (spec, annotations, other conditions, IPs) is dropped.
+fn trim_pod(pod: &mut Pod) {
+    pod.managed_fields_mut().clear();
+    pod.annotations_mut().clear();
+    pod.metadata.owner_references = None;
+    pod.spec = None;
+    pod.status = pod.status.take().map(|status| PodStatus {
+        phase: status.phase,
+        conditions: status.conditions.map(|conditions| {
+            conditions
+                .into_iter()
+                .filter(|c| c.type_ == "PodScheduled")
+                .collect()
+        }),
+        container_statuses: status.container_statuses.map(|statuses| {
+            statuses
+                .into_iter()
+                .map(|c| ContainerStatus {
+                    name: c.name,
+                    image: c.image,
+                    state: c.state,
+                    ..Default::default()
+                })
+                .collect()
+        }),
+        ..Default::default()
+    });
+}
+
 /// Starts a store for every kind a pass reads and wires each one's watch
 /// into `controller` as a trigger. `installations` is the controller's own
 /// store (profiles map to the installations that use them).
@@ -243,10 +275,7 @@ pub fn watch_all(
     let pod_config = watcher::Config::default()
         .labels(labels::INSTALLATION)
         .any_semantic();
-    let (pods, pod_events) = full::<Pod>(client, pod_config, |pod: &mut Pod| {
-        pod.managed_fields_mut().clear();
-        pod.spec = None;
-    });
+    let (pods, pod_events) = full::<Pod>(client, pod_config, trim_pod);
     let (profiles, profile_events) = full::<InstallationProfile>(
         client,
         watcher::Config::default().any_semantic(),
@@ -424,9 +453,32 @@ fn own_apply(entry: &ManagedFieldsEntry) -> bool {
 }
 
 /// Keeps only the controller's own apply entry of the managed fields (what
-/// `marker` reads); the rest is dropped to save memory.
+/// `marker` reads), and of that only a digest of its field set: `marker`
+/// needs to know only whether the set changed, and the set itself, parsed
+/// into JSON maps (every field of a pod template), was most of the memory a
+/// store of children took.
 fn keep_own_managed_fields<K: Resource>(object: &mut K) {
-    object.managed_fields_mut().retain(own_apply);
+    let entries = object.managed_fields_mut();
+    entries.retain(own_apply);
+    for entry in entries.iter_mut() {
+        let digest = own_fields_digest(entry);
+        entry.fields_v1 = Some(FieldsV1(serde_json::Value::String(digest)));
+    }
+}
+
+/// A digest of the field set of the controller's own apply entry (and its
+/// apiVersion). An entry already reduced to its digest (a JSON string, which
+/// a field set never is) gives that digest.
+fn own_fields_digest(entry: &ManagedFieldsEntry) -> String {
+    if let Some(FieldsV1(serde_json::Value::String(digest))) = &entry.fields_v1 {
+        return digest.clone();
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    entry.api_version.hash(&mut hasher);
+    serde_json::to_string(&entry.fields_v1)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    format!("f{:x}", hasher.finish())
 }
 
 /// What tells that an object changed since it was applied: the fields the
@@ -436,12 +488,7 @@ fn keep_own_managed_fields<K: Resource>(object: &mut K) {
 /// updates do not bump it), else the resourceVersion.
 fn marker(meta: &ObjectMeta) -> String {
     if let Some(entry) = meta.managed_fields.iter().flatten().find(|e| own_apply(e)) {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        entry.api_version.hash(&mut hasher);
-        serde_json::to_string(&entry.fields_v1)
-            .unwrap_or_default()
-            .hash(&mut hasher);
-        return format!("f{:x}", hasher.finish());
+        return own_fields_digest(entry);
     }
     match meta.generation {
         Some(generation) => format!("g{generation}"),
@@ -766,6 +813,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_trimmed_pod_shows_the_same_problems_and_failure() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "app-1", "namespace": "ti-a",
+                "labels": {(labels::COMPONENT): "app"},
+                "annotations": {"kwok.x-k8s.io/node": "fake"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "app", "uid": "u1"}]
+            },
+            "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
+            "status": {
+                "phase": "Failed", "hostIP": "10.0.0.1",
+                "conditions": [
+                    {"type": "Ready", "status": "False"},
+                    {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes"}
+                ],
+                "containerStatuses": [
+                    {"name": "app", "image": "registry.example/app:1", "imageID": "sha256:1", "ready": false, "restartCount": 3,
+                     "state": {"terminated": {"exitCode": 2, "reason": "Error", "message": "boom"}},
+                     "lastState": {"terminated": {"exitCode": 1}}},
+                    {"name": "sidecar", "image": "registry.example/side:1", "imageID": "", "ready": false, "restartCount": 0,
+                     "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}}
+                ]
+            }
+        }))
+        .unwrap();
+        let mut trimmed = pod.clone();
+        trim_pod(&mut trimmed);
+        assert_eq!(observe::pod_problems(&pod).len(), 2);
+        assert_eq!(observe::pod_problems(&trimmed), observe::pod_problems(&pod));
+        assert!(observe::pod_failure(&pod).is_some());
+        assert_eq!(observe::pod_failure(&trimmed), observe::pod_failure(&pod));
+        assert!(trimmed.spec.is_none() && trimmed.annotations().is_empty());
+        let status = trimmed.status.unwrap();
+        assert_eq!(status.conditions.unwrap().len(), 1);
+        assert!(status.host_ip.is_none());
+        assert!(status.container_statuses.unwrap()[0].last_state.is_none());
+    }
+
+    #[test]
     fn a_stored_workload_keeps_what_a_pass_reads_and_drops_the_rest() {
         let mut deployment: Deployment = serde_json::from_value(serde_json::json!({
             "metadata": { "name": "app", "generation": 3 },
@@ -825,9 +911,7 @@ mod tests {
                 manager: Some(manager.into()),
                 operation: Some(operation.into()),
                 api_version: Some("v1".into()),
-                fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
-                    fields,
-                )),
+                fields_v1: Some(FieldsV1(fields)),
                 ..Default::default()
             };
         let own = entry(
@@ -872,7 +956,19 @@ mod tests {
             ..Default::default()
         };
         keep_own_managed_fields(&mut trimmed);
-        assert_eq!(trimmed.metadata.managed_fields, Some(vec![own]));
+        // Stored: the own entry alone, its field set as a digest that marks
+        // the same as the whole set.
+        let kept = trimmed.metadata.managed_fields.clone().unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].manager.as_deref(), Some(FIELD_MANAGER));
+        assert!(matches!(
+            kept[0].fields_v1,
+            Some(FieldsV1(serde_json::Value::String(_)))
+        ));
+        assert_eq!(marker(&trimmed.metadata), marker(&applied));
+        assert_ne!(marker(&trimmed.metadata), marker(&taken_over));
+        keep_own_managed_fields(&mut trimmed);
+        assert_eq!(marker(&trimmed.metadata), marker(&applied));
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct RunLabels {
 #[derive(Clone)]
 pub struct Metrics {
     pub reconciles: Counter,
+    /// Passes that sent at least one child to the API server; the others
+    /// only looked, and wrote the status if it changed.
+    pub applying_reconciles: Counter,
     pub failures: Family<ErrorLabels, Counter>,
     pub duration: Histogram,
     pub installations: Family<PhaseLabels, Gauge>,
@@ -52,6 +55,7 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             reconciles: Counter::default(),
+            applying_reconciles: Counter::default(),
             failures: Family::default(),
             duration: Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             installations: Family::default(),
@@ -68,6 +72,11 @@ impl Metrics {
             "reconciles",
             "Reconcile passes run",
             metrics.reconciles.clone(),
+        );
+        r.register(
+            "applying_reconciles",
+            "Reconcile passes that sent at least one child to the API server",
+            metrics.applying_reconciles.clone(),
         );
         r.register(
             "reconcile_errors",

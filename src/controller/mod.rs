@@ -141,7 +141,20 @@ pub async fn run_with(
                 })
                 .backoff(trigger_backoff::TriggerBackoff::default()),
         ));
+    // Every installation event, once the store has it, also wakes that
+    // installation's runs: the run controller reads this store, so it must
+    // not be woken by a watch of its own that can run ahead of it.
+    let (installation_touched, installations_touched) = futures::channel::mpsc::unbounded();
     let installation_events = installation_events
+        .inspect_ok(move |event| {
+            if let watcher::Event::Apply(guard)
+            | watcher::Event::InitApply(guard)
+            | watcher::Event::Delete(guard) = event
+            {
+                // Dropped when the run controller has stopped: nothing to wake.
+                let _ = installation_touched.unbounded_send(guard.name_any());
+            }
+        })
         .applied_objects()
         .inspect_ok({
             let urgent = urgent.clone();
@@ -229,6 +242,7 @@ pub async fn run_with(
         ctx.clone(),
         store.clone(),
         installations_filled.clone(),
+        installations_touched,
         run_retention,
         stop.clone(),
     ));

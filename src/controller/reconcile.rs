@@ -424,6 +424,9 @@ async fn pass(
         )
         .await;
     }
+    if sent > 0 {
+        ctx.metrics.applying_reconciles.inc();
+    }
     let changed = sent > 0 || !applied.recreated.is_empty();
     let pruned = changes::prune(
         &ctx.client,

@@ -4,9 +4,9 @@
 //!
 //! It runs in the controller process next to the installation controller,
 //! only while that process leads. It watches TestRuns, the Jobs labelled
-//! `ephemera.dev/run` (a Job's events wake its run) and TestInstallations
-//! (an installation that changes, say becomes Ready, wakes its unfinished
-//! runs). A controller with an installation selector handles only the runs
+//! `ephemera.dev/run` (a Job's events wake its run), and hears of every
+//! installation the installation controller's store takes in (an
+//! installation that changes, say becomes Ready, wakes its unfinished runs). A controller with an installation selector handles only the runs
 //! of the installations it reconciles.
 
 pub mod job;
@@ -15,7 +15,7 @@ pub mod result;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use kube::{
     Api, ResourceExt,
@@ -31,11 +31,14 @@ use crate::api::{RunPhase, TestInstallation, TestRun};
 use reconcile::RunContext;
 
 /// Runs the run controller until `stop` resolves. `installations_ready`
-/// turns true once the `installations` store has been filled.
+/// turns true once the `installations` store has been filled;
+/// `installations_touched` names each installation the store has just
+/// taken in (changed or deleted), whose unfinished runs then look again.
 pub async fn run(
     ctx: Arc<Context>,
     installations: Store<DeserializeGuard<TestInstallation>>,
     mut installations_ready: tokio::sync::watch::Receiver<bool>,
+    installations_touched: impl Stream<Item = String> + Send + 'static,
     retention: Duration,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -65,7 +68,7 @@ pub async fn run(
     let wake_runs = runs.clone();
     let controller = controller
         .watches(
-            Api::<Job>::all(client.clone()),
+            Api::<Job>::all(client),
             watcher::Config::default().labels(job::RUN_LABEL),
             |job| {
                 job.labels()
@@ -73,20 +76,16 @@ pub async fn run(
                     .map(|run| ObjectRef::<TestRun>::new(run))
             },
         )
-        .watches(
-            Api::<DeserializeGuard<TestInstallation>>::all(client),
-            watcher::Config::default(),
-            move |installation| {
-                let name = installation.name_any();
-                wake_runs
-                    .state()
-                    .into_iter()
-                    .filter(|run| run.spec.installation == name)
-                    .filter(|run| !run.phase().is_some_and(RunPhase::is_finished))
-                    .map(|run| ObjectRef::from_obj(run.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .reconcile_on(installations_touched.flat_map(move |name| {
+            let unfinished: Vec<ObjectRef<TestRun>> = wake_runs
+                .state()
+                .into_iter()
+                .filter(|run| run.spec.installation == name)
+                .filter(|run| !run.phase().is_some_and(RunPhase::is_finished))
+                .map(|run| ObjectRef::from_obj(run.as_ref()))
+                .collect();
+            futures::stream::iter(unfinished)
+        }))
         .with_config(controller::Config::default().concurrency(4))
         .graceful_shutdown_on(stop.clone());
     let rctx = Arc::new(RunContext {

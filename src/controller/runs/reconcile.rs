@@ -48,8 +48,6 @@ use crate::controller::{
 pub const FIELD_MANAGER: &str = "ephemera-runs";
 /// Safety requeue of a waiting or running run; watch events normally wake it.
 const RESYNC: Duration = Duration::from_secs(300);
-/// How soon a run waiting for its installation to be Ready looks again.
-const WAITING_RECHECK: Duration = Duration::from_secs(2);
 /// Requeue while a run's pod has not started.
 const POD_WAIT_RETRY: Duration = Duration::from_secs(10);
 /// Requeue while a profile is not in the cache yet.
@@ -208,11 +206,8 @@ async fn start(
             ),
         );
         write_status(rctx, run, status).await?;
-        // The installation event that wakes a run comes from this
-        // controller's own watch, the installation from the installation
-        // controller's store, which may not have seen that event yet: look
-        // again soon (store reads only; an unchanged status is not written).
-        return Ok(Action::requeue(WAITING_RECHECK));
+        // The installation's next event wakes it (`runs::run`).
+        return Ok(Action::requeue(RESYNC));
     }
     let profile_name = plan::profile_name(installation);
     let Some(profile) = ctx.caches.profile(profile_name) else {
