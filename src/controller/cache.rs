@@ -148,10 +148,7 @@ fn metadata<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    reflect(
-        watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config)
-            .modify(keep_own_managed_fields),
-    )
+    reflect(watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config).modify(trim_meta))
 }
 
 pub fn without_managed_fields<K: Resource>(object: &mut K) {
@@ -186,14 +183,14 @@ fn trim_template(template: &mut PodTemplateSpec) {
 }
 
 fn trim_deployment(deployment: &mut Deployment) {
-    keep_own_managed_fields(deployment);
+    trim_meta(deployment);
     if let Some(spec) = &mut deployment.spec {
         trim_template(&mut spec.template);
     }
 }
 
 fn trim_stateful_set(stateful_set: &mut StatefulSet) {
-    keep_own_managed_fields(stateful_set);
+    trim_meta(stateful_set);
     if let Some(spec) = &mut stateful_set.spec {
         trim_template(&mut spec.template);
         spec.volume_claim_templates = None;
@@ -202,7 +199,7 @@ fn trim_stateful_set(stateful_set: &mut StatefulSet) {
 
 /// A Job's state is all in its status.
 fn trim_job(job: &mut Job) {
-    keep_own_managed_fields(job);
+    trim_meta(job);
     if let Some(spec) = &mut job.spec {
         spec.template = PodTemplateSpec::default();
     }
@@ -213,8 +210,8 @@ fn trim_job(job: &mut Job) {
 /// name, image and state. There are several pods to an installation, so the
 /// rest (spec, annotations, other conditions, IPs) is dropped.
 fn trim_pod(pod: &mut Pod) {
+    trim_meta(pod);
     pod.managed_fields_mut().clear();
-    pod.annotations_mut().clear();
     pod.metadata.owner_references = None;
     pod.spec = None;
     pod.status = pod.status.take().map(|status| PodStatus {
@@ -257,8 +254,7 @@ pub fn watch_all(
     // A deletion waits in the urgent lane for its namespace to go away.
     let namespace_events =
         namespace_events.inspect_ok(move |ns| urgent.namespace_seen(&ns.name_any()));
-    let (secrets, secret_events) =
-        full::<Secret>(client, children_config(), keep_own_managed_fields);
+    let (secrets, secret_events) = full::<Secret>(client, children_config(), trim_meta);
     let (services, service_events) = metadata::<Service>(client, children_config());
     let (network_policies, network_policy_events) =
         metadata::<NetworkPolicy>(client, children_config());
@@ -463,6 +459,23 @@ fn keep_own_managed_fields<K: Resource>(object: &mut K) {
     for entry in entries.iter_mut() {
         let digest = own_fields_digest(entry);
         entry.fields_v1 = Some(FieldsV1(serde_json::Value::String(digest)));
+    }
+}
+
+/// The labels a pass reads of a stored object (`by_label`, `metas_in`, the
+/// pods' component); the others only select, server-side.
+const READ_LABELS: [&str; 2] = [labels::INSTALLATION, labels::COMPONENT];
+
+/// What a pass reads of a stored object's metadata, besides its name,
+/// uid, versions, owners and deletion: the labels in `READ_LABELS` and the
+/// controller's own apply entry (as a digest). Annotations and the other
+/// labels are dropped: there are over a dozen objects to an installation.
+fn trim_meta<K: Resource>(object: &mut K) {
+    keep_own_managed_fields(object);
+    let meta = object.meta_mut();
+    meta.annotations = None;
+    if let Some(labels) = &mut meta.labels {
+        labels.retain(|key, _| READ_LABELS.contains(&key.as_str()));
     }
 }
 
@@ -817,7 +830,7 @@ mod tests {
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {
                 "name": "app-1", "namespace": "ti-a",
-                "labels": {(labels::COMPONENT): "app"},
+                "labels": {(labels::COMPONENT): "app", (labels::INSTALLATION): "a", "pod-template-hash": "5d8f"},
                 "annotations": {"kwok.x-k8s.io/node": "fake"},
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "app", "uid": "u1"}]
             },
@@ -845,6 +858,10 @@ mod tests {
         assert!(observe::pod_failure(&pod).is_some());
         assert_eq!(observe::pod_failure(&trimmed), observe::pod_failure(&pod));
         assert!(trimmed.spec.is_none() && trimmed.annotations().is_empty());
+        assert_eq!(
+            trimmed.labels().keys().collect::<Vec<_>>(),
+            [labels::COMPONENT, labels::INSTALLATION]
+        );
         let status = trimmed.status.unwrap();
         assert_eq!(status.conditions.unwrap().len(), 1);
         assert!(status.host_ip.is_none());
