@@ -6,7 +6,8 @@
 //! only while that process leads. It watches TestRuns, the Jobs labelled
 //! `ephemera.dev/run` (a Job's events wake its run), and hears of every
 //! installation the installation controller's store takes in (an
-//! installation that changes, say becomes Ready, wakes its unfinished runs). A controller with an installation selector handles only the runs
+//! installation that changes, say becomes Ready, wakes its unfinished
+//! runs). A controller with an installation selector handles only the runs
 //! of the installations it reconciles.
 
 pub mod job;
