@@ -31,7 +31,7 @@ impl Controller {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
-            .expect("start the ephemera binary");
+            .expect("start the ephemera binary (or the program BENCH_CONTROLLER_WRAPPER names)");
         let controller = Self { child, port, log };
         let started = Instant::now();
         while controller.reconciles().await.is_none() {
@@ -116,9 +116,7 @@ impl Controller {
         }
         let _ = self.child.wait();
     }
-}
 
-impl Controller {
     /// Sends SIG`name` to the process started, and to its children: a
     /// wrapper (`BENCH_CONTROLLER_WRAPPER`) runs the controller as its child
     /// and does not pass signals on.

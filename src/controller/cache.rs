@@ -210,8 +210,10 @@ fn trim_job(job: &mut Job) {
 /// name, image and state. There are several pods to an installation, so the
 /// rest (spec, annotations, other conditions, IPs) is dropped.
 fn trim_pod(pod: &mut Pod) {
-    trim_meta(pod);
+    // None of a pod's managed fields is the controller's: clear them before
+    // `trim_meta` would digest any.
     pod.managed_fields_mut().clear();
+    trim_meta(pod);
     pod.metadata.owner_references = None;
     pod.spec = None;
     pod.status = pod.status.take().map(|status| PodStatus {
