@@ -193,6 +193,7 @@ async fn ephemera_run(
     let before = apiserver::scrape(client).await;
     let passes_before = controller.reconciles().await.unwrap_or(0.0);
     let applying_before = controller.applying_reconciles().await.unwrap_or(0.0);
+    let seconds_before = controller.pass_seconds().await;
     let started = Instant::now();
     let watch = tokio::spawn(ready_installations(
         client.clone(),
@@ -232,6 +233,7 @@ async fn ephemera_run(
     let after = apiserver::scrape(client).await;
     let passes_ready = controller.reconciles().await.unwrap_or(0.0);
     let applying_ready = controller.applying_reconciles().await.unwrap_or(0.0);
+    let seconds_ready = controller.pass_seconds().await;
     step(
         clock,
         &format!(
@@ -295,6 +297,10 @@ async fn ephemera_run(
     )
     .with_idle_events(idle_events)
     .with_applying_passes((applying_ready - applying_before) / n)
+    .with_pass_seconds(
+        (seconds_ready.0 - seconds_before.0) / (passes_ready - passes_before).max(1.0),
+        (seconds_ready.1 - seconds_before.1) / (applying_ready - applying_before).max(1.0),
+    )
     .with_delete(delete_s)
 }
 

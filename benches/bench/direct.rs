@@ -72,7 +72,6 @@ pub fn build_installation(
     let external = ExternalSecrets::default();
     let input = BuildInput {
         plan: &plan,
-        owner: owner.clone(),
         generated: &generated,
         external: &external,
         app_version: &plan.version,
@@ -93,11 +92,7 @@ pub fn build_installation(
     let resources = desired.iter().map(|d| d.resource.clone()).collect();
     let children = desired
         .into_iter()
-        .map(|d| {
-            let mut object = d.object;
-            object.metadata.owner_references = None;
-            object
-        })
+        .map(|d| d.object)
         .collect();
     Installation {
         namespace,

@@ -27,7 +27,10 @@ impl Controller {
             .arg(&config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_CONTROLLER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -54,6 +57,16 @@ impl Controller {
     pub async fn applying_reconciles(&self) -> Option<f64> {
         self.metric("ephemera_controller_applying_reconciles_total")
             .await
+    }
+
+    /// Seconds spent in passes, and in passes waiting for the stores to
+    /// show their own writes, so far (the two histograms' sums).
+    pub async fn pass_seconds(&self) -> (f64, f64) {
+        let sum = |name| async move { self.metric(name).await.unwrap_or(0.0) };
+        (
+            sum("ephemera_controller_reconcile_duration_seconds_sum").await,
+            sum("ephemera_controller_store_wait_seconds_sum").await,
+        )
     }
 
     /// Installations counted in the time-to-ready histogram so far.

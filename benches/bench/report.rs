@@ -89,6 +89,11 @@ pub struct ControllerFigures {
     /// Of those, the passes that sent children to the API server (the rest
     /// looked, and recorded the status when it changed).
     pub applying_passes_per_installation_to_ready: f64,
+    /// Mean time of a pass until all were Ready.
+    pub mean_pass_s: f64,
+    /// Mean time an applying pass waited for the watches to bring its own
+    /// writes into the stores (part of `mean_pass_s`).
+    pub mean_store_wait_s: f64,
     pub peak_rss_mib: f64,
     pub cpu_seconds: f64,
     /// Over the idle window after all were Ready: write requests and all
@@ -156,6 +161,8 @@ impl Run {
         self.controller = Some(ControllerFigures {
             passes_per_installation_to_ready,
             applying_passes_per_installation_to_ready: 0.0,
+            mean_pass_s: 0.0,
+            mean_store_wait_s: 0.0,
             peak_rss_mib,
             cpu_seconds,
             idle_writes,
@@ -179,6 +186,14 @@ impl Run {
     pub fn with_applying_passes(mut self, per_installation: f64) -> Self {
         if let Some(controller) = &mut self.controller {
             controller.applying_passes_per_installation_to_ready = per_installation;
+        }
+        self
+    }
+
+    pub fn with_pass_seconds(mut self, mean_pass_s: f64, mean_store_wait_s: f64) -> Self {
+        if let Some(controller) = &mut self.controller {
+            controller.mean_pass_s = mean_pass_s;
+            controller.mean_store_wait_s = mean_store_wait_s;
         }
         self
     }
@@ -246,6 +261,15 @@ impl Figures {
             format!(
                 "{:.2} ({:.2} applied children, the rest recorded the status)",
                 c.passes_per_installation_to_ready, c.applying_passes_per_installation_to_ready
+            ),
+            "–".into(),
+        );
+        row(
+            "mean pass / of it, an applying pass waiting for its writes to reach the stores",
+            format!(
+                "{:.0} ms / {:.0} ms",
+                c.mean_pass_s * 1000.0,
+                c.mean_store_wait_s * 1000.0
             ),
             "–".into(),
         );

@@ -217,7 +217,7 @@ mod tests {
     use crate::api::{DatabaseSpec, DatabaseStorage, TestInstallationSpec};
     use crate::controller::build::{
         self, BuildInput, ExternalSecrets,
-        test_support::{generated, owner, plan_with},
+        test_support::{generated, plan_with},
     };
 
     #[test]
@@ -243,7 +243,6 @@ mod tests {
             let plan = plan_with(spec, crate::controller::plan::tests::profile());
             let input = BuildInput {
                 plan: &plan,
-                owner: owner(),
                 generated: &generated,
                 external: &external,
                 app_version: &plan.version,

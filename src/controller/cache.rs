@@ -43,6 +43,7 @@ use super::{
     apply::FIELD_MANAGER,
     build::{app, database, filestore, ingress, seed},
     config::ControllerConfig,
+    namespace_index::{IndexedStore, NamespaceIndex},
     observe::{self, NamespaceState, Observed},
     plan,
     predicates::{AppliedState, ChildEvent, child_event_wakes},
@@ -56,18 +57,18 @@ type Guarded = DeserializeGuard<TestInstallation>;
 pub struct Caches {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// The installations' own Secrets (generated credentials, app env).
-    pub secrets: Store<Secret>,
-    pub services: Store<PartialObjectMeta<Service>>,
-    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
-    pub resource_quotas: Store<PartialObjectMeta<ResourceQuota>>,
-    pub limit_ranges: Store<PartialObjectMeta<LimitRange>>,
-    pub role_bindings: Store<PartialObjectMeta<RoleBinding>>,
-    pub ingresses: Store<PartialObjectMeta<Ingress>>,
-    pub deployments: Store<Deployment>,
-    pub stateful_sets: Store<StatefulSet>,
-    pub jobs: Store<Job>,
+    pub secrets: IndexedStore<Secret>,
+    pub services: IndexedStore<PartialObjectMeta<Service>>,
+    pub network_policies: IndexedStore<PartialObjectMeta<NetworkPolicy>>,
+    pub resource_quotas: IndexedStore<PartialObjectMeta<ResourceQuota>>,
+    pub limit_ranges: IndexedStore<PartialObjectMeta<LimitRange>>,
+    pub role_bindings: IndexedStore<PartialObjectMeta<RoleBinding>>,
+    pub ingresses: IndexedStore<PartialObjectMeta<Ingress>>,
+    pub deployments: IndexedStore<Deployment>,
+    pub stateful_sets: IndexedStore<StatefulSet>,
+    pub jobs: IndexedStore<Job>,
     /// Pods without their spec: only labels and status are read.
-    pub pods: Store<Pod>,
+    pub pods: IndexedStore<Pod>,
     pub profiles: Store<InstallationProfile>,
     /// Secrets of `allowedSecretNamespaces`, by namespace.
     pub referenced_secrets: BTreeMap<String, Store<Secret>>,
@@ -103,12 +104,12 @@ fn children_config() -> watcher::Config {
         .any_semantic()
 }
 
-/// A store of `K` fed by `events`, and the stream of touched objects
-/// (deletions included) that triggers passes.
+/// A store of `K` fed by `events` (with its index, fed first), and the
+/// stream of touched objects (deletions included) that triggers passes.
 fn reflect<K>(
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 ) -> (
-    Store<K>,
+    IndexedStore<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
@@ -116,12 +117,22 @@ where
     K::DynamicType: Eq + Hash + Clone + Default,
 {
     let (reader, writer) = reflector::store();
+    let index = NamespaceIndex::default();
+    let feed = index.clone();
     let stream = reflector::reflector(
         writer,
-        events.backoff(super::trigger_backoff::TriggerBackoff::default()),
+        events
+            .inspect_ok(move |event| feed.apply(event))
+            .backoff(super::trigger_backoff::TriggerBackoff::default()),
     )
     .touched_objects();
-    (reader, stream)
+    (
+        IndexedStore {
+            store: reader,
+            index,
+        },
+        stream,
+    )
 }
 
 fn full<K>(
@@ -129,7 +140,7 @@ fn full<K>(
     config: watcher::Config,
     trim: impl FnMut(&mut K) + Send + 'static,
 ) -> (
-    Store<K>,
+    IndexedStore<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
@@ -142,7 +153,7 @@ fn metadata<K>(
     client: &Client,
     config: watcher::Config,
 ) -> (
-    Store<PartialObjectMeta<K>>,
+    IndexedStore<PartialObjectMeta<K>>,
     impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static,
 )
 where
@@ -251,8 +262,12 @@ pub fn watch_all(
 ) -> (Controller<Guarded>, Arc<Caches>) {
     // Every namespace, not only labelled ones: a pass must see a namespace
     // of the same name that is not its own.
-    let (namespaces, namespace_events) =
-        metadata::<Namespace>(client, watcher::Config::default().any_semantic());
+    let (
+        IndexedStore {
+            store: namespaces, ..
+        },
+        namespace_events,
+    ) = metadata::<Namespace>(client, watcher::Config::default().any_semantic());
     // A deletion waits in the urgent lane for its namespace to go away.
     let namespace_events =
         namespace_events.inspect_ok(move |ns| urgent.namespace_seen(&ns.name_any()));
@@ -274,7 +289,12 @@ pub fn watch_all(
         .labels(labels::INSTALLATION)
         .any_semantic();
     let (pods, pod_events) = full::<Pod>(client, pod_config, trim_pod);
-    let (profiles, profile_events) = full::<InstallationProfile>(
+    let (
+        IndexedStore {
+            store: profiles, ..
+        },
+        profile_events,
+    ) = full::<InstallationProfile>(
         client,
         watcher::Config::default().any_semantic(),
         without_managed_fields,
@@ -427,18 +447,15 @@ where
     store.get(&key)
 }
 
-fn metas_in<K>(store: &Store<K>, namespace: &str, installation: &str) -> Vec<ObjectMeta>
+fn metas_in<K>(store: &IndexedStore<K>, namespace: &str, installation: &str) -> Vec<ObjectMeta>
 where
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + Hash + Clone + Default,
 {
     store
-        .state()
+        .in_namespace(namespace)
         .iter()
-        .filter(|o| {
-            o.meta().namespace.as_deref() == Some(namespace)
-                && o.labels().get(labels::INSTALLATION).map(String::as_str) == Some(installation)
-        })
+        .filter(|o| o.labels().get(labels::INSTALLATION).map(String::as_str) == Some(installation))
         .map(|o| o.meta().clone())
         .collect()
 }
@@ -533,17 +550,17 @@ impl Caches {
     async fn wait_once(&self) {
         let _ = futures::join!(
             self.namespaces.wait_until_ready(),
-            self.secrets.wait_until_ready(),
-            self.services.wait_until_ready(),
-            self.network_policies.wait_until_ready(),
-            self.resource_quotas.wait_until_ready(),
-            self.limit_ranges.wait_until_ready(),
-            self.role_bindings.wait_until_ready(),
-            self.ingresses.wait_until_ready(),
-            self.deployments.wait_until_ready(),
-            self.stateful_sets.wait_until_ready(),
-            self.jobs.wait_until_ready(),
-            self.pods.wait_until_ready(),
+            self.secrets.store.wait_until_ready(),
+            self.services.store.wait_until_ready(),
+            self.network_policies.store.wait_until_ready(),
+            self.resource_quotas.store.wait_until_ready(),
+            self.limit_ranges.store.wait_until_ready(),
+            self.role_bindings.store.wait_until_ready(),
+            self.ingresses.store.wait_until_ready(),
+            self.deployments.store.wait_until_ready(),
+            self.stateful_sets.store.wait_until_ready(),
+            self.jobs.store.wait_until_ready(),
+            self.pods.store.wait_until_ready(),
             self.profiles.wait_until_ready(),
         );
         for store in self.referenced_secrets.values() {
@@ -565,7 +582,7 @@ impl Caches {
     }
 
     pub fn secret(&self, namespace: &str, name: &str) -> Option<Secret> {
-        get(&self.secrets, Some(namespace), name).map(|s| (*s).clone())
+        get(&self.secrets.store, Some(namespace), name).map(|s| (*s).clone())
     }
 
     /// A Secret of an allowed namespace; `None` when it does not exist (or
@@ -580,16 +597,20 @@ impl Caches {
         let ns = Some(namespace);
         match kind {
             "Namespace" => get(&self.namespaces, None, name).map(|o| o.metadata.clone()),
-            "Secret" => get(&self.secrets, ns, name).map(|o| o.metadata.clone()),
-            "Service" => get(&self.services, ns, name).map(|o| o.metadata.clone()),
-            "NetworkPolicy" => get(&self.network_policies, ns, name).map(|o| o.metadata.clone()),
-            "ResourceQuota" => get(&self.resource_quotas, ns, name).map(|o| o.metadata.clone()),
-            "LimitRange" => get(&self.limit_ranges, ns, name).map(|o| o.metadata.clone()),
-            "RoleBinding" => get(&self.role_bindings, ns, name).map(|o| o.metadata.clone()),
-            "Ingress" => get(&self.ingresses, ns, name).map(|o| o.metadata.clone()),
-            "Deployment" => get(&self.deployments, ns, name).map(|o| o.metadata.clone()),
-            "StatefulSet" => get(&self.stateful_sets, ns, name).map(|o| o.metadata.clone()),
-            "Job" => get(&self.jobs, ns, name).map(|o| o.metadata.clone()),
+            "Secret" => get(&self.secrets.store, ns, name).map(|o| o.metadata.clone()),
+            "Service" => get(&self.services.store, ns, name).map(|o| o.metadata.clone()),
+            "NetworkPolicy" => {
+                get(&self.network_policies.store, ns, name).map(|o| o.metadata.clone())
+            }
+            "ResourceQuota" => {
+                get(&self.resource_quotas.store, ns, name).map(|o| o.metadata.clone())
+            }
+            "LimitRange" => get(&self.limit_ranges.store, ns, name).map(|o| o.metadata.clone()),
+            "RoleBinding" => get(&self.role_bindings.store, ns, name).map(|o| o.metadata.clone()),
+            "Ingress" => get(&self.ingresses.store, ns, name).map(|o| o.metadata.clone()),
+            "Deployment" => get(&self.deployments.store, ns, name).map(|o| o.metadata.clone()),
+            "StatefulSet" => get(&self.stateful_sets.store, ns, name).map(|o| o.metadata.clone()),
+            "Job" => get(&self.jobs.store, ns, name).map(|o| o.metadata.clone()),
             _ => None,
         }
     }
@@ -695,8 +716,9 @@ impl Caches {
 
     /// Waits (briefly) until the stores show the objects just applied, so
     /// that what the pass observes next is what it applied and their watch
-    /// events, coming in later, change nothing it saw.
-    pub async fn catch_up(&self, applied: &[(&str, &str, &str)]) {
+    /// events, coming in later, change nothing it saw. Returns how long it
+    /// waited.
+    pub async fn catch_up(&self, applied: &[(&str, &str, &str)]) -> std::time::Duration {
         const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
         let keys: Vec<ChildKey> = applied
             .iter()
@@ -705,11 +727,20 @@ impl Caches {
         let started = std::time::Instant::now();
         while !keys.iter().all(|key| self.shows_applied(key)) {
             if started.elapsed() > PATIENCE {
-                tracing::debug!("the stores did not show every applied object in time");
-                return;
+                let behind: Vec<String> = keys
+                    .iter()
+                    .filter(|key| !self.shows_applied(key))
+                    .map(|(kind, ns, name)| format!("{kind} {ns}/{name}"))
+                    .collect();
+                tracing::info!(
+                    ?behind,
+                    "the stores did not show every applied object in time"
+                );
+                return started.elapsed();
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        started.elapsed()
     }
 
     /// Records what a pass of `installation` observed.
@@ -791,14 +822,12 @@ impl Caches {
             return Observed::nothing(ns_state);
         }
         let ns = Some(namespace);
-        let pods: Vec<std::sync::Arc<Pod>> = self
+        let pods: Vec<Arc<Pod>> = self
             .pods
-            .state()
+            .in_namespace(namespace)
             .into_iter()
             .filter(|p| {
-                p.metadata.namespace.as_deref() == ns
-                    && p.labels().get(labels::INSTALLATION).map(String::as_str)
-                        == Some(installation)
+                p.labels().get(labels::INSTALLATION).map(String::as_str) == Some(installation)
             })
             .collect();
         let seed_failure = pods
@@ -807,17 +836,18 @@ impl Caches {
             .find_map(|p| observe::pod_failure(p));
         Observed {
             namespace: ns_state,
-            app: get(&self.deployments, ns, app::NAME).map(|d| observe::deployment_state(&d)),
-            database: get(&self.stateful_sets, ns, database::NAME)
+            app: get(&self.deployments.store, ns, app::NAME).map(|d| observe::deployment_state(&d)),
+            database: get(&self.stateful_sets.store, ns, database::NAME)
                 .map(|s| observe::stateful_set_state(&s)),
-            filestore: get(&self.deployments, ns, filestore::NAME)
+            filestore: get(&self.deployments.store, ns, filestore::NAME)
                 .map(|d| observe::deployment_state(&d)),
-            bucket_job: get(&self.jobs, ns, filestore::BUCKET_JOB).map(|j| observe::job_state(&j)),
-            seed_job: get(&self.jobs, ns, seed::NAME).map(|j| observe::JobState {
+            bucket_job: get(&self.jobs.store, ns, filestore::BUCKET_JOB)
+                .map(|j| observe::job_state(&j)),
+            seed_job: get(&self.jobs.store, ns, seed::NAME).map(|j| observe::JobState {
                 last_failure: seed_failure,
                 ..observe::job_state(&j)
             }),
-            ingress: get(&self.ingresses, ns, ingress::NAME).is_some(),
+            ingress: get(&self.ingresses.store, ns, ingress::NAME).is_some(),
             problems: pods.iter().flat_map(|p| observe::pod_problems(p)).collect(),
         }
     }

@@ -2,7 +2,7 @@
 //! what this process last applied or that changed since (as the stores show
 //! them), and prune from the stores instead of listing every kind.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, time::Duration};
 
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
 use kube::{
@@ -19,15 +19,16 @@ use super::{
 use crate::api::labels;
 
 /// Applies the namespace unless the store shows it as last applied.
+/// Returns how long it waited for the store to show it.
 pub async fn apply_namespace(
     client: &Client,
     caches: &Caches,
     namespace: &Namespace,
-) -> Result<()> {
+) -> Result<Duration> {
     let name = namespace.name_any();
     let desired = desired_hash(namespace);
     if caches.unchanged("Namespace", "", &name, desired) {
-        return Ok(());
+        return Ok(Duration::ZERO);
     }
     let api: Api<Namespace> = Api::all(client.clone());
     let applied = api
@@ -35,8 +36,7 @@ pub async fn apply_namespace(
         .await
         .request("apply", format!("Namespace {name}"))?;
     caches.record_applied("Namespace", &applied.metadata, desired);
-    caches.catch_up(&[("Namespace", "", &name)]).await;
-    Ok(())
+    Ok(caches.catch_up(&[("Namespace", "", &name)]).await)
 }
 
 /// What `apply_changed` did: the objects applied (with their UIDs as the API
@@ -46,6 +46,8 @@ pub struct Changes {
     pub applied: Applied,
     /// How many objects were actually sent to the API server.
     pub sent: usize,
+    /// How long the pass waited for the stores to show what it sent.
+    pub store_wait: Duration,
 }
 
 /// Applies, in order, each object that is missing, changed by someone else
@@ -61,6 +63,7 @@ pub async fn apply_changed(
     let mut changes = Changes {
         applied: Applied::default(),
         sent: 0,
+        store_wait: Duration::ZERO,
     };
     for desired in objects {
         let key = format!("{}/{}", desired.kind(), desired.name());
@@ -116,7 +119,7 @@ pub async fn apply_changed(
             })
             .map(|o| (o.kind(), namespace, o.name()))
             .collect();
-        caches.catch_up(&applied).await;
+        changes.store_wait = caches.catch_up(&applied).await;
     }
     Ok(changes)
 }
@@ -128,15 +131,16 @@ fn recreatable(kind: &str) -> bool {
 
 /// Deletes the installation's labelled objects that the stores show and
 /// that are not desired any more. Claims of the database (not watched) are
-/// listed only when `changed`: they outlive their StatefulSet, which a
-/// change of storage replaces.
+/// listed only when `list_claims` (the pass changed something in a namespace
+/// that existed before it): they outlive their StatefulSet, which a change
+/// of storage replaces.
 pub async fn prune(
     client: &Client,
     caches: &Caches,
     namespace: &str,
     installation: &str,
     desired: &[DesiredObject],
-    changed: bool,
+    list_claims: bool,
 ) -> Result<Pruned> {
     let wanted = wanted(desired);
     let mut pruned = Pruned::default();
@@ -146,7 +150,7 @@ pub async fn prune(
         .filter(|(_, meta)| meta.deletion_timestamp.is_none())
         .map(|(kind, meta)| (kind.to_string(), meta.name.unwrap_or_default()))
         .collect();
-    if changed {
+    if list_claims {
         let selector = format!(
             "{}={installation},{}={}",
             labels::INSTALLATION,

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub applying_reconciles: Counter,
     pub failures: Family<ErrorLabels, Counter>,
     pub duration: Histogram,
+    /// Time a pass that wrote children waited for the stores to show them.
+    pub store_wait: Histogram,
     pub installations: Family<PhaseLabels, Gauge>,
     pub time_to_ready: Histogram,
     /// Installations (by uid) already counted in `time_to_ready`: a stale
@@ -58,6 +60,7 @@ impl Metrics {
             applying_reconciles: Counter::default(),
             failures: Family::default(),
             duration: Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            store_wait: Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0]),
             installations: Family::default(),
             time_to_ready: Histogram::new([
                 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
@@ -87,6 +90,11 @@ impl Metrics {
             "reconcile_duration_seconds",
             "Time one reconcile pass took",
             metrics.duration.clone(),
+        );
+        r.register(
+            "store_wait_seconds",
+            "Time a pass that wrote children waited for the watches to bring its own writes into the stores",
+            metrics.store_wait.clone(),
         );
         r.register(
             "installations",

@@ -16,6 +16,7 @@ pub mod leader;
 pub mod lifecycle;
 pub mod links;
 pub mod metrics;
+pub mod namespace_index;
 pub mod observe;
 pub mod plan;
 pub mod predicates;

@@ -277,7 +277,10 @@ async fn pass(
     ctx.caches.record_observed(&name, &before);
     // The Namespace watch wakes the installation when a namespace it waits
     // for goes away; the requeue is only a safety net.
-    match ctx.caches.namespace_state(&plan.namespace, &uid) {
+    let namespace_state = ctx.caches.namespace_state(&plan.namespace, &uid);
+    // Nothing of this installation can be in a namespace this pass creates.
+    let namespace_is_new = namespace_state == NamespaceState::Absent;
+    match namespace_state {
         NamespaceState::Terminating => {
             let message = format!(
                 "waiting for namespace {} of an earlier installation named {name} to be deleted",
@@ -349,7 +352,6 @@ async fn pass(
     let app_version = stage.app_version(&plan.version).to_string();
     let input = BuildInput {
         plan: &plan,
-        owner: owner_reference(installation),
         generated: &generated,
         external: &external,
         app_version: &app_version,
@@ -366,14 +368,17 @@ async fn pass(
         }
     };
 
-    changes::apply_namespace(
+    let namespace_wait = changes::apply_namespace(
         &ctx.client,
         &ctx.caches,
-        &build::namespace::namespace(&plan, input.owner.clone()),
+        &build::namespace::namespace(&plan, owner_reference(installation)),
     )
     .await?;
-    let changes::Changes { applied, sent } =
-        changes::apply_changed(&ctx.client, &ctx.caches, &plan.namespace, &children).await?;
+    let changes::Changes {
+        applied,
+        sent,
+        store_wait,
+    } = changes::apply_changed(&ctx.client, &ctx.caches, &plan.namespace, &children).await?;
     // A generated Secret that had to be created again (missing when read,
     // or deleted between the read and the apply) is announced.
     for (secret, read_uid) in read_uids.iter().filter(|_| created) {
@@ -426,6 +431,9 @@ async fn pass(
     }
     if sent > 0 {
         ctx.metrics.applying_reconciles.inc();
+        ctx.metrics
+            .store_wait
+            .observe((namespace_wait + store_wait).as_secs_f64());
     }
     let changed = sent > 0 || !applied.recreated.is_empty();
     let pruned = changes::prune(
@@ -434,7 +442,7 @@ async fn pass(
         &plan.namespace,
         &name,
         &children,
-        changed,
+        changed && !namespace_is_new,
     )
     .await?;
     if !pruned.deleted.is_empty() {
@@ -798,10 +806,12 @@ async fn read_generated_secrets(
     ] {
         let secret = match ctx.caches.secret(namespace, name) {
             Some(secret) => Some(secret),
-            None if ctx.caches.was_applied("Secret", namespace, name) => api
-                .get_opt(name)
-                .await
-                .request("read", format!("Secret {namespace}/{name}"))?,
+            None if ctx.caches.was_applied("Secret", namespace, name) => {
+                tracing::debug!(%namespace, name, "a generated Secret applied earlier is not in the store yet; reading it");
+                api.get_opt(name)
+                    .await
+                    .request("read", format!("Secret {namespace}/{name}"))?
+            }
             None => None,
         };
         found.push(secret);

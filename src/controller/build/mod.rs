@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{
     NamespaceResourceScope,
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::{
     Resource,
@@ -34,8 +34,6 @@ pub use secrets::{ExternalSecrets, GeneratedSecrets};
 #[derive(Clone, Debug)]
 pub struct BuildInput<'a> {
     pub plan: &'a Plan,
-    /// ownerReference to the TestInstallation, put on every object.
-    pub owner: OwnerReference,
     pub generated: &'a GeneratedSecrets,
     pub external: &'a ExternalSecrets,
     /// The version the app runs in this pass (differs from `plan.version`
@@ -151,7 +149,6 @@ pub fn meta(input: &BuildInput, name: &str, component: &str) -> ObjectMeta {
         name: Some(name.to_string()),
         namespace: Some(input.plan.namespace.clone()),
         labels: Some(labels(input.plan, component)),
-        owner_references: Some(vec![input.owner.clone()]),
         ..Default::default()
     }
 }
@@ -174,6 +171,7 @@ pub fn content_hash<'a>(parts: impl IntoIterator<Item = (&'a str, &'a [u8])>) ->
 pub(crate) mod test_support {
     use super::*;
     use crate::controller::{config::ControllerConfig, plan};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     pub fn owner() -> OwnerReference {
         OwnerReference {
@@ -205,7 +203,6 @@ pub(crate) mod test_support {
     ) -> BuildInput<'a> {
         BuildInput {
             plan,
-            owner: owner(),
             generated,
             external,
             app_version: &plan.version,
