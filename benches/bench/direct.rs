@@ -90,10 +90,7 @@ pub fn build_installation(
         .map(|d| (d.kind().to_string(), d.name().to_string()))
         .collect();
     let resources = desired.iter().map(|d| d.resource.clone()).collect();
-    let children = desired
-        .into_iter()
-        .map(|d| d.object)
-        .collect();
+    let children = desired.into_iter().map(|d| d.object).collect();
     Installation {
         namespace,
         children,

@@ -16,10 +16,7 @@ pub mod template;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::{
-    NamespaceResourceScope,
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
-};
+use k8s_openapi::{NamespaceResourceScope, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use kube::{
     Resource,
     api::{ApiResource, DynamicObject},
