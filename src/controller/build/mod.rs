@@ -221,3 +221,31 @@ pub(crate) mod test_support {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{generated, input, plan_with};
+    use super::*;
+    use crate::controller::plan::tests::profile;
+
+    #[test]
+    fn children_are_labelled_and_owned_only_through_their_namespace() {
+        let plan = plan_with(Default::default(), profile());
+        let (generated, external) = (generated(), ExternalSecrets::default());
+        let children = children(&input(&plan, &generated, &external)).unwrap();
+        assert!(children.len() > 10, "{} children", children.len());
+        for child in &children {
+            let what = format!("{} {}", child.kind(), child.name());
+            let meta = &child.object.metadata;
+            assert_eq!(meta.namespace.as_deref(), Some("ti-demo"), "{what}");
+            assert_eq!(
+                meta.labels.as_ref().unwrap()[labels::INSTALLATION],
+                "demo",
+                "{what}"
+            );
+            // The garbage collector would look up the installation for
+            // every child it meets before the installation itself.
+            assert!(meta.owner_references.is_none(), "{what}");
+        }
+    }
+}
