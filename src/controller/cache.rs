@@ -104,9 +104,30 @@ fn children_config() -> watcher::Config {
         .any_semantic()
 }
 
-/// A store of `K` fed by `events` (with its index, fed first), and the
-/// stream of touched objects (deletions included) that triggers passes.
+/// A store of `K` fed by `events`, and the stream of touched objects
+/// (deletions included) that triggers passes.
 fn reflect<K>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource + Clone + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Default,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        events.backoff(super::trigger_backoff::TriggerBackoff::default()),
+    )
+    .touched_objects();
+    (reader, stream)
+}
+
+/// `reflect` for a kind that lives in the installations' namespaces, with
+/// its index by namespace (fed before the store).
+fn reflect_indexed<K>(
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 ) -> (
     IndexedStore<K>,
@@ -116,23 +137,10 @@ where
     K: Resource + Clone + Debug + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone + Default,
 {
-    let (reader, writer) = reflector::store();
     let index = NamespaceIndex::default();
     let feed = index.clone();
-    let stream = reflector::reflector(
-        writer,
-        events
-            .inspect_ok(move |event| feed.apply(event))
-            .backoff(super::trigger_backoff::TriggerBackoff::default()),
-    )
-    .touched_objects();
-    (
-        IndexedStore {
-            store: reader,
-            index,
-        },
-        stream,
-    )
+    let (store, stream) = reflect(events.inspect_ok(move |event| feed.apply(event)));
+    (IndexedStore { store, index }, stream)
 }
 
 fn full<K>(
@@ -146,7 +154,7 @@ fn full<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    reflect(watcher(Api::<K>::all(client.clone()), config).modify(trim))
+    reflect_indexed(watcher(Api::<K>::all(client.clone()), config).modify(trim))
 }
 
 fn metadata<K>(
@@ -159,7 +167,9 @@ fn metadata<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    reflect(watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config).modify(trim_meta))
+    reflect_indexed(
+        watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config).modify(trim_meta),
+    )
 }
 
 pub fn without_managed_fields<K: Resource>(object: &mut K) {
@@ -262,12 +272,13 @@ pub fn watch_all(
 ) -> (Controller<Guarded>, Arc<Caches>) {
     // Every namespace, not only labelled ones: a pass must see a namespace
     // of the same name that is not its own.
-    let (
-        IndexedStore {
-            store: namespaces, ..
-        },
-        namespace_events,
-    ) = metadata::<Namespace>(client, watcher::Config::default().any_semantic());
+    let (namespaces, namespace_events) = reflect(
+        watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        )
+        .modify(trim_meta),
+    );
     // A deletion waits in the urgent lane for its namespace to go away.
     let namespace_events =
         namespace_events.inspect_ok(move |ns| urgent.namespace_seen(&ns.name_any()));
@@ -289,15 +300,12 @@ pub fn watch_all(
         .labels(labels::INSTALLATION)
         .any_semantic();
     let (pods, pod_events) = full::<Pod>(client, pod_config, trim_pod);
-    let (
-        IndexedStore {
-            store: profiles, ..
-        },
-        profile_events,
-    ) = full::<InstallationProfile>(
-        client,
-        watcher::Config::default().any_semantic(),
-        without_managed_fields,
+    let (profiles, profile_events) = reflect(
+        watcher(
+            Api::<InstallationProfile>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        )
+        .modify(without_managed_fields),
     );
 
     let mut controller = controller;
@@ -582,7 +590,7 @@ impl Caches {
     }
 
     pub fn secret(&self, namespace: &str, name: &str) -> Option<Secret> {
-        get(&self.secrets.store, Some(namespace), name).map(|s| (*s).clone())
+        self.secrets.get(namespace, name).map(|s| (*s).clone())
     }
 
     /// A Secret of an allowed namespace; `None` when it does not exist (or
@@ -594,23 +602,18 @@ impl Caches {
 
     /// Metadata of one child, from the store of its kind.
     pub fn child(&self, kind: &str, namespace: &str, name: &str) -> Option<ObjectMeta> {
-        let ns = Some(namespace);
         match kind {
             "Namespace" => get(&self.namespaces, None, name).map(|o| o.metadata.clone()),
-            "Secret" => get(&self.secrets.store, ns, name).map(|o| o.metadata.clone()),
-            "Service" => get(&self.services.store, ns, name).map(|o| o.metadata.clone()),
-            "NetworkPolicy" => {
-                get(&self.network_policies.store, ns, name).map(|o| o.metadata.clone())
-            }
-            "ResourceQuota" => {
-                get(&self.resource_quotas.store, ns, name).map(|o| o.metadata.clone())
-            }
-            "LimitRange" => get(&self.limit_ranges.store, ns, name).map(|o| o.metadata.clone()),
-            "RoleBinding" => get(&self.role_bindings.store, ns, name).map(|o| o.metadata.clone()),
-            "Ingress" => get(&self.ingresses.store, ns, name).map(|o| o.metadata.clone()),
-            "Deployment" => get(&self.deployments.store, ns, name).map(|o| o.metadata.clone()),
-            "StatefulSet" => get(&self.stateful_sets.store, ns, name).map(|o| o.metadata.clone()),
-            "Job" => get(&self.jobs.store, ns, name).map(|o| o.metadata.clone()),
+            "Secret" => self.secrets.meta(namespace, name),
+            "Service" => self.services.meta(namespace, name),
+            "NetworkPolicy" => self.network_policies.meta(namespace, name),
+            "ResourceQuota" => self.resource_quotas.meta(namespace, name),
+            "LimitRange" => self.limit_ranges.meta(namespace, name),
+            "RoleBinding" => self.role_bindings.meta(namespace, name),
+            "Ingress" => self.ingresses.meta(namespace, name),
+            "Deployment" => self.deployments.meta(namespace, name),
+            "StatefulSet" => self.stateful_sets.meta(namespace, name),
+            "Job" => self.jobs.meta(namespace, name),
             _ => None,
         }
     }
@@ -821,7 +824,6 @@ impl Caches {
         if ns_state != NamespaceState::Ours {
             return Observed::nothing(ns_state);
         }
-        let ns = Some(namespace);
         let pods: Vec<Arc<Pod>> = self
             .pods
             .in_namespace(namespace)
@@ -836,18 +838,30 @@ impl Caches {
             .find_map(|p| observe::pod_failure(p));
         Observed {
             namespace: ns_state,
-            app: get(&self.deployments.store, ns, app::NAME).map(|d| observe::deployment_state(&d)),
-            database: get(&self.stateful_sets.store, ns, database::NAME)
-                .map(|s| observe::stateful_set_state(&s)),
-            filestore: get(&self.deployments.store, ns, filestore::NAME)
+            app: self
+                .deployments
+                .get(namespace, app::NAME)
                 .map(|d| observe::deployment_state(&d)),
-            bucket_job: get(&self.jobs.store, ns, filestore::BUCKET_JOB)
+            database: self
+                .stateful_sets
+                .get(namespace, database::NAME)
+                .map(|s| observe::stateful_set_state(&s)),
+            filestore: self
+                .deployments
+                .get(namespace, filestore::NAME)
+                .map(|d| observe::deployment_state(&d)),
+            bucket_job: self
+                .jobs
+                .get(namespace, filestore::BUCKET_JOB)
                 .map(|j| observe::job_state(&j)),
-            seed_job: get(&self.jobs.store, ns, seed::NAME).map(|j| observe::JobState {
-                last_failure: seed_failure,
-                ..observe::job_state(&j)
-            }),
-            ingress: get(&self.ingresses.store, ns, ingress::NAME).is_some(),
+            seed_job: self
+                .jobs
+                .get(namespace, seed::NAME)
+                .map(|j| observe::JobState {
+                    last_failure: seed_failure,
+                    ..observe::job_state(&j)
+                }),
+            ingress: self.ingresses.get(namespace, ingress::NAME).is_some(),
             problems: pods.iter().flat_map(|p| observe::pod_problems(p)).collect(),
         }
     }

@@ -6,11 +6,11 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
+    hash::Hash,
     sync::{Arc, RwLock},
 };
 
-use std::hash::Hash;
-
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{
     Resource, ResourceExt,
     runtime::{reflector::ObjectRef, reflector::Store, watcher},
@@ -86,6 +86,11 @@ where
         self.store.get(&ObjectRef::new(name).within(namespace))
     }
 
+    /// The metadata of the object `name` in `namespace`.
+    pub fn meta(&self, namespace: &str, name: &str) -> Option<ObjectMeta> {
+        self.get(namespace, name).map(|o| o.meta().clone())
+    }
+
     /// Every stored object in `namespace`.
     pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
         self.index
@@ -111,7 +116,6 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::ConfigMap;
-    use kube::api::ObjectMeta;
     use watcher::Event;
 
     fn object(namespace: &str, name: &str) -> ConfigMap {
