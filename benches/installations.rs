@@ -190,6 +190,7 @@ async fn ephemera_run(
     );
     let api: Api<TestInstallation> = Api::all(client.clone());
     let names: Vec<String> = (0..settings.n).map(|i| format!("{run}-e{i}")).collect();
+    let memory = controller.watch_memory("creating");
     let before = apiserver::scrape(client).await;
     let passes_before = controller.reconciles().await.unwrap_or(0.0);
     let applying_before = controller.applying_reconciles().await.unwrap_or(0.0);
@@ -242,6 +243,7 @@ async fn ephemera_run(
         ),
     );
 
+    memory.phase("idle");
     let idle_started = k8s_openapi::jiff::Timestamp::now();
     tokio::time::sleep(settings.idle).await;
     let idle_end = apiserver::scrape(client).await;
@@ -255,6 +257,7 @@ async fn ephemera_run(
     let idle = after.until(&idle_end).outside_housekeeping();
 
     step(clock, "ephemera: deleting every installation");
+    memory.phase("deleting");
     let deleting = Instant::now();
     futures::stream::iter(&names)
         .map(|name| {
@@ -272,6 +275,8 @@ async fn ephemera_run(
     let passes_deleted = controller.reconciles().await.unwrap_or(0.0);
     let peak_rss = controller.peak_rss_mib();
     let cpu = controller.cpu_seconds();
+    let memory_by_phase = memory.peaks();
+    drop(memory);
     controller.stop().await;
     step(
         clock,
@@ -296,6 +301,7 @@ async fn ephemera_run(
         ready_observations,
     )
     .with_idle_events(idle_events)
+    .with_memory(memory_by_phase)
     .with_applying_passes((applying_ready - applying_before) / n)
     .with_pass_seconds(
         (seconds_ready.0 - seconds_before.0) / (passes_ready - passes_before).max(1.0),

@@ -4,6 +4,7 @@
 //! `cli` for its subcommands.
 
 pub mod adapters;
+pub mod allocator;
 pub mod api;
 pub mod cli;
 pub mod controller;

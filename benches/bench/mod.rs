@@ -2,6 +2,7 @@
 
 pub mod apiserver;
 pub mod direct;
+pub mod memory;
 pub mod plane;
 pub mod process;
 pub mod report;

@@ -88,6 +88,11 @@ impl Controller {
             .and_then(|v| v.trim().parse().ok())
     }
 
+    /// Samples its memory every second from now on (see `memory`).
+    pub fn watch_memory(&self, phase: &'static str) -> super::memory::MemoryWatch {
+        super::memory::MemoryWatch::start(self.child.id(), self.port, phase)
+    }
+
     /// Peak resident memory in MiB (VmHWM).
     pub fn peak_rss_mib(&self) -> f64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))

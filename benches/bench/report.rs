@@ -95,6 +95,10 @@ pub struct ControllerFigures {
     /// writes into the stores (part of `mean_pass_s`).
     pub mean_store_wait_s: f64,
     pub peak_rss_mib: f64,
+    /// Peaks of resident memory and of jemalloc's heap (live and held),
+    /// sampled every second, by phase of the run (creating until all were
+    /// Ready, idle, deleting).
+    pub memory_by_phase: BTreeMap<String, super::memory::Peaks>,
     pub cpu_seconds: f64,
     /// Over the idle window after all were Ready: write requests and all
     /// requests other than the cluster's own housekeeping (pods, nodes,
@@ -164,6 +168,7 @@ impl Run {
             mean_pass_s: 0.0,
             mean_store_wait_s: 0.0,
             peak_rss_mib,
+            memory_by_phase: BTreeMap::new(),
             cpu_seconds,
             idle_writes,
             idle_requests: idle.total(),
@@ -179,6 +184,13 @@ impl Run {
     pub fn with_idle_events(mut self, by_reporter: BTreeMap<String, f64>) -> Self {
         if let Some(controller) = &mut self.controller {
             controller.idle_events_by_reporter = by_reporter;
+        }
+        self
+    }
+
+    pub fn with_memory(mut self, by_phase: BTreeMap<String, super::memory::Peaks>) -> Self {
+        if let Some(controller) = &mut self.controller {
+            controller.memory_by_phase = by_phase;
         }
         self
     }
@@ -281,6 +293,21 @@ impl Figures {
         row(
             "controller peak RSS / CPU time",
             format!("{:.0} MiB / {:.1} s", c.peak_rss_mib, c.cpu_seconds),
+            "–".into(),
+        );
+        row(
+            "controller memory peaks by phase: RSS / live heap / heap held by the allocator",
+            ["creating", "idle", "deleting"]
+                .iter()
+                .filter_map(|phase| {
+                    let p = c.memory_by_phase.get(*phase)?;
+                    Some(format!(
+                        "{phase} {:.0} / {:.0} / {:.0} MiB",
+                        p.rss_mib, p.heap_allocated_mib, p.heap_resident_mib
+                    ))
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
             "–".into(),
         );
         row(

@@ -71,6 +71,7 @@ impl Metrics {
             ready_counted: Arc::default(),
         };
         let r = registry.sub_registry_with_prefix("ephemera_controller");
+        crate::allocator::register(r);
         r.register(
             "reconciles",
             "Reconcile passes run",

@@ -35,6 +35,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn register(registry: &mut Registry) -> std::sync::Arc<Self> {
         let metrics = Self::default();
+        crate::allocator::register(registry.sub_registry_with_prefix("ephemera_chat"));
         registry.register(
             "ephemera_chat_commands",
             "Slash commands handled, by platform, command and outcome",

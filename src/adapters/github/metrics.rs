@@ -35,6 +35,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
+        crate::allocator::register(registry.sub_registry_with_prefix("ephemera_github"));
         registry.register(
             "ephemera_github_webhooks_received",
             "Webhook deliveries by event and outcome (accepted, duplicate, ignored, unauthorized, invalid, too_large, queue_full)",
