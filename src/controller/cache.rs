@@ -19,10 +19,7 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
         batch::v1::Job,
-        core::v1::{
-            Container, ContainerStatus, LimitRange, Namespace, Pod, PodSpec, PodStatus,
-            PodTemplateSpec, ResourceQuota, Secret, Service,
-        },
+        core::v1::{LimitRange, Namespace, Pod, ResourceQuota, Secret, Service},
         networking::v1::{Ingress, NetworkPolicy},
         rbac::v1::RoleBinding,
     },
@@ -44,9 +41,10 @@ use super::{
     build::{app, database, filestore, ingress, seed},
     config::ControllerConfig,
     namespace_index::{IndexedStore, NamespaceIndex},
-    observe::{self, NamespaceState, Observed},
+    observe::{self, JobState, NamespaceState, Observed, PodState, WorkloadState},
     plan,
     predicates::{AppliedState, ChildEvent, child_event_wakes},
+    summary::{self, Summary},
     urgent::Lane,
 };
 use crate::api::{InstallationProfile, TestInstallation, labels};
@@ -64,11 +62,10 @@ pub struct Caches {
     pub limit_ranges: IndexedStore<PartialObjectMeta<LimitRange>>,
     pub role_bindings: IndexedStore<PartialObjectMeta<RoleBinding>>,
     pub ingresses: IndexedStore<PartialObjectMeta<Ingress>>,
-    pub deployments: IndexedStore<Deployment>,
-    pub stateful_sets: IndexedStore<StatefulSet>,
-    pub jobs: IndexedStore<Job>,
-    /// Pods without their spec: only labels and status are read.
-    pub pods: IndexedStore<Pod>,
+    pub deployments: Summaries<Deployment, WorkloadState>,
+    pub stateful_sets: Summaries<StatefulSet, WorkloadState>,
+    pub jobs: Summaries<Job, JobState>,
+    pub pods: Summaries<Pod, PodState>,
     pub profiles: Store<InstallationProfile>,
     /// Secrets of `allowedSecretNamespaces`, by namespace.
     pub referenced_secrets: BTreeMap<String, Store<Secret>>,
@@ -176,88 +173,36 @@ pub fn without_managed_fields<K: Resource>(object: &mut K) {
     object.managed_fields_mut().clear();
 }
 
-/// What a pass reads of a pod template: each container's name and image
-/// (the version an installation runs). The rest (env, probes, volumes) is
-/// most of a workload's size and is never read from the store.
-fn trim_template(template: &mut PodTemplateSpec) {
-    let containers = template
-        .spec
-        .take()
-        .map(|spec| {
-            spec.containers
-                .into_iter()
-                .map(|c| Container {
-                    name: c.name,
-                    image: c.image,
-                    ..Default::default()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    *template = PodTemplateSpec {
-        metadata: None,
-        spec: Some(PodSpec {
-            containers,
-            ..Default::default()
-        }),
-    };
+/// A store of `K` kept as the state `S` a pass reads of each.
+pub type Summaries<K, S> = IndexedStore<Summary<K, S>>;
+
+/// Workloads, Jobs and pods are stored as the state a pass reads of them
+/// (see `summary`), with their metadata trimmed.
+fn summarized<K, S>(
+    client: &Client,
+    config: watcher::Config,
+    state: fn(&K) -> S,
+    trim: fn(&mut K),
+) -> (
+    Summaries<K, S>,
+    impl Stream<Item = Result<Summary<K, S>, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    S: Clone + Debug + Send + Sync + 'static,
+{
+    reflect_indexed(summary::summarize(
+        watcher(Api::<K>::all(client.clone()), config),
+        move |object| Summary::of(object, state, trim),
+    ))
 }
 
-fn trim_deployment(deployment: &mut Deployment) {
-    trim_meta(deployment);
-    if let Some(spec) = &mut deployment.spec {
-        trim_template(&mut spec.template);
-    }
-}
-
-fn trim_stateful_set(stateful_set: &mut StatefulSet) {
-    trim_meta(stateful_set);
-    if let Some(spec) = &mut stateful_set.spec {
-        trim_template(&mut spec.template);
-        spec.volume_claim_templates = None;
-    }
-}
-
-/// A Job's state is all in its status.
-fn trim_job(job: &mut Job) {
-    trim_meta(job);
-    if let Some(spec) = &mut job.spec {
-        spec.template = PodTemplateSpec::default();
-    }
-}
-
-/// What a pass reads of a pod (`observe::pod_problems`, `pod_failure`):
-/// its labels, phase, whether it cannot be scheduled, and each container's
-/// name, image and state. There are several pods to an installation, so the
-/// rest (spec, annotations, other conditions, IPs) is dropped.
-fn trim_pod(pod: &mut Pod) {
-    // None of a pod's managed fields is the controller's: clear them before
-    // `trim_meta` would digest any.
+/// A pod's metadata as stored: none of its managed fields or owners is the
+/// controller's (cleared before `trim_meta` would digest any).
+fn trim_pod_meta(pod: &mut Pod) {
     pod.managed_fields_mut().clear();
-    trim_meta(pod);
     pod.metadata.owner_references = None;
-    pod.spec = None;
-    pod.status = pod.status.take().map(|status| PodStatus {
-        phase: status.phase,
-        conditions: status.conditions.map(|conditions| {
-            conditions
-                .into_iter()
-                .filter(|c| c.type_ == "PodScheduled")
-                .collect()
-        }),
-        container_statuses: status.container_statuses.map(|statuses| {
-            statuses
-                .into_iter()
-                .map(|c| ContainerStatus {
-                    name: c.name,
-                    image: c.image,
-                    state: c.state,
-                    ..Default::default()
-                })
-                .collect()
-        }),
-        ..Default::default()
-    });
+    trim_meta(pod);
 }
 
 /// Starts a store for every kind a pass reads and wires each one's watch
@@ -291,15 +236,24 @@ pub fn watch_all(
     let (limit_ranges, limit_range_events) = metadata::<LimitRange>(client, children_config());
     let (role_bindings, role_binding_events) = metadata::<RoleBinding>(client, children_config());
     let (ingresses, ingress_events) = metadata::<Ingress>(client, children_config());
-    let (deployments, deployment_events) =
-        full::<Deployment>(client, children_config(), trim_deployment);
-    let (stateful_sets, stateful_set_events) =
-        full::<StatefulSet>(client, children_config(), trim_stateful_set);
-    let (jobs, job_events) = full::<Job>(client, children_config(), trim_job);
+    let (deployments, deployment_events) = summarized::<Deployment, _>(
+        client,
+        children_config(),
+        observe::deployment_state,
+        trim_meta,
+    );
+    let (stateful_sets, stateful_set_events) = summarized::<StatefulSet, _>(
+        client,
+        children_config(),
+        observe::stateful_set_state,
+        trim_meta,
+    );
+    let (jobs, job_events) =
+        summarized::<Job, _>(client, children_config(), observe::job_state, trim_meta);
     let pod_config = watcher::Config::default()
         .labels(labels::INSTALLATION)
         .any_semantic();
-    let (pods, pod_events) = full::<Pod>(client, pod_config, trim_pod);
+    let (pods, pod_events) = summarized(client, pod_config, observe::pod_state, trim_pod_meta);
     let (profiles, profile_events) = reflect(
         watcher(
             Api::<InstallationProfile>::all(client.clone()),
@@ -417,14 +371,22 @@ pub fn watch_all(
         .watches_stream(ingress_events, move |o: PartialObjectMeta<Ingress>| {
             ingress_of(o.metadata)
         })
-        .watches_stream(deployment_events, move |o: Deployment| {
-            deployment_of(o.metadata)
-        })
-        .watches_stream(stateful_set_events, move |o: StatefulSet| {
-            stateful_set_of(o.metadata)
-        })
-        .watches_stream(job_events, move |o: Job| job_of(o.metadata))
-        .watches_stream(pod_events, move |o: Pod| pod_of(o.metadata))
+        .watches_stream(
+            deployment_events.map_ok(Summary::into_partial),
+            move |o: PartialObjectMeta<Deployment>| deployment_of(o.metadata),
+        )
+        .watches_stream(
+            stateful_set_events.map_ok(Summary::into_partial),
+            move |o: PartialObjectMeta<StatefulSet>| stateful_set_of(o.metadata),
+        )
+        .watches_stream(
+            job_events.map_ok(Summary::into_partial),
+            move |o: PartialObjectMeta<Job>| job_of(o.metadata),
+        )
+        .watches_stream(
+            pod_events.map_ok(Summary::into_partial),
+            move |o: PartialObjectMeta<Pod>| pod_of(o.metadata),
+        )
         .watches_stream(profile_events, move |profile: InstallationProfile| {
             let name = profile.name_any();
             installations
@@ -453,6 +415,11 @@ where
         key = key.within(namespace);
     }
     store.get(&key)
+}
+
+/// The state a summary keeps.
+fn state<K, S: Clone>(summary: Arc<Summary<K, S>>) -> S {
+    summary.state.clone()
 }
 
 fn metas_in<K>(store: &IndexedStore<K>, namespace: &str, installation: &str) -> Vec<ObjectMeta>
@@ -824,7 +791,7 @@ impl Caches {
         if ns_state != NamespaceState::Ours {
             return Observed::nothing(ns_state);
         }
-        let pods: Vec<Arc<Pod>> = self
+        let pods: Vec<Arc<Summary<Pod, PodState>>> = self
             .pods
             .in_namespace(namespace)
             .into_iter()
@@ -835,34 +802,19 @@ impl Caches {
         let seed_failure = pods
             .iter()
             .filter(|p| p.labels().get(labels::COMPONENT).map(String::as_str) == Some(seed::NAME))
-            .find_map(|p| observe::pod_failure(p));
+            .find_map(|p| p.state.failure.clone());
         Observed {
             namespace: ns_state,
-            app: self
-                .deployments
-                .get(namespace, app::NAME)
-                .map(|d| observe::deployment_state(&d)),
-            database: self
-                .stateful_sets
-                .get(namespace, database::NAME)
-                .map(|s| observe::stateful_set_state(&s)),
-            filestore: self
-                .deployments
-                .get(namespace, filestore::NAME)
-                .map(|d| observe::deployment_state(&d)),
-            bucket_job: self
-                .jobs
-                .get(namespace, filestore::BUCKET_JOB)
-                .map(|j| observe::job_state(&j)),
-            seed_job: self
-                .jobs
-                .get(namespace, seed::NAME)
-                .map(|j| observe::JobState {
-                    last_failure: seed_failure,
-                    ..observe::job_state(&j)
-                }),
+            app: self.deployments.get(namespace, app::NAME).map(state),
+            database: self.stateful_sets.get(namespace, database::NAME).map(state),
+            filestore: self.deployments.get(namespace, filestore::NAME).map(state),
+            bucket_job: self.jobs.get(namespace, filestore::BUCKET_JOB).map(state),
+            seed_job: self.jobs.get(namespace, seed::NAME).map(|j| JobState {
+                last_failure: seed_failure,
+                ..j.state.clone()
+            }),
             ingress: self.ingresses.get(namespace, ingress::NAME).is_some(),
-            problems: pods.iter().flat_map(|p| observe::pod_problems(p)).collect(),
+            problems: pods.iter().flat_map(|p| p.state.problems.clone()).collect(),
         }
     }
 }
@@ -872,7 +824,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_trimmed_pod_shows_the_same_problems_and_failure() {
+    fn a_stored_pod_keeps_its_problems_failure_and_read_labels_only() {
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {
                 "name": "app-1", "namespace": "ti-a",
@@ -897,27 +849,26 @@ mod tests {
             }
         }))
         .unwrap();
-        let mut trimmed = pod.clone();
-        trim_pod(&mut trimmed);
-        assert_eq!(observe::pod_problems(&pod).len(), 2);
-        assert_eq!(observe::pod_problems(&trimmed), observe::pod_problems(&pod));
-        assert!(observe::pod_failure(&pod).is_some());
-        assert_eq!(observe::pod_failure(&trimmed), observe::pod_failure(&pod));
-        assert!(trimmed.spec.is_none() && trimmed.annotations().is_empty());
+        let stored = Summary::of(pod.clone(), observe::pod_state, trim_pod_meta);
+        assert_eq!(stored.state.problems.len(), 2);
+        assert_eq!(stored.state, observe::pod_state(&pod));
+        assert!(stored.state.failure.is_some());
+        assert!(stored.annotations().is_empty());
+        assert!(stored.metadata.owner_references.is_none());
         assert_eq!(
-            trimmed.labels().keys().collect::<Vec<_>>(),
+            stored.labels().keys().collect::<Vec<_>>(),
             [labels::COMPONENT, labels::INSTALLATION]
         );
-        let status = trimmed.status.unwrap();
-        assert_eq!(status.conditions.unwrap().len(), 1);
-        assert!(status.host_ip.is_none());
-        assert!(status.container_statuses.unwrap()[0].last_state.is_none());
     }
 
     #[test]
-    fn a_stored_workload_keeps_what_a_pass_reads_and_drops_the_rest() {
-        let mut deployment: Deployment = serde_json::from_value(serde_json::json!({
-            "metadata": { "name": "app", "generation": 3 },
+    fn a_stored_workload_keeps_its_rollout_state_and_trimmed_metadata() {
+        let deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "app", "generation": 3,
+                "annotations": { "deployment.kubernetes.io/revision": "1" },
+                "labels": { (labels::INSTALLATION): "a", "app.kubernetes.io/version": "1.2.3" }
+            },
             "spec": {
                 "replicas": 2, "progressDeadlineSeconds": 600, "selector": {},
                 "template": {
@@ -932,24 +883,18 @@ mod tests {
             "status": { "readyReplicas": 2 }
         }))
         .unwrap();
-        let before = observe::deployment_state(&deployment);
-        trim_deployment(&mut deployment);
-        assert_eq!(observe::deployment_state(&deployment), before);
-        let container = &deployment
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0];
+        let stored = Summary::of(deployment.clone(), observe::deployment_state, trim_meta);
+        assert_eq!(stored.state, observe::deployment_state(&deployment));
         assert_eq!(
-            container.image.as_deref(),
+            stored.state.image.as_deref(),
             Some("registry.example/app:1.2.3")
         );
-        assert!(container.env.is_none() && container.args.is_none());
-        assert!(deployment.spec.unwrap().template.metadata.is_none());
+        assert_eq!(stored.metadata.generation, Some(3));
+        assert!(stored.annotations().is_empty());
+        assert_eq!(
+            stored.labels().keys().collect::<Vec<_>>(),
+            [labels::INSTALLATION]
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod reconcile;
 pub mod runs;
 pub mod status;
 pub mod store_filled;
+pub mod summary;
 pub mod trigger_backoff;
 pub mod urgent;
 

@@ -274,6 +274,20 @@ pub fn job_state(job: &Job) -> JobState {
     }
 }
 
+/// What a pass reads of a pod: how it failed, and what in it needs a person.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodState {
+    pub failure: Option<String>,
+    pub problems: Vec<PodProblem>,
+}
+
+pub fn pod_state(pod: &Pod) -> PodState {
+    PodState {
+        failure: pod_failure(pod),
+        problems: pod_problems(pod),
+    }
+}
+
 /// How a failed pod's first container ended.
 pub fn pod_failure(pod: &Pod) -> Option<String> {
     let status = pod.status.as_ref()?;
