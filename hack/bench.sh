@@ -5,7 +5,9 @@
 # bench/results/latest.json and latest.md. Run it on an otherwise quiet
 # machine: the API server and the controller share its cores.
 # To profile the controller's heap: PROFILE=profiling (the release build with
-# its symbols) and BENCH_CONTROLLER_WRAPPER="heaptrack -o /tmp/controller".
+# its symbols), BENCH_CARGO_FLAGS=--no-default-features (glibc's allocator:
+# heaptrack does not see jemalloc) and
+# BENCH_CONTROLLER_WRAPPER="heaptrack -o /tmp/controller".
 set -euo pipefail
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,7 +28,8 @@ export BENCH_INSTALLATIONS=${N:-100}
 export BENCH_IDLE_SECONDS=${IDLE:-60}
 if [[ -n ${CONCURRENCY:-} ]]; then export BENCH_CONCURRENCY=$CONCURRENCY; fi
 PROFILE=${PROFILE:-bench}
+read -r -a cargo_flags <<<"${BENCH_CARGO_FLAGS:-}"
 run_step "building the benchmark ($PROFILE profile; first time: several minutes)" "$LOG_DIR/build-bench.log" \
-	cargo bench --locked --profile "$PROFILE" --bench installations --no-run
+	cargo bench --locked --profile "$PROFILE" "${cargo_flags[@]}" --bench installations --no-run
 log "measuring $BENCH_INSTALLATIONS installations (ephemera, then the direct floor)"
-cargo bench --locked --profile "$PROFILE" --bench installations
+cargo bench --locked --profile "$PROFILE" "${cargo_flags[@]}" --bench installations
