@@ -8,5 +8,6 @@ pub mod allocator;
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod events;
 pub mod http_server;
 pub mod telemetry;

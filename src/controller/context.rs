@@ -11,10 +11,7 @@ use futures::channel::mpsc::UnboundedSender;
 use kube::{
     Client, ResourceExt,
     core::DeserializeGuard,
-    runtime::{
-        events::{Recorder, Reporter},
-        reflector::{ObjectRef, Store},
-    },
+    runtime::reflector::{ObjectRef, Store},
 };
 
 use super::{
@@ -24,7 +21,10 @@ use super::{
     metrics::Metrics,
     urgent::Lane,
 };
-use crate::api::TestInstallation;
+use crate::{
+    api::TestInstallation,
+    events::{Recorder, Reporter},
+};
 
 pub struct Context {
     pub client: Client,

@@ -14,10 +14,7 @@ use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
     core::DeserializeGuard,
-    runtime::{
-        controller::Action,
-        events::{Event, EventType},
-    },
+    runtime::controller::Action,
 };
 
 use super::{
@@ -38,9 +35,12 @@ use super::{
     plan::{self, Plan},
     status::{self, Situation},
 };
-use crate::api::{
-    DatabaseEngine, FilestoreType, InstallationProfile, Phase, TestInstallation,
-    TestInstallationStatus, credentials,
+use crate::{
+    api::{
+        DatabaseEngine, FilestoreType, InstallationProfile, Phase, TestInstallation,
+        TestInstallationStatus, credentials,
+    },
+    events::{Event, EventType},
 };
 
 /// Finalizer that keeps a TestInstallation until its namespace is gone, so a

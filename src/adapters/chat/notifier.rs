@@ -19,11 +19,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
-use kube::{
-    Api, Client, Resource, ResourceExt,
-    api::PatchParams,
-    runtime::events::{Event, EventType, Recorder, Reporter},
-};
+use kube::{Api, Client, Resource, ResourceExt, api::PatchParams};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
@@ -43,6 +39,7 @@ use crate::{
         notify::{recalled, remember_with},
     },
     api::{Phase, TestInstallation, credentials::Credentials, labels},
+    events::{Event, EventType, Recorder, Reporter},
 };
 
 /// The longest wait between attempts to tell a deletion.

@@ -14,10 +14,12 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, ListParams},
-    runtime::events::{Event, EventType, Recorder},
 };
 
-use crate::api::{TestInstallation, labels};
+use crate::{
+    api::{TestInstallation, labels},
+    events::{Event, EventType, Recorder},
+};
 
 /// What the sweep makes of one labelled namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]

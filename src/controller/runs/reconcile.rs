@@ -21,7 +21,6 @@ use kube::{
     core::DeserializeGuard,
     runtime::{
         controller::Action,
-        events::{Event, EventType},
         reflector::{ObjectRef, Store},
     },
 };
@@ -43,6 +42,7 @@ use crate::controller::{
     metrics::RunLabels,
     plan,
 };
+use crate::events::{Event, EventType};
 
 /// The field manager of what the run controller writes.
 pub const FIELD_MANAGER: &str = "ephemera-runs";
