@@ -37,6 +37,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 
 use super::{
+    applied::{Applied, AppliedMemory},
     apply::FIELD_MANAGER,
     build::{app, database, filestore, ingress, seed},
     config::ControllerConfig,
@@ -70,7 +71,7 @@ pub struct Caches {
     /// Secrets of `allowedSecretNamespaces`, by namespace.
     pub referenced_secrets: BTreeMap<String, Store<Secret>>,
     /// What this process last applied, to skip applies that change nothing.
-    applied: Mutex<HashMap<ChildKey, Applied>>,
+    applied: AppliedMemory,
     /// What the last pass of each installation observed: a child's event
     /// that leaves this unchanged runs no pass.
     observed: Mutex<HashMap<String, Observed>>,
@@ -78,12 +79,6 @@ pub struct Caches {
 
 /// (kind, namespace, name)
 type ChildKey = (String, String, String);
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Applied {
-    desired: u64,
-    marker: String,
-}
 
 /// Label selector of everything the controller creates.
 pub fn children_selector() -> String {
@@ -222,7 +217,7 @@ pub fn watch_all(
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
             watcher::Config::default().any_semantic(),
         )
-        .modify(trim_meta),
+        .modify(trim_namespace_meta),
     );
     // A deletion waits in the urgent lane for its namespace to go away.
     let namespace_events =
@@ -296,7 +291,7 @@ pub fn watch_all(
         pods,
         profiles,
         referenced_secrets,
-        applied: Mutex::new(HashMap::new()),
+        applied: AppliedMemory::default(),
         observed: Mutex::new(HashMap::new()),
     });
 
@@ -310,41 +305,43 @@ pub fn watch_all(
                 .then(|| ObjectRef::new(installation))
         }
     };
-    let by_label = |kind: Option<&'static str>| {
+    // A child belongs to the installation whose namespace it is in (the
+    // stores keep no labels of children; see `trim_meta`).
+    let prefix = config.namespace_prefix.clone();
+    let by_namespace = |kind: Option<&'static str>| {
         let wake = waker(kind);
+        let prefix = prefix.clone();
         move |child: ObjectMeta| {
-            let installation = child.labels.as_ref()?.get(labels::INSTALLATION)?.clone();
-            wake(&child, &installation)
+            let installation = installation_of_namespace(&prefix, child.namespace.as_deref()?)?;
+            wake(&child, installation)
         }
     };
     // A namespace wakes its installation by label, or by name: a namespace
     // of the same name that another owner holds has no label of ours.
-    let prefix = config.namespace_prefix.clone();
     let namespace_wake = waker(Some("Namespace"));
+    let namespace_prefix = prefix.clone();
     let namespace_of = move |ns: PartialObjectMeta<Namespace>| {
-        let by_name = ns
-            .name_any()
-            .strip_prefix(prefix.as_str())
-            .map(String::from);
+        let name = ns.name_any();
+        let by_name = installation_of_namespace(&namespace_prefix, &name).map(String::from);
         let installation = ns.labels().get(labels::INSTALLATION).cloned().or(by_name)?;
         namespace_wake(&ns.metadata, &installation)
     };
     let (secret_of, service_of, network_policy_of) = (
-        by_label(Some("Secret")),
-        by_label(Some("Service")),
-        by_label(Some("NetworkPolicy")),
+        by_namespace(Some("Secret")),
+        by_namespace(Some("Service")),
+        by_namespace(Some("NetworkPolicy")),
     );
     let (resource_quota_of, limit_range_of, ingress_of) = (
-        by_label(Some("ResourceQuota")),
-        by_label(Some("LimitRange")),
-        by_label(Some("Ingress")),
+        by_namespace(Some("ResourceQuota")),
+        by_namespace(Some("LimitRange")),
+        by_namespace(Some("Ingress")),
     );
-    let role_binding_of = by_label(Some("RoleBinding"));
+    let role_binding_of = by_namespace(Some("RoleBinding"));
     let (deployment_of, stateful_set_of, job_of, pod_of) = (
-        by_label(Some("Deployment")),
-        by_label(Some("StatefulSet")),
-        by_label(Some("Job")),
-        by_label(None),
+        by_namespace(Some("Deployment")),
+        by_namespace(Some("StatefulSet")),
+        by_namespace(Some("Job")),
+        by_namespace(None),
     );
     let controller = controller
         .watches_stream(namespace_events, namespace_of)
@@ -422,7 +419,18 @@ fn state<K, S: Clone>(summary: Arc<Summary<K, S>>) -> S {
     summary.state.clone()
 }
 
-fn metas_in<K>(store: &IndexedStore<K>, namespace: &str, installation: &str) -> Vec<ObjectMeta>
+/// The installation whose namespace `namespace` is: every installation has
+/// a namespace of its own, named `<prefix><installation>`.
+fn installation_of_namespace<'a>(prefix: &str, namespace: &'a str) -> Option<&'a str> {
+    namespace
+        .strip_prefix(prefix)
+        .filter(|name| !name.is_empty())
+}
+
+/// The metadata of every object of `store` in `namespace`: the stores hold
+/// only the controller's labelled children (`children_selector`), and an
+/// installation's namespace is its own.
+fn metas_in<K>(store: &IndexedStore<K>, namespace: &str) -> Vec<ObjectMeta>
 where
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + Hash + Clone + Default,
@@ -430,7 +438,6 @@ where
     store
         .in_namespace(namespace)
         .iter()
-        .filter(|o| o.labels().get(labels::INSTALLATION).map(String::as_str) == Some(installation))
         .map(|o| o.meta().clone())
         .collect()
 }
@@ -456,20 +463,29 @@ fn keep_own_managed_fields<K: Resource>(object: &mut K) {
     }
 }
 
-/// The labels a pass reads of a stored object (`by_label`, `metas_in`, the
-/// pods' component); the others only select, server-side.
-const READ_LABELS: [&str; 2] = [labels::INSTALLATION, labels::COMPONENT];
-
-/// What a pass reads of a stored object's metadata, besides its name,
-/// uid, versions, owners and deletion: the labels in `READ_LABELS` and the
-/// controller's own apply entry (as a digest). Annotations and the other
-/// labels are dropped: there are over a dozen objects to an installation.
+/// What a pass reads of a stored child's metadata: its name, uid,
+/// versions, owners and deletion, and the controller's own apply entry (as
+/// a digest). Annotations and labels are dropped (labels only select,
+/// server-side; a child's installation is the one of its namespace): there
+/// are over a dozen objects to an installation, and a label map of even one
+/// entry takes half a kilobyte.
 fn trim_meta<K: Resource>(object: &mut K) {
     keep_own_managed_fields(object);
     let meta = object.meta_mut();
     meta.annotations = None;
-    if let Some(labels) = &mut meta.labels {
-        labels.retain(|key, _| READ_LABELS.contains(&key.as_str()));
+    meta.labels = None;
+}
+
+/// A namespace as stored: `trim_meta`, but with the installation label,
+/// which tells an installation's namespace from one of the same name that
+/// another owner holds.
+fn trim_namespace_meta(namespace: &mut PartialObjectMeta<Namespace>) {
+    let installation = namespace.labels_mut().remove(labels::INSTALLATION);
+    trim_meta(namespace);
+    if let Some(installation) = installation {
+        namespace
+            .labels_mut()
+            .insert(labels::INSTALLATION.to_string(), installation);
     }
 }
 
@@ -585,47 +601,22 @@ impl Caches {
         }
     }
 
-    /// Every labelled child of `installation` in `namespace`, by kind.
-    pub fn children_of(
-        &self,
-        namespace: &str,
-        installation: &str,
-    ) -> Vec<(&'static str, ObjectMeta)> {
+    /// Every labelled child in the installation's `namespace`, by kind.
+    pub fn children_of(&self, namespace: &str) -> Vec<(&'static str, ObjectMeta)> {
         let mut found = Vec::new();
         let mut add = |kind: &'static str, metas: Vec<ObjectMeta>| {
             found.extend(metas.into_iter().map(|m| (kind, m)));
         };
-        add("Secret", metas_in(&self.secrets, namespace, installation));
-        add("Service", metas_in(&self.services, namespace, installation));
-        add(
-            "NetworkPolicy",
-            metas_in(&self.network_policies, namespace, installation),
-        );
-        add(
-            "ResourceQuota",
-            metas_in(&self.resource_quotas, namespace, installation),
-        );
-        add(
-            "LimitRange",
-            metas_in(&self.limit_ranges, namespace, installation),
-        );
-        add(
-            "RoleBinding",
-            metas_in(&self.role_bindings, namespace, installation),
-        );
-        add(
-            "Ingress",
-            metas_in(&self.ingresses, namespace, installation),
-        );
-        add(
-            "Deployment",
-            metas_in(&self.deployments, namespace, installation),
-        );
-        add(
-            "StatefulSet",
-            metas_in(&self.stateful_sets, namespace, installation),
-        );
-        add("Job", metas_in(&self.jobs, namespace, installation));
+        add("Secret", metas_in(&self.secrets, namespace));
+        add("Service", metas_in(&self.services, namespace));
+        add("NetworkPolicy", metas_in(&self.network_policies, namespace));
+        add("ResourceQuota", metas_in(&self.resource_quotas, namespace));
+        add("LimitRange", metas_in(&self.limit_ranges, namespace));
+        add("RoleBinding", metas_in(&self.role_bindings, namespace));
+        add("Ingress", metas_in(&self.ingresses, namespace));
+        add("Deployment", metas_in(&self.deployments, namespace));
+        add("StatefulSet", metas_in(&self.stateful_sets, namespace));
+        add("Job", metas_in(&self.jobs, namespace));
         found
     }
 
@@ -638,37 +629,22 @@ impl Caches {
         if meta.deletion_timestamp.is_some() {
             return false;
         }
-        let key = (kind.to_string(), namespace.to_string(), name.to_string());
-        let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        applied.get(&key)
-            == Some(&Applied {
-                desired,
-                marker: marker(&meta),
-            })
+        self.applied.get(kind, namespace, name) == Some(Applied::new(desired, &marker(&meta)))
     }
 
     /// Records an apply of `desired`, answered with `meta`.
     pub fn record_applied(&self, kind: &str, meta: &ObjectMeta, desired: u64) {
-        let key = (
-            kind.to_string(),
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default(),
-        );
-        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        applied.insert(
-            key,
-            Applied {
-                desired,
-                marker: marker(meta),
-            },
+        self.applied.record(
+            kind,
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+            Applied::new(desired, &marker(meta)),
         );
     }
 
     /// Whether this process has applied that object.
     pub fn was_applied(&self, kind: &str, namespace: &str, name: &str) -> bool {
-        let key = (kind.to_string(), namespace.to_string(), name.to_string());
-        let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        applied.contains_key(&key)
+        self.applied.get(kind, namespace, name).is_some()
     }
 
     /// Whether the store shows the object as this process last applied it
@@ -678,10 +654,9 @@ impl Caches {
         let Some(meta) = self.child(kind, namespace, name) else {
             return false;
         };
-        let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        applied
-            .get(key)
-            .is_some_and(|applied| applied.marker == marker(&meta))
+        self.applied
+            .get(kind, namespace, name)
+            .is_some_and(|applied| applied.marked(&marker(&meta)))
     }
 
     /// Waits (briefly) until the stores show the objects just applied, so
@@ -755,7 +730,7 @@ impl Caches {
             }
         });
         let observed = self
-            .observe(&namespace, &ti.uid().unwrap_or_default(), installation)
+            .observe(&namespace, &ti.uid().unwrap_or_default())
             .as_the_status_sees_it();
         let observed_changed = self
             .observed
@@ -773,8 +748,7 @@ impl Caches {
 
     /// Forgets what was applied in `namespace` (the installation is gone).
     pub fn forget_namespace(&self, namespace: &str) {
-        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        applied.retain(|(_, ns, _), _| ns != namespace);
+        self.applied.forget_namespace(namespace);
     }
 
     /// Forgets what the passes of `installation` observed (it is gone).
@@ -786,22 +760,15 @@ impl Caches {
     }
 
     /// Everything the status needs, from the stores.
-    pub fn observe(&self, namespace: &str, owner_uid: &str, installation: &str) -> Observed {
+    pub fn observe(&self, namespace: &str, owner_uid: &str) -> Observed {
         let ns_state = self.namespace_state(namespace, owner_uid);
         if ns_state != NamespaceState::Ours {
             return Observed::nothing(ns_state);
         }
-        let pods: Vec<Arc<Summary<Pod, PodState>>> = self
-            .pods
-            .in_namespace(namespace)
-            .into_iter()
-            .filter(|p| {
-                p.labels().get(labels::INSTALLATION).map(String::as_str) == Some(installation)
-            })
-            .collect();
+        let pods = self.pods.in_namespace(namespace);
         let seed_failure = pods
             .iter()
-            .filter(|p| p.labels().get(labels::COMPONENT).map(String::as_str) == Some(seed::NAME))
+            .filter(|p| p.state.component == seed::NAME)
             .find_map(|p| p.state.failure.clone());
         Observed {
             namespace: ns_state,
@@ -822,6 +789,7 @@ impl Caches {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::core::PartialObjectMetaExt;
 
     #[test]
     fn a_stored_pod_keeps_its_problems_failure_and_read_labels_only() {
@@ -853,12 +821,9 @@ mod tests {
         assert_eq!(stored.state.problems.len(), 2);
         assert_eq!(stored.state, observe::pod_state(&pod));
         assert!(stored.state.failure.is_some());
-        assert!(stored.annotations().is_empty());
+        assert_eq!(stored.state.component, "app");
+        assert!(stored.annotations().is_empty() && stored.labels().is_empty());
         assert!(stored.metadata.owner_references.is_none());
-        assert_eq!(
-            stored.labels().keys().collect::<Vec<_>>(),
-            [labels::COMPONENT, labels::INSTALLATION]
-        );
     }
 
     #[test]
@@ -890,11 +855,41 @@ mod tests {
             Some("registry.example/app:1.2.3")
         );
         assert_eq!(stored.metadata.generation, Some(3));
-        assert!(stored.annotations().is_empty());
+        assert!(stored.annotations().is_empty() && stored.labels().is_empty());
+    }
+
+    #[test]
+    fn a_stored_namespace_keeps_only_its_installation_label() {
+        let mut namespace = ObjectMeta {
+            name: Some("ti-a".into()),
+            labels: Some(
+                [
+                    (labels::INSTALLATION.to_string(), "a".to_string()),
+                    (
+                        "kubernetes.io/metadata.name".to_string(),
+                        "ti-a".to_string(),
+                    ),
+                ]
+                .into(),
+            ),
+            annotations: Some([("note".to_string(), "x".to_string())].into()),
+            ..Default::default()
+        }
+        .into_response_partial::<Namespace>();
+        trim_namespace_meta(&mut namespace);
         assert_eq!(
-            stored.labels().keys().collect::<Vec<_>>(),
+            namespace.labels().keys().collect::<Vec<_>>(),
             [labels::INSTALLATION]
         );
+        assert!(namespace.annotations().is_empty());
+    }
+
+    #[test]
+    fn a_child_belongs_to_the_installation_of_its_namespace() {
+        assert_eq!(installation_of_namespace("ti-", "ti-pr-42"), Some("pr-42"));
+        assert_eq!(installation_of_namespace("ti-", "ti-"), None);
+        assert_eq!(installation_of_namespace("ti-", "kube-system"), None);
+        assert_eq!(installation_of_namespace("", "pr-42"), Some("pr-42"));
     }
 
     #[test]

@@ -145,7 +145,7 @@ pub async fn prune(
     let wanted = wanted(desired);
     let mut pruned = Pruned::default();
     let mut candidates: Vec<(String, String)> = caches
-        .children_of(namespace, installation)
+        .children_of(namespace)
         .into_iter()
         .filter(|(_, meta)| meta.deletion_timestamp.is_none())
         .map(|(kind, meta)| (kind.to_string(), meta.name.unwrap_or_default()))

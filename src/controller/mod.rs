@@ -5,6 +5,7 @@
 //! children are watched by the `ephemera.dev/installation` label instead.
 
 pub mod allow_list;
+pub mod applied;
 pub mod apply;
 pub mod build;
 pub mod cache;

@@ -277,12 +277,19 @@ pub fn job_state(job: &Job) -> JobState {
 /// What a pass reads of a pod: how it failed, and what in it needs a person.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodState {
+    /// Its `labels::COMPONENT` label.
+    pub component: String,
     pub failure: Option<String>,
     pub problems: Vec<PodProblem>,
 }
 
 pub fn pod_state(pod: &Pod) -> PodState {
     PodState {
+        component: pod
+            .labels()
+            .get(labels::COMPONENT)
+            .cloned()
+            .unwrap_or_default(),
         failure: pod_failure(pod),
         problems: pod_problems(pod),
     }

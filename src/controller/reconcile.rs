@@ -273,7 +273,7 @@ async fn pass(
 
     let uid = installation.uid().unwrap_or_default();
     // What this pass saw; events that leave it as it is run no pass.
-    let before = ctx.caches.observe(&plan.namespace, &uid, &name);
+    let before = ctx.caches.observe(&plan.namespace, &uid);
     ctx.caches.record_observed(&name, &before);
     // The Namespace watch wakes the installation when a namespace it waits
     // for goes away; the requeue is only a safety net.
@@ -449,7 +449,7 @@ async fn pass(
         tracing::info!(pruned = ?pruned.deleted, "removed objects no longer desired");
     }
 
-    let observed = ctx.caches.observe(&plan.namespace, &uid, &name);
+    let observed = ctx.caches.observe(&plan.namespace, &uid);
     ctx.caches.record_observed(&name, &observed);
     let situation = Situation::Applied {
         plan: &plan,
