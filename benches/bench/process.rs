@@ -95,15 +95,7 @@ impl Controller {
 
     /// Peak resident memory in MiB (VmHWM).
     pub fn peak_rss_mib(&self) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            })
-            .map(|kib| kib / 1024.0)
-            .unwrap_or(0.0)
+        super::memory::status_mib(self.child.id(), "VmHWM")
     }
 
     /// User and system CPU time so far, in seconds.
