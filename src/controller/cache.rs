@@ -77,9 +77,6 @@ pub struct Caches {
     observed: Mutex<HashMap<String, Observed>>,
 }
 
-/// (kind, namespace, name)
-type ChildKey = (String, String, String);
-
 /// Label selector of everything the controller creates.
 pub fn children_selector() -> String {
     format!(
@@ -649,8 +646,7 @@ impl Caches {
 
     /// Whether the store shows the object as this process last applied it
     /// (its own write has come back through the watch).
-    fn shows_applied(&self, key: &ChildKey) -> bool {
-        let (kind, namespace, name) = key;
+    fn shows_applied(&self, kind: &str, namespace: &str, name: &str) -> bool {
         let Some(meta) = self.child(kind, namespace, name) else {
             return false;
         };
@@ -665,16 +661,15 @@ impl Caches {
     /// waited.
     pub async fn catch_up(&self, applied: &[(&str, &str, &str)]) -> std::time::Duration {
         const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
-        let keys: Vec<ChildKey> = applied
-            .iter()
-            .map(|(kind, ns, name)| (kind.to_string(), ns.to_string(), name.to_string()))
-            .collect();
         let started = std::time::Instant::now();
-        while !keys.iter().all(|key| self.shows_applied(key)) {
+        while !applied
+            .iter()
+            .all(|&(kind, ns, name)| self.shows_applied(kind, ns, name))
+        {
             if started.elapsed() > PATIENCE {
-                let behind: Vec<String> = keys
+                let behind: Vec<String> = applied
                     .iter()
-                    .filter(|key| !self.shows_applied(key))
+                    .filter(|&&(kind, ns, name)| !self.shows_applied(kind, ns, name))
                     .map(|(kind, ns, name)| format!("{kind} {ns}/{name}"))
                     .collect();
                 tracing::info!(
@@ -720,10 +715,9 @@ impl Caches {
             }
         };
         let applied = kind.map(|kind| {
-            let key = (kind.to_string(), child_namespace, name.clone());
-            if self.child(kind, &key.1, &name).is_none() {
+            if self.child(kind, &child_namespace, &name).is_none() {
                 AppliedState::Gone
-            } else if self.shows_applied(&key) {
+            } else if self.shows_applied(kind, &child_namespace, &name) {
                 AppliedState::AsApplied
             } else {
                 AppliedState::Changed
