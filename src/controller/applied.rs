@@ -14,24 +14,61 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
-/// An apply as remembered: hashes of the desired object and of its marker.
+/// An apply as remembered: hashes of the desired object and of the
+/// answer's marker and uid, and the answer's generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Applied {
     pub desired: u64,
-    pub marker: u64,
+    marker: u64,
+    /// 0 for kinds without a generation.
+    generation: i64,
+}
+
+/// How a stored object stands to the last apply of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// The apply's own answer, or later than it with the applied fields
+    /// untouched (status updates, other managers' fields).
+    AsApplied,
+    /// Older than the apply: its watch event has not come yet. The marker
+    /// tells only whether the set of fields the controller owns changed,
+    /// not their values, so a new image in an old Deployment looks the
+    /// same; the generation, which every spec change bumps, tells them
+    /// apart.
+    NotYet,
+    /// Someone else took over an applied field, or it is another object of
+    /// the same name.
+    Changed,
+}
+
+/// What of a stored object's metadata tells its version.
+#[derive(Clone, Debug)]
+pub struct Version<'a> {
+    /// See `cache::marker`.
+    pub marker: String,
+    pub uid: &'a str,
+    pub generation: Option<i64>,
 }
 
 impl Applied {
-    pub fn new(desired: u64, marker: &str) -> Self {
+    /// An apply of `desired`, answered with `answer`.
+    pub fn new(desired: u64, answer: &Version<'_>) -> Self {
         Self {
             desired,
-            marker: hash_of(marker),
+            marker: hash_of(&(&answer.marker, answer.uid)),
+            generation: answer.generation.unwrap_or(0),
         }
     }
 
-    /// Whether `marker` is the one the apply was answered with.
-    pub fn marked(&self, marker: &str) -> bool {
-        self.marker == hash_of(marker)
+    /// How a stored object of version `stored` stands to this apply.
+    pub fn seen_in(&self, stored: &Version<'_>) -> Seen {
+        if self.marker != hash_of(&(&stored.marker, stored.uid)) {
+            Seen::Changed
+        } else if stored.generation.unwrap_or(0) < self.generation {
+            Seen::NotYet
+        } else {
+            Seen::AsApplied
+        }
     }
 }
 
@@ -71,9 +108,9 @@ fn child_key(kind: &str, name: &str) -> u64 {
     hasher.finish()
 }
 
-fn hash_of(text: &str) -> u64 {
+fn hash_of(value: &impl Hash) -> u64 {
     let mut hasher = DefaultHasher::new();
-    text.hash(&mut hasher);
+    value.hash(&mut hasher);
     hasher.finish()
 }
 
@@ -81,15 +118,23 @@ fn hash_of(text: &str) -> u64 {
 mod tests {
     use super::*;
 
+    fn version(marker: &str, generation: i64) -> Version<'static> {
+        Version {
+            marker: marker.into(),
+            uid: "u1",
+            generation: Some(generation),
+        }
+    }
+
     #[test]
     fn an_apply_is_found_by_kind_namespace_and_name_until_forgotten() {
         let memory = AppliedMemory::default();
-        memory.record("Service", "ti-a", "app", Applied::new(7, "g1"));
-        memory.record("Secret", "ti-a", "app", Applied::new(8, "r5"));
-        memory.record("Service", "ti-b", "app", Applied::new(9, "g1"));
+        memory.record("Service", "ti-a", "app", Applied::new(7, &version("g1", 1)));
+        memory.record("Secret", "ti-a", "app", Applied::new(8, &version("r5", 0)));
+        memory.record("Service", "ti-b", "app", Applied::new(9, &version("g1", 1)));
         assert_eq!(
             memory.get("Service", "ti-a", "app"),
-            Some(Applied::new(7, "g1"))
+            Some(Applied::new(7, &version("g1", 1)))
         );
         assert_eq!(
             memory.get("Secret", "ti-a", "app").map(|a| a.desired),
@@ -105,10 +150,26 @@ mod tests {
     }
 
     #[test]
-    fn the_marker_tells_an_apply_answered_with_it() {
-        let applied = Applied::new(1, "fabc");
-        assert!(applied.marked("fabc"));
-        assert!(!applied.marked("fabd"));
-        assert_ne!(Applied::new(1, "g1"), Applied::new(1, "g2"));
+    fn a_stored_object_is_as_applied_not_yet_or_changed() {
+        let applied = Applied::new(1, &version("fabc", 2));
+        assert_eq!(applied.seen_in(&version("fabc", 2)), Seen::AsApplied);
+        // Someone else changed a field of their own since.
+        assert_eq!(applied.seen_in(&version("fabc", 3)), Seen::AsApplied);
+        // The object as it was before the apply changed a value (an image):
+        // the same fields are owned, one generation earlier.
+        assert_eq!(applied.seen_in(&version("fabc", 1)), Seen::NotYet);
+        assert_eq!(applied.seen_in(&version("fabd", 2)), Seen::Changed);
+        let other_object = Version {
+            uid: "u2",
+            ..version("fabc", 2)
+        };
+        assert_eq!(applied.seen_in(&other_object), Seen::Changed);
+        // Kinds without a generation.
+        let no_generation = Version {
+            generation: None,
+            ..version("fabc", 0)
+        };
+        let secret = Applied::new(1, &no_generation);
+        assert_eq!(secret.seen_in(&no_generation), Seen::AsApplied);
     }
 }

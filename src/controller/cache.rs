@@ -37,7 +37,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 
 use super::{
-    applied::{Applied, AppliedMemory},
+    applied::{Applied, AppliedMemory, Seen, Version},
     apply::FIELD_MANAGER,
     build::{app, database, filestore, ingress, seed},
     config::ControllerConfig,
@@ -516,6 +516,15 @@ fn marker(meta: &ObjectMeta) -> String {
     }
 }
 
+/// What of `meta` tells which version of the object it is.
+fn version(meta: &ObjectMeta) -> Version<'_> {
+    Version {
+        marker: marker(meta),
+        uid: meta.uid.as_deref().unwrap_or_default(),
+        generation: meta.generation,
+    }
+}
+
 pub fn desired_hash(object: &impl serde::Serialize) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     serde_json::to_string(object)
@@ -626,7 +635,11 @@ impl Caches {
         if meta.deletion_timestamp.is_some() {
             return false;
         }
-        self.applied.get(kind, namespace, name) == Some(Applied::new(desired, &marker(&meta)))
+        self.applied
+            .get(kind, namespace, name)
+            .is_some_and(|applied| {
+                applied.desired == desired && applied.seen_in(&version(&meta)) != Seen::Changed
+            })
     }
 
     /// Records an apply of `desired`, answered with `meta`.
@@ -635,7 +648,7 @@ impl Caches {
             kind,
             meta.namespace.as_deref().unwrap_or_default(),
             meta.name.as_deref().unwrap_or_default(),
-            Applied::new(desired, &marker(meta)),
+            Applied::new(desired, &version(meta)),
         );
     }
 
@@ -644,15 +657,18 @@ impl Caches {
         self.applied.get(kind, namespace, name).is_some()
     }
 
+    /// How the stored object stands to this process' last apply of it
+    /// (`None`: not stored, or never applied).
+    fn seen(&self, kind: &str, namespace: &str, name: &str) -> Option<Seen> {
+        let meta = self.child(kind, namespace, name)?;
+        let applied = self.applied.get(kind, namespace, name)?;
+        Some(applied.seen_in(&version(&meta)))
+    }
+
     /// Whether the store shows the object as this process last applied it
     /// (its own write has come back through the watch).
     fn shows_applied(&self, kind: &str, namespace: &str, name: &str) -> bool {
-        let Some(meta) = self.child(kind, namespace, name) else {
-            return false;
-        };
-        self.applied
-            .get(kind, namespace, name)
-            .is_some_and(|applied| applied.marked(&marker(&meta)))
+        self.seen(kind, namespace, name) == Some(Seen::AsApplied)
     }
 
     /// Waits (briefly) until the stores show the objects just applied, so
@@ -717,7 +733,11 @@ impl Caches {
         let applied = kind.map(|kind| {
             if self.child(kind, &child_namespace, &name).is_none() {
                 AppliedState::Gone
-            } else if self.shows_applied(kind, &child_namespace, &name) {
+            } else if let Some(Seen::AsApplied | Seen::NotYet) =
+                self.seen(kind, &child_namespace, &name)
+            {
+                // An event older than the last apply is followed by the
+                // apply's own.
                 AppliedState::AsApplied
             } else {
                 AppliedState::Changed
@@ -850,6 +870,97 @@ mod tests {
         );
         assert_eq!(stored.metadata.generation, Some(3));
         assert!(stored.annotations().is_empty() && stored.labels().is_empty());
+    }
+
+    /// A store holding `objects`, as a watch would have filled it.
+    fn filled<K>(objects: Vec<K>) -> IndexedStore<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let (store, mut writer) = reflector::store();
+        let index = NamespaceIndex::default();
+        let events = std::iter::once(watcher::Event::Init)
+            .chain(objects.into_iter().map(watcher::Event::InitApply))
+            .chain(std::iter::once(watcher::Event::InitDone));
+        for event in events {
+            index.apply(&event);
+            writer.apply_watcher_event(&event);
+        }
+        IndexedStore { store, index }
+    }
+
+    fn caches_with(deployments: Summaries<Deployment, WorkloadState>) -> Caches {
+        Caches {
+            namespaces: reflector::store().0,
+            secrets: filled(vec![]),
+            services: filled(vec![]),
+            network_policies: filled(vec![]),
+            resource_quotas: filled(vec![]),
+            limit_ranges: filled(vec![]),
+            role_bindings: filled(vec![]),
+            ingresses: filled(vec![]),
+            deployments,
+            stateful_sets: filled(vec![]),
+            jobs: filled(vec![]),
+            pods: filled(vec![]),
+            profiles: reflector::store().0,
+            referenced_secrets: BTreeMap::new(),
+            applied: AppliedMemory::default(),
+            observed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The app Deployment at `generation`, with the controller's own apply
+    /// entry (the same set of fields whatever the image).
+    fn app_deployment(generation: i64, image: &str, rolled_out: bool) -> Deployment {
+        let ready = if rolled_out { 1 } else { 0 };
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "app", "namespace": "ti-a", "uid": "u1", "generation": generation,
+                "managedFields": [{
+                    "manager": FIELD_MANAGER, "operation": "Apply", "apiVersion": "apps/v1",
+                    "fieldsType": "FieldsV1",
+                    "fieldsV1": { "f:spec": { "f:template": { "f:spec": { "f:containers": {} } } } }
+                }]
+            },
+            "spec": {
+                "replicas": 1, "selector": {},
+                "template": { "spec": { "containers": [{ "name": "app", "image": image }] } }
+            },
+            "status": {
+                "observedGeneration": generation, "replicas": 1, "updatedReplicas": ready,
+                "readyReplicas": ready, "availableReplicas": ready,
+                "conditions": [{ "type": "Available", "status": "True" }]
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_store_that_lags_behind_an_apply_does_not_show_it() {
+        // The watch has not yet brought the new image: the store still holds
+        // the old Deployment, rolled out, with the same fields owned.
+        let old = app_deployment(1, "registry.example/app:1", true);
+        let stored = Summary::of(old, observe::deployment_state, trim_meta);
+        assert!(stored.state.rolled_out());
+        let caches = caches_with(filled(vec![stored]));
+        let answer = app_deployment(2, "registry.example/app:2", false);
+        caches.record_applied("Deployment", &answer.metadata, 2);
+        assert_eq!(caches.seen("Deployment", "ti-a", "app"), Some(Seen::NotYet));
+        assert!(!caches.shows_applied("Deployment", "ti-a", "app"));
+        // Nothing to apply again: the desired state is the one applied.
+        assert!(caches.unchanged("Deployment", "ti-a", "app", 2));
+        assert!(!caches.unchanged("Deployment", "ti-a", "app", 3));
+
+        // The watch catches up.
+        let new = app_deployment(2, "registry.example/app:2", false);
+        let caches = caches_with(filled(vec![Summary::of(
+            new,
+            observe::deployment_state,
+            trim_meta,
+        )]));
+        caches.record_applied("Deployment", &answer.metadata, 2);
+        assert!(caches.shows_applied("Deployment", "ti-a", "app"));
     }
 
     #[test]
