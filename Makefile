@@ -32,8 +32,8 @@ demo: ## the main job on the local control plane
 crds: ## regenerate crds/ from the Rust types
 	UPDATE_CRDS=1 cargo test --locked --test crds_are_current
 
-bench: ## ephemera vs the direct floor: `make bench N=100 [CONCURRENCY=16] [IDLE=60] [PROFILE=dev]` (release build by default; writes bench/results/)
-	@N=$(N) CONCURRENCY=$(CONCURRENCY) IDLE=$(IDLE) PROFILE=$(PROFILE) hack/bench.sh
+bench: ## ephemera vs the direct floor: `make bench N=100 [CONCURRENCY=16] [IDLE=60] [ROUNDS=3] [PROFILE=dev]` (release build by default; writes bench/results/)
+	@N=$(N) CONCURRENCY=$(CONCURRENCY) IDLE=$(IDLE) ROUNDS=$(ROUNDS) PROFILE=$(PROFILE) hack/bench.sh
 
 FAULT_KILLS ?= 40
 FAULT_INSTALLATIONS ?= 60

@@ -8,6 +8,12 @@
 //!   applied by a plain client at the same parallelism, waiting for the same
 //!   workloads to roll out.
 //!
+//! With `BENCH_ROUNDS=k` (`make bench ROUNDS=k`) both are measured k times,
+//! in alternating order (ephemera first, then direct first, …), so that the
+//! machine speeding up or slowing down between the two does not decide the
+//! ratio; the ratio is then the median of the rounds' ratios and the other
+//! figures are the first round's.
+//!
 //! Every figure is measured: times from the watch, API requests from the API
 //! server's own `apiserver_request_total`, passes from the controller's
 //! metrics, memory and CPU from /proc. Writes `bench/results/latest.json`
@@ -29,7 +35,7 @@ use std::{
 use bench::{
     apiserver, direct, plane,
     process::Controller,
-    report::{self, Figures, Machine, Run},
+    report::{self, Figures, Machine, Round, Run},
 };
 use ephemera::{
     api::{
@@ -49,6 +55,7 @@ struct Settings {
     n: usize,
     concurrency: usize,
     idle: Duration,
+    rounds: usize,
     /// Where results go; `None` in the smoke run of `cargo test`.
     output: Option<PathBuf>,
     profile: &'static str,
@@ -67,6 +74,7 @@ fn settings() -> Settings {
             n: env("BENCH_INSTALLATIONS").unwrap_or(100),
             concurrency: env("BENCH_CONCURRENCY").unwrap_or(default_concurrency),
             idle: Duration::from_secs(env("BENCH_IDLE_SECONDS").unwrap_or(60) as u64),
+            rounds: env("BENCH_ROUNDS").unwrap_or(1).max(1),
             output: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/results")),
             profile: if cfg!(debug_assertions) {
                 "debug"
@@ -79,6 +87,7 @@ fn settings() -> Settings {
             n: 3,
             concurrency: default_concurrency,
             idle: Duration::from_secs(5),
+            rounds: 1,
             output: None,
             profile: if cfg!(debug_assertions) {
                 "debug"
@@ -114,8 +123,8 @@ async fn main() {
     step(
         clock,
         &format!(
-            "{} installations, concurrency {}, {} build; run {run}",
-            settings.n, settings.concurrency, settings.profile
+            "{} installations, concurrency {}, {} build, {} round(s); run {run}",
+            settings.n, settings.concurrency, settings.profile, settings.rounds
         ),
     );
 
@@ -129,15 +138,42 @@ async fn main() {
         selector: format!("{}={run}", support::TEST_RUN_LABEL),
     };
 
-    let ephemera = ephemera_run(&client, &settings, &run, clock, &work).await;
-    let direct = direct_run(&client, &settings, &run, &profile, clock).await;
+    let mut runs: Vec<(Run, Run)> = Vec::new();
+    let mut rounds = Vec::new();
+    for round in 0..settings.rounds {
+        let direct_first = !round.is_multiple_of(2);
+        if settings.rounds > 1 {
+            step(
+                clock,
+                &format!(
+                    "round {} of {}: {} first",
+                    round + 1,
+                    settings.rounds,
+                    if direct_first { "direct" } else { "ephemera" }
+                ),
+            );
+        }
+        let (ephemera, direct) = if direct_first {
+            let direct = direct_run(&client, &settings, &run, round, &profile, clock).await;
+            let ephemera = ephemera_run(&client, &settings, &run, round, clock, &work).await;
+            (ephemera, direct)
+        } else {
+            let ephemera = ephemera_run(&client, &settings, &run, round, clock, &work).await;
+            let direct = direct_run(&client, &settings, &run, round, &profile, clock).await;
+            (ephemera, direct)
+        };
+        rounds.push(Round::new(&ephemera, &direct, direct_first));
+        runs.push((ephemera, direct));
+    }
+    let (ephemera, direct) = runs.swap_remove(0);
 
     let figures = Figures {
         installations: settings.n,
         concurrency: settings.concurrency,
         build: settings.profile.to_string(),
         machine: Machine::this(load_at_start),
-        ratio: ephemera.all_ready_s / direct.all_ready_s,
+        ratio: report::median_ratio(&rounds),
+        rounds,
         ephemera,
         direct,
     };
@@ -166,6 +202,7 @@ async fn ephemera_run(
     client: &Client,
     settings: &Settings,
     run: &str,
+    round: usize,
     clock: Instant,
     work: &std::path::Path,
 ) -> Run {
@@ -189,7 +226,9 @@ async fn ephemera_run(
         "ephemera: controller started; creating the installations",
     );
     let api: Api<TestInstallation> = Api::all(client.clone());
-    let names: Vec<String> = (0..settings.n).map(|i| format!("{run}-e{i}")).collect();
+    let names: Vec<String> = (0..settings.n)
+        .map(|i| format!("{run}-e{round}-{i}"))
+        .collect();
     let memory = controller.watch_memory("creating");
     let before = apiserver::scrape(client).await;
     let passes_before = controller.reconciles().await.unwrap_or(0.0);
@@ -314,14 +353,15 @@ async fn direct_run(
     client: &Client,
     settings: &Settings,
     run: &str,
+    round: usize,
     profile: &InstallationProfile,
     clock: Instant,
 ) -> Run {
-    step(clock, "direct: waiting for ephemera's deletions to finish");
+    step(clock, "direct: waiting for earlier deletions to finish");
     plane::wait_until_no_namespace_terminates(client, Duration::from_secs(600)).await;
     let config = ControllerConfig::default();
     let installations: Vec<direct::Installation> = (0..settings.n)
-        .map(|i| direct::build_installation(&format!("{run}-d{i}"), profile, &config, run))
+        .map(|i| direct::build_installation(&format!("{run}-d{round}-{i}"), profile, &config, run))
         .collect();
     step(
         clock,

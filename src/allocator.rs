@@ -26,12 +26,15 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// environment still overrides them). With the defaults, after a burst of
 /// watch events (deleting a thousand installations) jemalloc held a third
 /// more memory than was live, in freed pages it returns only over 10 s and
-/// spread over 8 arenas (4 per core): two arenas, and freed pages returned
-/// within a second by a background thread, keep it close to the live heap.
+/// spread over 8 arenas (4 per core). Two arenas, and freed pages returned
+/// at once (decay 0; a background thread does the purging), keep it close to
+/// the live heap: at N=1000 the peak resident memory went 69 -> 64 MiB with
+/// no more CPU time than with a decay of one second.
 #[cfg(feature = "jemalloc")]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: MallocConf =
-    MallocConf(c"background_thread:true,narenas:2,dirty_decay_ms:1000".as_ptr());
+static MALLOC_CONF: MallocConf = MallocConf(
+    c"background_thread:true,narenas:2,dirty_decay_ms:0,muzzy_decay_ms:0".as_ptr(),
+);
 
 /// A C string jemalloc reads once, at its start.
 #[cfg(feature = "jemalloc")]
@@ -125,6 +128,9 @@ mod tests {
         use tikv_jemalloc_ctl::opt;
         assert_eq!(opt::narenas::read().unwrap(), 2);
         assert!(opt::background_thread::read().unwrap());
+        // SAFETY: `opt.dirty_decay_ms` is an ssize_t.
+        let decay = unsafe { tikv_jemalloc_ctl::raw::read::<isize>(b"opt.dirty_decay_ms\0") };
+        assert_eq!(decay.unwrap(), 0);
     }
 
     #[test]

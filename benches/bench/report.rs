@@ -12,10 +12,46 @@ pub struct Figures {
     pub concurrency: usize,
     pub build: String,
     pub machine: Machine,
-    /// ephemera's time to all Ready ÷ the direct floor's.
+    /// ephemera's time to all Ready ÷ the direct floor's; the median over
+    /// the rounds.
     pub ratio: f64,
+    /// Both times of every round.
+    pub rounds: Vec<Round>,
     pub ephemera: Run,
     pub direct: Run,
+}
+
+/// One round: the time to all Ready both ways, in the order measured.
+#[derive(Serialize)]
+pub struct Round {
+    pub ephemera_all_ready_s: f64,
+    pub direct_all_ready_s: f64,
+    pub direct_first: bool,
+    pub ratio: f64,
+}
+
+impl Round {
+    pub fn new(ephemera: &Run, direct: &Run, direct_first: bool) -> Self {
+        Self {
+            ephemera_all_ready_s: ephemera.all_ready_s,
+            direct_all_ready_s: direct.all_ready_s,
+            direct_first,
+            ratio: ephemera.all_ready_s / direct.all_ready_s,
+        }
+    }
+}
+
+/// The median of the rounds' ratios (the mean of the middle two for an
+/// even count).
+pub fn median_ratio(rounds: &[Round]) -> f64 {
+    let mut ratios: Vec<f64> = rounds.iter().map(|r| r.ratio).collect();
+    ratios.sort_by(f64::total_cmp);
+    let mid = ratios.len() / 2;
+    if ratios.len().is_multiple_of(2) {
+        (ratios[mid - 1] + ratios[mid]) / 2.0
+    } else {
+        ratios[mid]
+    }
 }
 
 #[derive(Serialize)]
@@ -248,11 +284,41 @@ impl Figures {
         let mut row = |name: &str, a: String, b: String| {
             out.push_str(&format!("| {name} | {a} | {b} |\n"));
         };
-        row(
-            "all Ready",
-            format!("{:.1} s (ratio {:.2})", e.all_ready_s, self.ratio),
-            format!("{:.1} s", d.all_ready_s),
-        );
+        if self.rounds.len() > 1 {
+            let each: Vec<String> = self
+                .rounds
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{:.1} / {:.1} s = {:.2}{}",
+                        r.ephemera_all_ready_s,
+                        r.direct_all_ready_s,
+                        r.ratio,
+                        if r.direct_first {
+                            " (direct first)"
+                        } else {
+                            ""
+                        }
+                    )
+                })
+                .collect();
+            row(
+                "all Ready by round, ephemera / direct",
+                format!("{}; median ratio {:.2}", each.join("; "), self.ratio),
+                String::from("–"),
+            );
+            row(
+                "all Ready (first round; the figures below are of it too)",
+                format!("{:.1} s", e.all_ready_s),
+                format!("{:.1} s", d.all_ready_s),
+            );
+        } else {
+            row(
+                "all Ready",
+                format!("{:.1} s (ratio {:.2})", e.all_ready_s, self.ratio),
+                format!("{:.1} s", d.all_ready_s),
+            );
+        }
         row(
             "per installation p50 / p95 / p99",
             format!("{:.1} / {:.1} / {:.1} s", e.p50_s, e.p95_s, e.p99_s),

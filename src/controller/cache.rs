@@ -23,7 +23,7 @@ use k8s_openapi::{
         networking::v1::{Ingress, NetworkPolicy},
         rbac::v1::RoleBinding,
     },
-    apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta},
+    apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta},
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -45,6 +45,7 @@ use super::{
     observe::{self, JobState, NamespaceState, Observed, PodState, WorkloadState},
     plan,
     predicates::{AppliedState, ChildEvent, child_event_wakes},
+    secret_values::SecretValues,
     summary::{self, Summary},
     urgent::Lane,
 };
@@ -54,15 +55,16 @@ type Guarded = DeserializeGuard<TestInstallation>;
 
 /// The stores, shared by every pass.
 pub struct Caches {
-    pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    /// The installations' own Secrets (generated credentials, app env).
-    pub secrets: IndexedStore<Secret>,
-    pub services: IndexedStore<PartialObjectMeta<Service>>,
-    pub network_policies: IndexedStore<PartialObjectMeta<NetworkPolicy>>,
-    pub resource_quotas: IndexedStore<PartialObjectMeta<ResourceQuota>>,
-    pub limit_ranges: IndexedStore<PartialObjectMeta<LimitRange>>,
-    pub role_bindings: IndexedStore<PartialObjectMeta<RoleBinding>>,
-    pub ingresses: IndexedStore<PartialObjectMeta<Ingress>>,
+    pub namespaces: Store<Summary<Namespace, ()>>,
+    /// The installations' own Secrets (generated credentials, app env),
+    /// with the values of the generated ones.
+    pub secrets: Summaries<Secret, SecretValues>,
+    pub services: Summaries<Service, ()>,
+    pub network_policies: Summaries<NetworkPolicy, ()>,
+    pub resource_quotas: Summaries<ResourceQuota, ()>,
+    pub limit_ranges: Summaries<LimitRange, ()>,
+    pub role_bindings: Summaries<RoleBinding, ()>,
+    pub ingresses: Summaries<Ingress, ()>,
     pub deployments: Summaries<Deployment, WorkloadState>,
     pub stateful_sets: Summaries<StatefulSet, WorkloadState>,
     pub jobs: Summaries<Job, JobState>,
@@ -132,33 +134,21 @@ where
     (IndexedStore { store, index }, stream)
 }
 
-fn full<K>(
-    client: &Client,
-    config: watcher::Config,
-    trim: impl FnMut(&mut K) + Send + 'static,
-) -> (
-    IndexedStore<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-{
-    reflect_indexed(watcher(Api::<K>::all(client.clone()), config).modify(trim))
-}
-
+/// Metadata-only stores: of the object, its (trimmed) metadata alone.
 fn metadata<K>(
     client: &Client,
     config: watcher::Config,
 ) -> (
-    IndexedStore<PartialObjectMeta<K>>,
-    impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static,
+    Summaries<K, ()>,
+    impl Stream<Item = Result<Summary<K, ()>, watcher::Error>> + Send + 'static,
 )
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    reflect_indexed(
-        watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config).modify(trim_meta),
-    )
+    reflect_indexed(summary::summarize(
+        watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config),
+        |object| Summary::of(object, |_| (), own_fields_of, trim_meta),
+    ))
 }
 
 pub fn without_managed_fields<K: Resource>(object: &mut K) {
@@ -185,7 +175,7 @@ where
 {
     reflect_indexed(summary::summarize(
         watcher(Api::<K>::all(client.clone()), config),
-        move |object| Summary::of(object, state, trim),
+        move |object| Summary::of(object, state, own_fields_of, trim),
     ))
 }
 
@@ -209,17 +199,18 @@ pub fn watch_all(
 ) -> (Controller<Guarded>, Arc<Caches>) {
     // Every namespace, not only labelled ones: a pass must see a namespace
     // of the same name that is not its own.
-    let (namespaces, namespace_events) = reflect(
+    let (namespaces, namespace_events) = reflect(summary::summarize(
         watcher(
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
             watcher::Config::default().any_semantic(),
-        )
-        .modify(trim_namespace_meta),
-    );
+        ),
+        |namespace| Summary::of(namespace, |_| (), own_fields_of, trim_namespace_meta),
+    ));
     // A deletion waits in the urgent lane for its namespace to go away.
     let namespace_events =
         namespace_events.inspect_ok(move |ns| urgent.namespace_seen(&ns.name_any()));
-    let (secrets, secret_events) = full::<Secret>(client, children_config(), trim_meta);
+    let (secrets, secret_events) =
+        summarized::<Secret, _>(client, children_config(), SecretValues::of, trim_meta);
     let (services, service_events) = metadata::<Service>(client, children_config());
     let (network_policies, network_policy_events) =
         metadata::<NetworkPolicy>(client, children_config());
@@ -341,30 +332,35 @@ pub fn watch_all(
         by_namespace(None),
     );
     let controller = controller
-        .watches_stream(namespace_events, namespace_of)
-        .watches_stream(secret_events, move |o: Secret| secret_of(o.metadata))
-        .watches_stream(service_events, move |o: PartialObjectMeta<Service>| {
-            service_of(o.metadata)
-        })
+        .watches_stream(namespace_events.map_ok(Summary::into_partial), namespace_of)
         .watches_stream(
-            network_policy_events,
+            secret_events.map_ok(Summary::into_partial),
+            move |o: PartialObjectMeta<Secret>| secret_of(o.metadata),
+        )
+        .watches_stream(
+            service_events.map_ok(Summary::into_partial),
+            move |o: PartialObjectMeta<Service>| service_of(o.metadata),
+        )
+        .watches_stream(
+            network_policy_events.map_ok(Summary::into_partial),
             move |o: PartialObjectMeta<NetworkPolicy>| network_policy_of(o.metadata),
         )
         .watches_stream(
-            resource_quota_events,
+            resource_quota_events.map_ok(Summary::into_partial),
             move |o: PartialObjectMeta<ResourceQuota>| resource_quota_of(o.metadata),
         )
         .watches_stream(
-            limit_range_events,
+            limit_range_events.map_ok(Summary::into_partial),
             move |o: PartialObjectMeta<LimitRange>| limit_range_of(o.metadata),
         )
         .watches_stream(
-            role_binding_events,
+            role_binding_events.map_ok(Summary::into_partial),
             move |o: PartialObjectMeta<RoleBinding>| role_binding_of(o.metadata),
         )
-        .watches_stream(ingress_events, move |o: PartialObjectMeta<Ingress>| {
-            ingress_of(o.metadata)
-        })
+        .watches_stream(
+            ingress_events.map_ok(Summary::into_partial),
+            move |o: PartialObjectMeta<Ingress>| ingress_of(o.metadata),
+        )
         .watches_stream(
             deployment_events.map_ok(Summary::into_partial),
             move |o: PartialObjectMeta<Deployment>| deployment_of(o.metadata),
@@ -446,31 +442,18 @@ fn own_apply(entry: &ManagedFieldsEntry) -> bool {
         && entry.subresource.is_none()
 }
 
-/// Keeps only the controller's own apply entry of the managed fields (what
-/// `marker` reads), and of that only a digest of its field set: `marker`
-/// needs to know only whether the set changed, and the set itself, parsed
-/// into JSON maps (every field of a pod template), was most of the memory a
-/// store of children took.
-fn keep_own_managed_fields<K: Resource>(object: &mut K) {
-    let entries = object.managed_fields_mut();
-    entries.retain(own_apply);
-    for entry in entries.iter_mut() {
-        let digest = own_fields_digest(entry);
-        entry.fields_v1 = Some(FieldsV1(serde_json::Value::String(digest)));
-    }
-}
-
 /// What a pass reads of a stored child's metadata: its name, uid,
-/// versions, owners and deletion, and the controller's own apply entry (as
-/// a digest). Annotations and labels are dropped (labels only select,
-/// server-side; a child's installation is the one of its namespace): there
-/// are over a dozen objects to an installation, and a label map of even one
-/// entry takes half a kilobyte.
+/// versions, owners and deletion (the digest of the controller's own apply
+/// entry is kept apart, see `Summary::own_fields`). Annotations, labels and
+/// managed fields are dropped (labels only select, server-side; a child's
+/// installation is the one of its namespace): there are over a dozen
+/// objects to an installation, and a label map of even one entry takes half
+/// a kilobyte.
 fn trim_meta<K: Resource>(object: &mut K) {
-    keep_own_managed_fields(object);
     let meta = object.meta_mut();
     meta.annotations = None;
     meta.labels = None;
+    meta.managed_fields = None;
 }
 
 /// A namespace as stored: `trim_meta`, but with the installation label,
@@ -486,29 +469,32 @@ fn trim_namespace_meta(namespace: &mut PartialObjectMeta<Namespace>) {
     }
 }
 
-/// A digest of the field set of the controller's own apply entry (and its
-/// apiVersion). An entry already reduced to its digest (a JSON string, which
-/// a field set never is) gives that digest.
-fn own_fields_digest(entry: &ManagedFieldsEntry) -> String {
-    if let Some(FieldsV1(serde_json::Value::String(digest))) = &entry.fields_v1 {
-        return digest.clone();
-    }
+/// A digest of the field set (and apiVersion) of the controller's own apply
+/// entry in `meta`, if there is one: `marker` needs to know only whether
+/// the set changed, and the set itself, parsed into JSON maps (every field
+/// of a pod template), was most of the memory a store of children took.
+fn own_fields_of(meta: &ObjectMeta) -> Option<u64> {
+    let entry = meta
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|e| own_apply(e))?;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     entry.api_version.hash(&mut hasher);
     serde_json::to_string(&entry.fields_v1)
         .unwrap_or_default()
         .hash(&mut hasher);
-    format!("f{:x}", hasher.finish())
+    Some(hasher.finish())
 }
 
 /// What tells that an object changed since it was applied: the fields the
-/// controller owns by its apply (someone else writing one of them takes it
-/// over; status updates and other managers' own fields leave it alone);
-/// without that entry, the generation where the kind has one (status
-/// updates do not bump it), else the resourceVersion.
-fn marker(meta: &ObjectMeta) -> String {
-    if let Some(entry) = meta.managed_fields.iter().flatten().find(|e| own_apply(e)) {
-        return own_fields_digest(entry);
+/// controller owns by its apply (`own_fields`; someone else writing one of
+/// them takes it over; status updates and other managers' own fields leave
+/// it alone); without that entry, the generation where the kind has one
+/// (status updates do not bump it), else the resourceVersion.
+fn marker(meta: &ObjectMeta, own_fields: Option<u64>) -> String {
+    if let Some(digest) = own_fields {
+        return format!("f{digest:x}");
     }
     match meta.generation {
         Some(generation) => format!("g{generation}"),
@@ -516,10 +502,31 @@ fn marker(meta: &ObjectMeta) -> String {
     }
 }
 
-/// What of `meta` tells which version of the object it is.
-fn version(meta: &ObjectMeta) -> Version<'_> {
+/// A child as its store keeps it: trimmed metadata, and the digest of the
+/// controller's own apply entry.
+pub struct StoredChild {
+    pub meta: ObjectMeta,
+    own_fields: Option<u64>,
+}
+
+impl StoredChild {
+    fn of<K, S>(summary: &Summary<K, S>) -> Self {
+        Self {
+            meta: summary.metadata.clone(),
+            own_fields: summary.own_fields,
+        }
+    }
+
+    fn version(&self) -> Version<'_> {
+        version(&self.meta, self.own_fields)
+    }
+}
+
+/// What of `meta` (and `own_fields`) tells which version of the object it
+/// is.
+fn version(meta: &ObjectMeta, own_fields: Option<u64>) -> Version<'_> {
     Version {
-        marker: marker(meta),
+        marker: marker(meta, own_fields),
         uid: meta.uid.as_deref().unwrap_or_default(),
         generation: meta.generation,
     }
@@ -578,8 +585,15 @@ impl Caches {
         observe::namespace_state(ns.as_ref(), owner_uid)
     }
 
+    /// One of the installation's Secrets: its metadata and, for a
+    /// generated one, its data.
     pub fn secret(&self, namespace: &str, name: &str) -> Option<Secret> {
-        self.secrets.get(namespace, name).map(|s| (*s).clone())
+        let stored = self.secrets.get(namespace, name)?;
+        Some(Secret {
+            metadata: stored.metadata.clone(),
+            data: stored.state.to_data(),
+            ..Default::default()
+        })
     }
 
     /// A Secret of an allowed namespace; `None` when it does not exist (or
@@ -591,18 +605,33 @@ impl Caches {
 
     /// Metadata of one child, from the store of its kind.
     pub fn child(&self, kind: &str, namespace: &str, name: &str) -> Option<ObjectMeta> {
+        self.stored(kind, namespace, name).map(|child| child.meta)
+    }
+
+    /// One child as the store of its kind keeps it.
+    fn stored(&self, kind: &str, namespace: &str, name: &str) -> Option<StoredChild> {
+        fn one<K, S: Clone>(
+            store: &Summaries<K, S>,
+            namespace: &str,
+            name: &str,
+        ) -> Option<StoredChild>
+        where
+            Summary<K, S>: Resource<DynamicType = ()> + Clone,
+        {
+            store.get(namespace, name).map(|s| StoredChild::of(&s))
+        }
         match kind {
-            "Namespace" => get(&self.namespaces, None, name).map(|o| o.metadata.clone()),
-            "Secret" => self.secrets.meta(namespace, name),
-            "Service" => self.services.meta(namespace, name),
-            "NetworkPolicy" => self.network_policies.meta(namespace, name),
-            "ResourceQuota" => self.resource_quotas.meta(namespace, name),
-            "LimitRange" => self.limit_ranges.meta(namespace, name),
-            "RoleBinding" => self.role_bindings.meta(namespace, name),
-            "Ingress" => self.ingresses.meta(namespace, name),
-            "Deployment" => self.deployments.meta(namespace, name),
-            "StatefulSet" => self.stateful_sets.meta(namespace, name),
-            "Job" => self.jobs.meta(namespace, name),
+            "Namespace" => get(&self.namespaces, None, name).map(|s| StoredChild::of(&s)),
+            "Secret" => one(&self.secrets, namespace, name),
+            "Service" => one(&self.services, namespace, name),
+            "NetworkPolicy" => one(&self.network_policies, namespace, name),
+            "ResourceQuota" => one(&self.resource_quotas, namespace, name),
+            "LimitRange" => one(&self.limit_ranges, namespace, name),
+            "RoleBinding" => one(&self.role_bindings, namespace, name),
+            "Ingress" => one(&self.ingresses, namespace, name),
+            "Deployment" => one(&self.deployments, namespace, name),
+            "StatefulSet" => one(&self.stateful_sets, namespace, name),
+            "Job" => one(&self.jobs, namespace, name),
             _ => None,
         }
     }
@@ -629,16 +658,16 @@ impl Caches {
     /// Whether `desired` (of `kind`) is already in place as this process
     /// last applied it, unchanged since.
     pub fn unchanged(&self, kind: &str, namespace: &str, name: &str, desired: u64) -> bool {
-        let Some(meta) = self.child(kind, namespace, name) else {
+        let Some(stored) = self.stored(kind, namespace, name) else {
             return false;
         };
-        if meta.deletion_timestamp.is_some() {
+        if stored.meta.deletion_timestamp.is_some() {
             return false;
         }
         self.applied
             .get(kind, namespace, name)
             .is_some_and(|applied| {
-                applied.desired == desired && applied.seen_in(&version(&meta)) != Seen::Changed
+                applied.desired == desired && applied.seen_in(&stored.version()) != Seen::Changed
             })
     }
 
@@ -648,7 +677,7 @@ impl Caches {
             kind,
             meta.namespace.as_deref().unwrap_or_default(),
             meta.name.as_deref().unwrap_or_default(),
-            Applied::new(desired, &version(meta)),
+            Applied::new(desired, &version(meta, own_fields_of(meta))),
         );
     }
 
@@ -660,9 +689,9 @@ impl Caches {
     /// How the stored object stands to this process' last apply of it
     /// (`None`: not stored, or never applied).
     fn seen(&self, kind: &str, namespace: &str, name: &str) -> Option<Seen> {
-        let meta = self.child(kind, namespace, name)?;
+        let stored = self.stored(kind, namespace, name)?;
         let applied = self.applied.get(kind, namespace, name)?;
-        Some(applied.seen_in(&version(&meta)))
+        Some(applied.seen_in(&stored.version()))
     }
 
     /// Whether the store shows the object as this process last applied it
@@ -803,6 +832,7 @@ impl Caches {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
     use kube::core::PartialObjectMetaExt;
 
     #[test]
@@ -831,7 +861,12 @@ mod tests {
             }
         }))
         .unwrap();
-        let stored = Summary::of(pod.clone(), observe::pod_state, trim_pod_meta);
+        let stored: Summary<Pod, _> = Summary::of(
+            pod.clone(),
+            observe::pod_state,
+            own_fields_of,
+            trim_pod_meta,
+        );
         assert_eq!(stored.state.problems.len(), 2);
         assert_eq!(stored.state, observe::pod_state(&pod));
         assert!(stored.state.failure.is_some());
@@ -862,7 +897,12 @@ mod tests {
             "status": { "readyReplicas": 2 }
         }))
         .unwrap();
-        let stored = Summary::of(deployment.clone(), observe::deployment_state, trim_meta);
+        let stored: Summary<Deployment, _> = Summary::of(
+            deployment.clone(),
+            observe::deployment_state,
+            own_fields_of,
+            trim_meta,
+        );
         assert_eq!(stored.state, observe::deployment_state(&deployment));
         assert_eq!(
             stored.state.image.as_deref(),
@@ -941,7 +981,7 @@ mod tests {
         // The watch has not yet brought the new image: the store still holds
         // the old Deployment, rolled out, with the same fields owned.
         let old = app_deployment(1, "registry.example/app:1", true);
-        let stored = Summary::of(old, observe::deployment_state, trim_meta);
+        let stored = Summary::of(old, observe::deployment_state, own_fields_of, trim_meta);
         assert!(stored.state.rolled_out());
         let caches = caches_with(filled(vec![stored]));
         let answer = app_deployment(2, "registry.example/app:2", false);
@@ -957,6 +997,7 @@ mod tests {
         let caches = caches_with(filled(vec![Summary::of(
             new,
             observe::deployment_state,
+            own_fields_of,
             trim_meta,
         )]));
         caches.record_applied("Deployment", &answer.metadata, 2);
@@ -1008,8 +1049,8 @@ mod tests {
             resource_version: Some("10".into()),
             ..Default::default()
         };
-        assert_eq!(marker(&with_generation), "g3");
-        assert_eq!(marker(&without), "r10");
+        assert_eq!(marker(&with_generation, None), "g3");
+        assert_eq!(marker(&without, None), "r10");
     }
 
     #[test]
@@ -1046,7 +1087,8 @@ mod tests {
             ]),
             ..Default::default()
         };
-        assert_eq!(marker(&applied), marker(&status_updated));
+        let marker_of = |meta: &ObjectMeta| marker(meta, own_fields_of(meta));
+        assert_eq!(marker_of(&applied), marker_of(&status_updated));
         // Someone else wrote a field the controller owned: it is no longer
         // the controller's.
         let taken_over = ObjectMeta {
@@ -1058,25 +1100,19 @@ mod tests {
             )]),
             ..Default::default()
         };
-        assert_ne!(marker(&applied), marker(&taken_over));
-        let mut trimmed = Secret {
-            metadata: status_updated,
-            ..Default::default()
-        };
-        keep_own_managed_fields(&mut trimmed);
-        // Stored: the own entry alone, its field set as a digest that marks
+        assert_ne!(marker_of(&applied), marker_of(&taken_over));
+        // Stored: no managed fields, the own entry's digest apart, marking
         // the same as the whole set.
-        let kept = trimmed.metadata.managed_fields.clone().unwrap();
-        assert_eq!(kept.len(), 1);
-        assert_eq!(kept[0].manager.as_deref(), Some(FIELD_MANAGER));
-        assert!(matches!(
-            kept[0].fields_v1,
-            Some(FieldsV1(serde_json::Value::String(_)))
-        ));
-        assert_eq!(marker(&trimmed.metadata), marker(&applied));
-        assert_ne!(marker(&trimmed.metadata), marker(&taken_over));
-        keep_own_managed_fields(&mut trimmed);
-        assert_eq!(marker(&trimmed.metadata), marker(&applied));
+        let stored: Summary<ResourceQuota, ()> = Summary::of(
+            status_updated.into_response_partial::<ResourceQuota>(),
+            |_| (),
+            own_fields_of,
+            trim_meta,
+        );
+        assert!(stored.metadata.managed_fields.is_none());
+        let child = StoredChild::of(&stored);
+        assert_eq!(child.version().marker, marker_of(&applied));
+        assert_ne!(child.version().marker, marker_of(&taken_over));
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod plan;
 pub mod predicates;
 pub mod reconcile;
 pub mod runs;
+pub mod secret_values;
 pub mod status;
 pub mod store_filled;
 pub mod summary;

@@ -33,6 +33,7 @@ use super::{
     },
     observe::NamespaceState,
     plan::{self, Plan},
+    secret_values::GENERATED_SECRETS,
     status::{self, Situation},
 };
 use crate::{
@@ -798,12 +799,7 @@ async fn read_generated_secrets(
     let namespace = &plan.namespace;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let mut found = Vec::new();
-    for name in [
-        build::secrets::GENERATED_SECRET,
-        credentials::SECRET_NAME,
-        build::database::NAME,
-        build::filestore::NAME,
-    ] {
+    for name in GENERATED_SECRETS {
         let secret = match ctx.caches.secret(namespace, name) {
             Some(secret) => Some(secret),
             None if ctx.caches.was_applied("Secret", namespace, name) => {
@@ -816,6 +812,7 @@ async fn read_generated_secrets(
         };
         found.push(secret);
     }
+    // In the order of `GENERATED_SECRETS`.
     let [copy, creds, db, fs]: [Option<Secret>; 4] =
         found.try_into().expect("four generated Secrets");
     let database = matches!(

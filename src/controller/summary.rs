@@ -21,20 +21,36 @@ use kube::{
 /// An object of kind `K`: its metadata and what a pass reads of the rest.
 #[derive(Clone, Debug)]
 pub struct Summary<K, S> {
+    /// Without managed fields: of those, a pass reads only the digest of
+    /// the controller's own apply entry, `own_fields`.
     pub metadata: ObjectMeta,
     pub state: S,
+    /// Digest of the field set of the controller's own apply entry, if it
+    /// has one (see `cache::marker`). A managed-fields entry kept in the
+    /// metadata took a quarter of a kilobyte, for every child.
+    pub own_fields: Option<u64>,
     kind: PhantomData<fn() -> K>,
 }
 
 impl<K: Resource, S> Summary<K, S> {
-    /// `state` is worked out from the whole object; `trim` then reduces
-    /// the metadata kept.
-    pub fn of(mut object: K, state: impl FnOnce(&K) -> S, trim: impl FnOnce(&mut K)) -> Self {
+    /// `state` is worked out from the whole object (a `K`, or its metadata
+    /// alone from a metadata watch), `own_fields` from its managed fields;
+    /// `trim` then reduces the metadata kept.
+    pub fn of<O: Resource>(
+        mut object: O,
+        state: impl FnOnce(&O) -> S,
+        own_fields: impl FnOnce(&ObjectMeta) -> Option<u64>,
+        trim: impl FnOnce(&mut O),
+    ) -> Self {
         let state = state(&object);
+        let own_fields = own_fields(object.meta());
         trim(&mut object);
+        let mut metadata = std::mem::take(object.meta_mut());
+        metadata.managed_fields = None;
         Self {
-            metadata: std::mem::take(object.meta_mut()),
+            metadata,
             state,
+            own_fields,
             kind: PhantomData,
         }
     }
@@ -80,12 +96,14 @@ where
     }
 }
 
-/// `events` with every object summarized by `summarize`.
-pub fn summarize<K, S>(
-    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-    summarize: impl Fn(K) -> Summary<K, S> + Send + 'static,
+/// `events` (of `K`s, or of their metadata) with every object summarized
+/// by `summarize`.
+pub fn summarize<O, K, S>(
+    events: impl Stream<Item = Result<watcher::Event<O>, watcher::Error>> + Send + 'static,
+    summarize: impl Fn(O) -> Summary<K, S> + Send + 'static,
 ) -> impl Stream<Item = Result<watcher::Event<Summary<K, S>>, watcher::Error>> + Send + 'static
 where
+    O: Send + 'static,
     K: Send + 'static,
     S: Send + 'static,
 {
@@ -115,12 +133,14 @@ mod tests {
             },
             ..Default::default()
         };
-        let summary = Summary::of(
+        let summary: Summary<Deployment, _> = Summary::of(
             deployment,
-            |d| d.metadata.name.clone(),
+            |d: &Deployment| d.metadata.name.clone(),
+            |_| Some(7),
             |d| d.metadata.annotations = None,
         );
         assert_eq!(summary.state.as_deref(), Some("app"));
+        assert_eq!(summary.own_fields, Some(7));
         assert!(summary.metadata.annotations.is_none());
         assert_eq!(Summary::<Deployment, ()>::kind(&()), "Deployment");
         assert_eq!(Summary::<Deployment, ()>::api_version(&()), "apps/v1");
