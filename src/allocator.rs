@@ -32,9 +32,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// no more CPU time than with a decay of one second.
 #[cfg(feature = "jemalloc")]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: MallocConf = MallocConf(
-    c"background_thread:true,narenas:2,dirty_decay_ms:0,muzzy_decay_ms:0".as_ptr(),
-);
+static MALLOC_CONF: MallocConf =
+    MallocConf(c"background_thread:true,narenas:2,dirty_decay_ms:0,muzzy_decay_ms:0".as_ptr());
 
 /// A C string jemalloc reads once, at its start.
 #[cfg(feature = "jemalloc")]

@@ -12,7 +12,7 @@ use kube::{
 
 use super::{
     apply::{Applied, Pruned, apply_params, wanted},
-    build::DesiredObject,
+    build::{DesiredObject, secrets::GENERATED_SECRET},
     cache::{Caches, desired_hash},
     error::{Context as _, Result},
 };
@@ -50,10 +50,11 @@ pub struct Changes {
     pub store_wait: Duration,
 }
 
-/// Applies, in order, each object that is missing, changed by someone else
-/// or desired differently than last applied. A Job or StatefulSet whose
-/// change the API server refuses as an update of an immutable field (422) is
-/// deleted and comes back on the next pass.
+/// Applies each object that is missing, changed by someone else or desired
+/// differently than last applied, wave by wave (see `wave`), the objects of
+/// a wave at once. A Job or StatefulSet whose change the API server refuses
+/// as an update of an immutable field (422) is deleted and comes back on the
+/// next pass.
 pub async fn apply_changed(
     client: &Client,
     caches: &Caches,
@@ -65,47 +66,31 @@ pub async fn apply_changed(
         sent: 0,
         store_wait: Duration::ZERO,
     };
-    for desired in objects {
-        let key = format!("{}/{}", desired.kind(), desired.name());
-        let hash = desired_hash(&desired.object);
-        if caches.unchanged(desired.kind(), namespace, desired.name(), hash) {
-            if let Some(uid) = caches
-                .child(desired.kind(), namespace, desired.name())
-                .and_then(|meta| meta.uid)
-            {
-                changes.applied.uids.insert(key, uid);
-            }
-            continue;
-        }
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), namespace, &desired.resource);
-        let what = format!("{} {namespace}/{}", desired.kind(), desired.name());
-        changes.sent += 1;
-        match api
-            .patch(
-                desired.name(),
-                &apply_params(),
-                &Patch::Apply(&desired.object),
-            )
-            .await
-        {
-            Ok(applied) => {
-                caches.record_applied(desired.kind(), &applied.metadata, hash);
-                if let Some(uid) = applied.metadata.uid {
-                    changes.applied.uids.insert(key, uid);
+    for wave in waves(objects) {
+        let outcomes = futures::future::join_all(
+            wave.iter()
+                .map(|desired| apply_one(client, caches, namespace, desired)),
+        )
+        .await;
+        for (desired, outcome) in wave.iter().zip(outcomes) {
+            let key = format!("{}/{}", desired.kind(), desired.name());
+            match outcome? {
+                Applying::Unchanged(uid) => {
+                    if let Some(uid) = uid {
+                        changes.applied.uids.insert(key, uid);
+                    }
+                }
+                Applying::Applied(uid) => {
+                    changes.sent += 1;
+                    if let Some(uid) = uid {
+                        changes.applied.uids.insert(key, uid);
+                    }
+                }
+                Applying::Recreating => {
+                    changes.sent += 1;
+                    changes.applied.recreated.push(key);
                 }
             }
-            Err(kube::Error::Api(status)) if status.code == 422 && recreatable(desired.kind()) => {
-                tracing::info!(object = %what, message = %status.message, "a changed field cannot be updated in place; recreating the object");
-                // A 404 here means it did not exist: the object itself is
-                // invalid, and recreating would not help.
-                api.delete(desired.name(), &DeleteParams::background())
-                    .await
-                    .map_err(|_| kube::Error::Api(status))
-                    .request("apply", what)?;
-                changes.applied.recreated.push(key);
-            }
-            Err(err) => return Err(err).request("apply", what),
         }
     }
     if changes.sent > 0 {
@@ -122,6 +107,81 @@ pub async fn apply_changed(
         changes.store_wait = caches.catch_up(&applied).await;
     }
     Ok(changes)
+}
+
+/// What became of one desired object, with its UID where known.
+enum Applying {
+    /// As the store shows it, last applied so.
+    Unchanged(Option<String>),
+    Applied(Option<String>),
+    /// Deleted, to be created anew by the next pass.
+    Recreating,
+}
+
+async fn apply_one(
+    client: &Client,
+    caches: &Caches,
+    namespace: &str,
+    desired: &DesiredObject,
+) -> Result<Applying> {
+    let hash = desired_hash(&desired.object);
+    if caches.unchanged(desired.kind(), namespace, desired.name(), hash) {
+        let uid = caches
+            .child(desired.kind(), namespace, desired.name())
+            .and_then(|meta| meta.uid);
+        return Ok(Applying::Unchanged(uid));
+    }
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &desired.resource);
+    let what = format!("{} {namespace}/{}", desired.kind(), desired.name());
+    match api
+        .patch(
+            desired.name(),
+            &apply_params(),
+            &Patch::Apply(&desired.object),
+        )
+        .await
+    {
+        Ok(applied) => {
+            caches.record_applied(desired.kind(), &applied.metadata, hash);
+            Ok(Applying::Applied(applied.metadata.uid))
+        }
+        Err(kube::Error::Api(status)) if status.code == 422 && recreatable(desired.kind()) => {
+            tracing::info!(object = %what, message = %status.message, "a changed field cannot be updated in place; recreating the object");
+            // A 404 here means it did not exist: the object itself is
+            // invalid, and recreating would not help.
+            api.delete(desired.name(), &DeleteParams::background())
+                .await
+                .map_err(|_| kube::Error::Api(status))
+                .request("apply", what)?;
+            Ok(Applying::Recreating)
+        }
+        Err(err) => Err(err).request("apply", what),
+    }
+}
+
+/// When an object is applied, as a wave number: the copy of the generated
+/// values first (no generated value is written anywhere before its copy,
+/// so a lost Secret can always be restored), then what pods need to be
+/// admitted and to start (Secrets, quota, limit range, policies, Services),
+/// then the workloads and the ingress. A pass of a new installation waits
+/// for three round trips to the API server instead of one per object.
+fn wave(kind: &str, name: &str) -> usize {
+    match kind {
+        "Secret" if name == GENERATED_SECRET => 0,
+        "Deployment" | "StatefulSet" | "Job" | "Ingress" => 2,
+        _ => 1,
+    }
+}
+
+/// `objects` grouped by `wave`, in wave order, each in the given order.
+fn waves(objects: &[DesiredObject]) -> Vec<Vec<&DesiredObject>> {
+    let mut waves: Vec<Vec<&DesiredObject>> = vec![Vec::new(); 3];
+    for object in objects {
+        waves[wave(object.kind(), object.name())].push(object);
+    }
+    waves.retain(|wave| !wave.is_empty());
+    waves
 }
 
 /// Kinds whose immutable fields are changed by deleting and creating them.
@@ -221,4 +281,47 @@ fn resource_of(kind: &str) -> Option<ApiResource> {
         "PersistentVolumeClaim" => ApiResource::erase::<PersistentVolumeClaim>(&()),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::{
+        build::{
+            self, ExternalSecrets,
+            test_support::{generated, input, plan_with},
+        },
+        plan::tests::profile,
+    };
+
+    #[test]
+    fn the_generated_copy_goes_first_and_workloads_after_what_their_pods_need() {
+        let plan = plan_with(Default::default(), profile());
+        let (generated, external) = (generated(), ExternalSecrets::default());
+        let children = build::children(&input(&plan, &generated, &external)).unwrap();
+        let waves = waves(&children);
+        let kinds = |wave: &[&DesiredObject]| -> Vec<String> {
+            wave.iter()
+                .map(|o| format!("{} {}", o.kind(), o.name()))
+                .collect()
+        };
+        assert_eq!(kinds(&waves[0]), [format!("Secret {GENERATED_SECRET}")]);
+        let needed = kinds(&waves[1]);
+        for kind in ["Secret", "ResourceQuota", "LimitRange", "Service"] {
+            assert!(
+                needed.iter().any(|k| k.starts_with(kind)),
+                "{kind} in {needed:?}"
+            );
+        }
+        let last = kinds(&waves[2]);
+        assert!(last.iter().any(|k| k.starts_with("Deployment")), "{last:?}");
+        assert!(
+            needed
+                .iter()
+                .all(|k| !k.starts_with("Deployment") && !k.starts_with("StatefulSet")),
+            "{needed:?}"
+        );
+        // Nothing left out, nothing twice.
+        assert_eq!(waves.iter().map(Vec::len).sum::<usize>(), children.len());
+    }
 }
