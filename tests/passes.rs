@@ -14,7 +14,7 @@ use ephemera::{
 };
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
 use support::{
@@ -107,5 +107,86 @@ async fn an_installation_costs_few_passes_and_none_while_idle() {
         (1..=PASSES_TO_DELETE).contains(&to_delete),
         "{to_delete} passes to delete"
     );
+    controller.stop().await;
+}
+
+/// The pass that adds the finalizer must not wake itself: the patch comes
+/// back as a finalizer change, which the predicate lets through so that a
+/// finalizer someone removed is put back. An installation whose profile
+/// does not exist is Stalled by its first pass and must cost no second one;
+/// a finalizer removed by someone else still runs a pass that puts it back.
+#[tokio::test]
+async fn adding_the_finalizer_does_not_cost_a_second_pass() {
+    let client = client().await;
+    install_crds(&client).await;
+    let run = unique_name("finalizer-echo");
+    let selector = format!("{TEST_RUN_LABEL}={run}");
+    let _cleanup = support::RemoveOnDrop {
+        selector: selector.clone(),
+        profile: run.clone(),
+    };
+    let config = ControllerConfig {
+        installation_selector: Some(selector.clone()),
+        ..Default::default()
+    };
+    let controller = RunningController::start_with(client.clone(), config).await;
+    let passes = || controller.metrics.reconciles.get();
+    let name = format!("{run}-stalled");
+    // The profile is never created.
+    let mut ti = TestInstallation::new(
+        &name,
+        serde_json::from_value(json!({ "profile": run })).unwrap(),
+    );
+    ti.labels_mut().insert(TEST_RUN_LABEL.into(), run.clone());
+    let api: Api<TestInstallation> = Api::all(client.clone());
+    let before = passes();
+    api.create(&PostParams::default(), &ti).await.unwrap();
+    let has_finalizer = |ti: &TestInstallation| !ti.finalizers().is_empty();
+    wait_until(&client, &name, "Stalled on the missing profile", |ti| {
+        has_finalizer(ti)
+            && ti
+                .status
+                .as_ref()
+                .and_then(|s| s.message.as_deref())
+                .is_some_and(|m| m.contains("does not exist"))
+    })
+    .await;
+    // Longer than the controller's debounce and a watch round trip.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let first = passes() - before;
+
+    let removed = json!([
+        { "op": "test", "path": "/metadata/finalizers/0", "value": ephemera::controller::reconcile::FINALIZER },
+        { "op": "remove", "path": "/metadata/finalizers/0" }
+    ]);
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::<()>::Json(serde_json::from_value(removed).unwrap()),
+    )
+    .await
+    .unwrap();
+    wait_until(&client, &name, "the finalizer back", has_finalizer).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after_removal = passes() - before - first;
+    eprintln!("passes: {first} to stall, {after_removal} after the finalizer was removed");
+    assert_eq!(first, 1, "passes for an installation that stalls at once");
+    assert_eq!(after_removal, 1, "passes to put a removed finalizer back");
+
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_for(
+        "the installation to be gone",
+        Duration::from_secs(60),
+        || async {
+            match api.get_opt(&name).await {
+                Ok(None) => Ok(()),
+                other => Err(format!(
+                    "{:?}",
+                    other.map(|ti| ti.map(|ti| ti.finalizers().to_vec()))
+                )),
+            }
+        },
+    )
+    .await;
     controller.stop().await;
 }

@@ -43,6 +43,7 @@ use super::{
     config::ControllerConfig,
     namespace_index::{IndexedStore, NamespaceIndex},
     observe::{self, JobState, NamespaceState, Observed, PodState, WorkloadState},
+    own_writes::OwnWrites,
     plan,
     predicates::{AppliedState, ChildEvent, child_event_wakes},
     secret_values::SecretValues,
@@ -74,6 +75,8 @@ pub struct Caches {
     pub referenced_secrets: BTreeMap<String, Store<Secret>>,
     /// What this process last applied, to skip applies that change nothing.
     applied: AppliedMemory,
+    /// The controller's own finalizer patches, whose echo runs no pass.
+    pub own_writes: OwnWrites,
     /// What the last pass of each installation observed: a child's event
     /// that leaves this unchanged runs no pass.
     observed: Mutex<HashMap<String, Observed>>,
@@ -189,12 +192,13 @@ fn trim_pod_meta(pod: &mut Pod) {
 
 /// Starts a store for every kind a pass reads and wires each one's watch
 /// into `controller` as a trigger. `installations` is the controller's own
-/// store (profiles map to the installations that use them).
+/// store (profiles map to the installations that use them); `own_writes`
+/// is shared with the filter of its own watch.
 pub fn watch_all(
     controller: Controller<Guarded>,
     client: &Client,
     config: &ControllerConfig,
-    installations: Store<Guarded>,
+    (installations, own_writes): (Store<Guarded>, OwnWrites),
     urgent: Lane,
 ) -> (Controller<Guarded>, Arc<Caches>) {
     // Every namespace, not only labelled ones: a pass must see a namespace
@@ -280,6 +284,7 @@ pub fn watch_all(
         profiles,
         referenced_secrets,
         applied: AppliedMemory::default(),
+        own_writes,
         observed: Mutex::new(HashMap::new()),
     });
 
@@ -946,6 +951,7 @@ mod tests {
             profiles: reflector::store().0,
             referenced_secrets: BTreeMap::new(),
             applied: AppliedMemory::default(),
+            own_writes: OwnWrites::default(),
             observed: Mutex::new(HashMap::new()),
         }
     }

@@ -19,6 +19,7 @@ pub mod links;
 pub mod metrics;
 pub mod namespace_index;
 pub mod observe;
+pub mod own_writes;
 pub mod plan;
 pub mod predicates;
 pub mod reconcile;
@@ -48,6 +49,7 @@ use crate::{
 use config::ControllerConfig;
 use context::Context;
 use metrics::{Metrics, PhaseLabels};
+use own_writes::OwnWrites;
 
 type Guarded = DeserializeGuard<TestInstallation>;
 
@@ -133,6 +135,7 @@ pub async fn run_with(
     // on status or annotation changes (see `predicates`).
     let (urgent, urgent_inbox) = urgent::channel();
     let (store, writer) = reflector::store();
+    let own_writes = OwnWrites::default();
     // Other tasks wait on this flag, never on the store (see `store_filled`).
     let (installation_events, installations_filled) =
         store_filled::flag_fill(reflector::reflector(
@@ -168,6 +171,15 @@ pub async fn run_with(
             predicates::installation_changes(),
             PredicateConfig::default(),
         )
+        // After the predicate, which must see the new finalizers.
+        .try_filter({
+            let own_writes = own_writes.clone();
+            move |guard| {
+                let echo =
+                    own_writes.is_echo(&guard.name_any(), guard.meta().resource_version.as_deref());
+                std::future::ready(!echo)
+            }
+        })
         // Deletions are the urgent lane's.
         .try_filter(|guard| std::future::ready(guard.meta().deletion_timestamp.is_none()));
     let controller = Controller::for_stream(installation_events, store.clone())
@@ -178,8 +190,13 @@ pub async fn run_with(
         )
         .trigger_backoff(trigger_backoff::TriggerBackoff::default());
     let (capacity_freed, capacity_wakeups) = futures::channel::mpsc::unbounded();
-    let (controller, caches) =
-        cache::watch_all(controller, &client, &config, store.clone(), urgent.clone());
+    let (controller, caches) = cache::watch_all(
+        controller,
+        &client,
+        &config,
+        (store.clone(), own_writes),
+        urgent.clone(),
+    );
     let ctx = Arc::new(Context::new(
         client.clone(),
         config,

@@ -145,6 +145,8 @@ const CACHES_PATIENCE: Duration = Duration::from_secs(5);
 
 #[tracing::instrument(skip_all, fields(installation = %installation.name_any()))]
 async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) -> Result<Action> {
+    // The runtime's span around it names what woke the pass.
+    tracing::debug!("pass");
     let api: Api<TestInstallation> = Api::all(ctx.client.clone());
     // Bounded, so that a pass never holds up a shutdown while the caches
     // are still filling.
@@ -171,7 +173,12 @@ async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) 
     // A failed test on the resourceVersion (a stale read) is answered with
     // 422: retried with backoff, never taken as a permanent error.
     if !installation.finalizers().iter().any(|f| f == FINALIZER) {
-        add_finalizer(&api, installation).await?;
+        let patched = add_finalizer(&api, installation).await?;
+        if let Some(version) = patched.metadata.resource_version {
+            ctx.caches
+                .own_writes
+                .record(&installation.name_any(), version);
+        }
     }
 
     let profile_name = plan::profile_name(installation);
@@ -572,7 +579,11 @@ fn owner_reference(installation: &TestInstallation) -> OwnerReference {
         .expect("a stored TestInstallation has a name and uid")
 }
 
-async fn add_finalizer(api: &Api<TestInstallation>, installation: &TestInstallation) -> Result<()> {
+/// Returns the installation as patched.
+async fn add_finalizer(
+    api: &Api<TestInstallation>,
+    installation: &TestInstallation,
+) -> Result<TestInstallation> {
     // A JSON patch with a test on the resourceVersion: never adds it twice.
     let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
         { "op": "test", "path": "/metadata/resourceVersion", "value": installation.resource_version() },
@@ -583,13 +594,13 @@ async fn add_finalizer(api: &Api<TestInstallation>, installation: &TestInstallat
         }
     ]))
     .expect("static JSON patch");
-    api.patch(
-        &installation.name_any(),
-        &PatchParams::default(),
-        &Patch::<()>::Json(patch),
-    )
-    .await?;
-    Ok(())
+    Ok(api
+        .patch(
+            &installation.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await?)
 }
 
 /// Where a deletion stands after a pass of `cleanup`.
@@ -636,6 +647,7 @@ pub(super) async fn cleanup(installation: &TestInstallation, ctx: &Context) -> R
             remove_finalizer(ctx, installation).await?;
             ctx.caches.forget_namespace(&namespace);
             ctx.caches.forget_observed(&name);
+            ctx.caches.own_writes.forget(&name);
             ctx.metrics.forget_ready(&uid);
             ctx.release(&name);
             ctx.forget(&name);
