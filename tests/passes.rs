@@ -190,3 +190,72 @@ async fn adding_the_finalizer_does_not_cost_a_second_pass() {
     .await;
     controller.stop().await;
 }
+
+/// A pass that applies looks at the stores again once they show what it
+/// applied, so its own writes coming back (the namespace, the workloads
+/// appearing) must not wake it once more. With every workload never
+/// becoming ready nothing else changes: one pass in all.
+#[tokio::test]
+async fn an_applying_pass_is_not_woken_by_its_own_writes() {
+    let client = client().await;
+    install_crds(&client).await;
+    let run = unique_name("own-echo");
+    let selector = format!("{TEST_RUN_LABEL}={run}");
+    let _cleanup = support::RemoveOnDrop {
+        selector: selector.clone(),
+        profile: run.clone(),
+    };
+    let config = ControllerConfig {
+        installation_selector: Some(selector.clone()),
+        ..Default::default()
+    };
+    let controller = RunningController::start_with(client.clone(), config).await;
+    let passes = || controller.metrics.reconciles.get();
+    // The fake kubelet never makes containers of a never-ready tag ready.
+    let spec: InstallationProfileSpec = serde_json::from_value(json!({
+        "image": "registry.example/team/app", "defaultVersion": "never-ready",
+        "database": { "version": "never-ready" }
+    }))
+    .unwrap();
+    Api::<InstallationProfile>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &InstallationProfile::new(&run, spec),
+        )
+        .await
+        .unwrap();
+    let name = format!("{run}-app");
+    let mut ti = TestInstallation::new(
+        &name,
+        serde_json::from_value(json!({ "profile": run })).unwrap(),
+    );
+    ti.labels_mut().insert(TEST_RUN_LABEL.into(), run.clone());
+    let api: Api<TestInstallation> = Api::all(client.clone());
+    let before = passes();
+    api.create(&PostParams::default(), &ti).await.unwrap();
+    wait_until(
+        &client,
+        &name,
+        "Provisioning with its children applied",
+        |ti| {
+            ti.phase() == Some(Phase::Provisioning)
+                && ti
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.credentials_secret.is_some())
+        },
+    )
+    .await;
+    // Longer than the debounce; the pods start meanwhile, never ready.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let status = api.get(&name).await.unwrap().status;
+    let spent = passes() - before;
+    eprintln!("passes: {spent} for an installation that never becomes ready");
+    assert_ne!(
+        status.as_ref().and_then(|s| s.phase),
+        Some(Phase::Ready),
+        "{status:?}"
+    );
+    assert_eq!(spent, 1, "passes after the apply, with nothing changing");
+    controller.stop().await;
+}

@@ -8,10 +8,10 @@
 //! store cannot be trusted to know an object yet (see `reconcile`).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     fmt::Debug,
     hash::{Hash, Hasher},
-    sync::{Arc, Mutex},
+    sync::Arc,
 };
 
 use futures::{Stream, TryStreamExt};
@@ -39,6 +39,7 @@ use serde::de::DeserializeOwned;
 use super::{
     applied::{Applied, AppliedMemory, Seen, Version},
     apply::FIELD_MANAGER,
+    baselines::Baselines,
     build::{app, database, filestore, ingress, seed},
     config::ControllerConfig,
     namespace_index::{IndexedStore, NamespaceIndex},
@@ -79,7 +80,7 @@ pub struct Caches {
     pub own_writes: OwnWrites,
     /// What the last pass of each installation observed: a child's event
     /// that leaves this unchanged runs no pass.
-    observed: Mutex<HashMap<String, Observed>>,
+    pub observed: Baselines,
 }
 
 /// Label selector of everything the controller creates.
@@ -285,7 +286,7 @@ pub fn watch_all(
         referenced_secrets,
         applied: AppliedMemory::default(),
         own_writes,
-        observed: Mutex::new(HashMap::new()),
+        observed: Baselines::default(),
     });
 
     // A child wakes its installation only when that can change something
@@ -699,6 +700,28 @@ impl Caches {
         Some(applied.seen_in(&stored.version()))
     }
 
+    /// Whether the store shows the object as this process last applied it,
+    /// changed by someone else, or gone.
+    fn applied_state(&self, kind: &str, namespace: &str, name: &str) -> AppliedState {
+        if self.child(kind, namespace, name).is_none() {
+            AppliedState::Gone
+        } else if let Some(Seen::AsApplied | Seen::NotYet) = self.seen(kind, namespace, name) {
+            // An event older than the last apply is followed by the
+            // apply's own.
+            AppliedState::AsApplied
+        } else {
+            AppliedState::Changed
+        }
+    }
+
+    /// Whether the stores show any of `applied` (kind, namespace, name)
+    /// changed by someone else or gone.
+    pub fn shows_a_change_of(&self, applied: &[(&str, &str, &str)]) -> bool {
+        applied.iter().any(|&(kind, namespace, name)| {
+            self.applied_state(kind, namespace, name) != AppliedState::AsApplied
+        })
+    }
+
     /// Whether the store shows the object as this process last applied it
     /// (its own write has come back through the watch).
     fn shows_applied(&self, kind: &str, namespace: &str, name: &str) -> bool {
@@ -735,10 +758,7 @@ impl Caches {
 
     /// Records what a pass of `installation` observed.
     pub fn record_observed(&self, installation: &str, observed: &Observed) {
-        self.observed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(installation.to_string(), observed.clone());
+        self.observed.record(installation, observed);
     }
 
     /// Whether an event of `child` (of `kind`, `None` for pods) should run
@@ -756,6 +776,11 @@ impl Caches {
             return false;
         };
         let Ok(ti) = &guard.0 else { return false };
+        if self.observed.is_observing(installation) {
+            // The running pass's last look will see this event's object,
+            // and whether what it applied was changed (see `baselines`).
+            return false;
+        }
         let name = child.name.clone().unwrap_or_default();
         let (namespace, child_namespace) = match kind {
             Some("Namespace") => (name.clone(), String::new()),
@@ -764,29 +789,11 @@ impl Caches {
                 (ns.clone(), ns)
             }
         };
-        let applied = kind.map(|kind| {
-            if self.child(kind, &child_namespace, &name).is_none() {
-                AppliedState::Gone
-            } else if let Some(Seen::AsApplied | Seen::NotYet) =
-                self.seen(kind, &child_namespace, &name)
-            {
-                // An event older than the last apply is followed by the
-                // apply's own.
-                AppliedState::AsApplied
-            } else {
-                AppliedState::Changed
-            }
-        });
+        let applied = kind.map(|kind| self.applied_state(kind, &child_namespace, &name));
         let observed = self
             .observe(&namespace, &ti.uid().unwrap_or_default())
             .as_the_status_sees_it();
-        let observed_changed = self
-            .observed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(installation)
-            .map(Observed::as_the_status_sees_it)
-            != Some(observed);
+        let observed_changed = self.observed.changed(installation, &observed);
         child_event_wakes(&ChildEvent {
             installation_deleting: ti.metadata.deletion_timestamp.is_some(),
             applied,
@@ -801,10 +808,7 @@ impl Caches {
 
     /// Forgets what the passes of `installation` observed (it is gone).
     pub fn forget_observed(&self, installation: &str) {
-        self.observed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(installation);
+        self.observed.forget(installation);
     }
 
     /// Everything the status needs, from the stores.
@@ -952,7 +956,7 @@ mod tests {
             referenced_secrets: BTreeMap::new(),
             applied: AppliedMemory::default(),
             own_writes: OwnWrites::default(),
-            observed: Mutex::new(HashMap::new()),
+            observed: Baselines::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 pub mod allow_list;
 pub mod applied;
 pub mod apply;
+pub mod baselines;
 pub mod build;
 pub mod cache;
 pub mod changes;
@@ -174,11 +175,7 @@ pub async fn run_with(
         // After the predicate, which must see the new finalizers.
         .try_filter({
             let own_writes = own_writes.clone();
-            move |guard| {
-                let echo =
-                    own_writes.is_echo(&guard.name_any(), guard.meta().resource_version.as_deref());
-                std::future::ready(!echo)
-            }
+            move |guard| std::future::ready(!own_writes.is_echo(&guard.name_any(), guard))
         })
         // Deletions are the urgent lane's.
         .try_filter(|guard| std::future::ready(guard.meta().deletion_timestamp.is_none()));

@@ -5,44 +5,54 @@
 //! change, so that a removed finalizer is put back. The pass that adds it
 //! would otherwise wake itself: its own patch comes back as a finalizer
 //! change, and the installation costs a pass that finds nothing to do.
-//! The patch tests the resourceVersion the pass read, so the object at the
-//! resourceVersion it answers is the one the pass worked on plus the
-//! finalizer: its event can be dropped without losing anything.
+//!
+//! Before the patch the pass records what the predicate will see of the
+//! patched object (its fingerprint: generation, labels, finalizers,
+//! deletion). An event with that fingerprint shows nothing the pass has not
+//! worked on, whoever wrote it, so it is dropped. The record is made before
+//! the patch because the echo can arrive before the patch's answer.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
 
+use kube::{Resource, runtime::Predicate};
+
+use super::predicates::installation_changes;
+
 #[derive(Clone, Debug, Default)]
-pub struct OwnWrites(Arc<Mutex<HashMap<String, String>>>);
+pub struct OwnWrites(Arc<Mutex<HashMap<String, u64>>>);
 
 impl OwnWrites {
-    /// Remembers that `installation` is at `resource_version` by this
-    /// process's own write.
-    pub fn record(&self, installation: &str, resource_version: String) {
-        self.lock()
-            .insert(installation.to_string(), resource_version);
-    }
-
-    /// Whether a watch event of `installation` at `resource_version` is the
-    /// echo of the recorded write. The first event of the installation
-    /// after the write settles it: events come in resourceVersion order, so
-    /// a later one means the echo was skipped (a relist) or is past.
-    pub fn is_echo(&self, installation: &str, resource_version: Option<&str>) -> bool {
-        let mut writes = self.lock();
-        match writes.remove(installation) {
-            Some(written) => resource_version == Some(written.as_str()),
-            None => false,
+    /// Expects `installation` to become `patched` by this process's own
+    /// write.
+    pub fn expect<K: Resource>(&self, installation: &str, patched: &K) {
+        if let Some(fingerprint) = installation_changes::<K>().hash_property(patched) {
+            self.lock().insert(installation.to_string(), fingerprint);
         }
     }
 
-    /// Forgets the installation (it is gone).
+    /// Whether `event` (of `installation`) is the echo of an expected
+    /// write; the expectation is met by it and forgotten.
+    pub fn is_echo<K: Resource>(&self, installation: &str, event: &K) -> bool {
+        let mut writes = self.lock();
+        let echo = writes.get(installation).is_some_and(|expected| {
+            installation_changes::<K>().hash_property(event) == Some(*expected)
+        });
+        if echo {
+            writes.remove(installation);
+        }
+        echo
+    }
+
+    /// Forgets what was expected of `installation` (the write failed, or
+    /// the installation is gone).
     pub fn forget(&self, installation: &str) {
         self.lock().remove(installation);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -50,25 +60,37 @@ impl OwnWrites {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{TestInstallation, TestInstallationSpec};
 
-    #[test]
-    fn only_the_event_at_the_written_version_is_an_echo_and_only_once() {
-        let writes = OwnWrites::default();
-        assert!(!writes.is_echo("a", Some("7")), "nothing written");
-        writes.record("a", "8".into());
-        assert!(!writes.is_echo("b", Some("8")), "another installation");
-        assert!(writes.is_echo("a", Some("8")));
-        assert!(!writes.is_echo("a", Some("8")), "a second event is news");
+    fn installation(finalizers: &[&str]) -> TestInstallation {
+        let mut ti = TestInstallation::new("a", TestInstallationSpec::default());
+        ti.metadata.generation = Some(1);
+        ti.metadata.finalizers = Some(finalizers.iter().map(|f| f.to_string()).collect());
+        ti
     }
 
     #[test]
-    fn a_later_event_settles_the_write_without_being_dropped() {
+    fn the_event_of_the_patched_object_is_an_echo_once() {
         let writes = OwnWrites::default();
-        writes.record("a", "8".into());
-        assert!(!writes.is_echo("a", Some("9")), "someone else's change");
-        assert!(!writes.is_echo("a", Some("8")), "the write is settled");
-        writes.record("a", "10".into());
+        let patched = installation(&["ours"]);
+        assert!(!writes.is_echo("a", &patched), "nothing expected");
+        writes.expect("a", &patched);
+        assert!(!writes.is_echo("b", &patched), "another installation");
+        assert!(writes.is_echo("a", &patched));
+        assert!(!writes.is_echo("a", &patched), "a second one is news");
+    }
+
+    #[test]
+    fn an_event_that_differs_from_the_patched_object_is_news() {
+        let writes = OwnWrites::default();
+        writes.expect("a", &installation(&["ours"]));
+        assert!(!writes.is_echo("a", &installation(&[])), "an older event");
+        let mut changed = installation(&["ours"]);
+        changed.metadata.generation = Some(2);
+        assert!(!writes.is_echo("a", &changed), "the spec changed too");
+        assert!(writes.is_echo("a", &installation(&["ours"])));
+        writes.expect("a", &installation(&["ours"]));
         writes.forget("a");
-        assert!(!writes.is_echo("a", Some("10")));
+        assert!(!writes.is_echo("a", &installation(&["ours"])));
     }
 }

@@ -173,11 +173,13 @@ async fn reconcile_installation(installation: &TestInstallation, ctx: &Context) 
     // A failed test on the resourceVersion (a stale read) is answered with
     // 422: retried with backoff, never taken as a permanent error.
     if !installation.finalizers().iter().any(|f| f == FINALIZER) {
-        let patched = add_finalizer(&api, installation).await?;
-        if let Some(version) = patched.metadata.resource_version {
-            ctx.caches
-                .own_writes
-                .record(&installation.name_any(), version);
+        let name = installation.name_any();
+        let mut patched = installation.clone();
+        patched.finalizers_mut().push(FINALIZER.to_string());
+        ctx.caches.own_writes.expect(&name, &patched);
+        if let Err(err) = add_finalizer(&api, installation).await {
+            ctx.caches.own_writes.forget(&name);
+            return Err(err);
         }
     }
 
@@ -376,6 +378,8 @@ async fn pass(
         }
     };
 
+    // From here on the pass looks again at its end (see `baselines`).
+    let observing = ctx.caches.observed.observing(&name);
     let namespace_wait = changes::apply_namespace(
         &ctx.client,
         &ctx.caches,
@@ -457,8 +461,21 @@ async fn pass(
         tracing::info!(pruned = ?pruned.deleted, "removed objects no longer desired");
     }
 
-    let observed = ctx.caches.observe(&plan.namespace, &uid);
-    ctx.caches.record_observed(&name, &observed);
+    let applied_keys: Vec<(&str, &str, &str)> =
+        std::iter::once(("Namespace", "", plan.namespace.as_str()))
+            .chain(
+                children
+                    .iter()
+                    .map(|c| (c.kind(), plan.namespace.as_str(), c.name())),
+            )
+            .collect();
+    // Changes made while the pass ran woke no pass (see `baselines`).
+    let (observed, changed_since) = observing.finish(|| {
+        (
+            ctx.caches.observe(&plan.namespace, &uid),
+            ctx.caches.shows_a_change_of(&applied_keys),
+        )
+    });
     let situation = Situation::Applied {
         plan: &plan,
         observed: &observed,
@@ -475,7 +492,11 @@ async fn pass(
     let moves_on = seed::job_wanted(&next, plan.seed.is_some()) != input.seed
         || next_stage.app_version(&plan.version) != app_version;
     Ok(Outcome {
-        requeue: if moves_on { STATUS_STEP } else { RESYNC },
+        requeue: if moves_on || changed_since {
+            STATUS_STEP
+        } else {
+            RESYNC
+        },
         ..outcome
     })
 }
@@ -579,11 +600,7 @@ fn owner_reference(installation: &TestInstallation) -> OwnerReference {
         .expect("a stored TestInstallation has a name and uid")
 }
 
-/// Returns the installation as patched.
-async fn add_finalizer(
-    api: &Api<TestInstallation>,
-    installation: &TestInstallation,
-) -> Result<TestInstallation> {
+async fn add_finalizer(api: &Api<TestInstallation>, installation: &TestInstallation) -> Result<()> {
     // A JSON patch with a test on the resourceVersion: never adds it twice.
     let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
         { "op": "test", "path": "/metadata/resourceVersion", "value": installation.resource_version() },
@@ -594,13 +611,13 @@ async fn add_finalizer(
         }
     ]))
     .expect("static JSON patch");
-    Ok(api
-        .patch(
-            &installation.name_any(),
-            &PatchParams::default(),
-            &Patch::<()>::Json(patch),
-        )
-        .await?)
+    api.patch(
+        &installation.name_any(),
+        &PatchParams::default(),
+        &Patch::<()>::Json(patch),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Where a deletion stands after a pass of `cleanup`.
