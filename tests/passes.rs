@@ -30,70 +30,118 @@ const PASSES_TO_READY: u64 = 3;
 const PASSES_TO_DELETE: u64 = 3;
 const IDLE: Duration = Duration::from_secs(15);
 
+/// A controller that reconciles only this test's installations, and what
+/// removes them when the test ends.
+struct Run {
+    client: kube::Client,
+    name: String,
+    controller: RunningController,
+    _cleanup: support::RemoveOnDrop,
+}
+
+impl Run {
+    async fn start(prefix: &str) -> Self {
+        let client = client().await;
+        install_crds(&client).await;
+        let name = unique_name(prefix);
+        let selector = format!("{TEST_RUN_LABEL}={name}");
+        let cleanup = support::RemoveOnDrop {
+            selector: selector.clone(),
+            profile: name.clone(),
+        };
+        let config = ControllerConfig {
+            installation_selector: Some(selector),
+            ..Default::default()
+        };
+        let controller = RunningController::start_with(client.clone(), config).await;
+        Self {
+            client,
+            name,
+            controller,
+            _cleanup: cleanup,
+        }
+    }
+
+    fn passes(&self) -> u64 {
+        self.controller.metrics.reconciles.get()
+    }
+
+    /// Creates the profile named as the run.
+    async fn create_profile(&self, spec: serde_json::Value) {
+        let spec: InstallationProfileSpec = serde_json::from_value(spec).unwrap();
+        Api::<InstallationProfile>::all(self.client.clone())
+            .create(
+                &PostParams::default(),
+                &InstallationProfile::new(&self.name, spec),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Creates `<run>-<suffix>` of the profile named as the run; returns
+    /// its name.
+    async fn create_installation(&self, suffix: &str) -> String {
+        let name = format!("{}-{suffix}", self.name);
+        let mut ti = TestInstallation::new(
+            &name,
+            serde_json::from_value(json!({ "profile": self.name })).unwrap(),
+        );
+        ti.labels_mut()
+            .insert(TEST_RUN_LABEL.into(), self.name.clone());
+        self.installations()
+            .create(&PostParams::default(), &ti)
+            .await
+            .unwrap();
+        name
+    }
+
+    /// Deletes `name` and waits until it is gone.
+    async fn delete(&self, name: &str) {
+        let api = self.installations();
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+        wait_for(
+            "the installation to be gone",
+            Duration::from_secs(120),
+            || async {
+                match api.get_opt(name).await {
+                    Ok(None) => Ok(()),
+                    other => Err(format!("{:?}", other.map(|ti| ti.map(|ti| ti.status)))),
+                }
+            },
+        )
+        .await;
+    }
+
+    fn installations(&self) -> Api<TestInstallation> {
+        Api::all(self.client.clone())
+    }
+}
+
 #[tokio::test]
 async fn an_installation_costs_few_passes_and_none_while_idle() {
-    let client = client().await;
-    install_crds(&client).await;
-    let run = unique_name("passes");
-    let selector = format!("{TEST_RUN_LABEL}={run}");
-    let _cleanup = support::RemoveOnDrop {
-        selector: selector.clone(),
-        profile: run.clone(),
-    };
-    let config = ControllerConfig {
-        installation_selector: Some(selector.clone()),
-        ..Default::default()
-    };
-    let controller = RunningController::start_with(client.clone(), config).await;
-    let passes = || controller.metrics.reconciles.get();
+    let run = Run::start("passes").await;
     // An app with a database and a filestore: three rollouts and a Job.
-    let spec: InstallationProfileSpec = serde_json::from_value(json!({
+    run.create_profile(json!({
         "image": "registry.example/team/app", "defaultVersion": "1.0.0",
         "filestore": { "type": "minio" },
         "env": [{ "name": "DATABASE_URL", "value": "{{ database.url }}" }]
     }))
-    .unwrap();
-    Api::<InstallationProfile>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &InstallationProfile::new(&run, spec),
-        )
-        .await
-        .unwrap();
-
-    let name = format!("{run}-app");
-    let mut ti = TestInstallation::new(
-        &name,
-        serde_json::from_value(json!({ "profile": run })).unwrap(),
-    );
-    ti.labels_mut().insert(TEST_RUN_LABEL.into(), run.clone());
-    let api: Api<TestInstallation> = Api::all(client.clone());
-    let before = passes();
-    api.create(&PostParams::default(), &ti).await.unwrap();
-    wait_until(&client, &name, "Ready", |ti| {
+    .await;
+    let before = run.passes();
+    let name = run.create_installation("app").await;
+    wait_until(&run.client, &name, "Ready", |ti| {
         ti.phase() == Some(Phase::Ready)
     })
     .await;
-    let to_ready = passes() - before;
+    let to_ready = run.passes() - before;
 
     tokio::time::sleep(IDLE).await;
-    let idle = passes() - before - to_ready;
+    let idle = run.passes() - before - to_ready;
 
     let deleting = Instant::now();
-    let at_delete = passes();
-    api.delete(&name, &DeleteParams::default()).await.unwrap();
-    wait_for(
-        "the installation to be gone",
-        Duration::from_secs(120),
-        || async {
-            match api.get_opt(&name).await {
-                Ok(None) => Ok(()),
-                other => Err(format!("{:?}", other.map(|ti| ti.map(|ti| ti.status)))),
-            }
-        },
-    )
-    .await;
-    let to_delete = passes() - at_delete;
+    let at_delete = run.passes();
+    run.delete(&name).await;
+    let to_delete = run.passes() - at_delete;
     eprintln!(
         "passes: {to_ready} to Ready, {idle} in {IDLE:?} idle, {to_delete} to delete (in {:?})",
         deleting.elapsed()
@@ -107,7 +155,7 @@ async fn an_installation_costs_few_passes_and_none_while_idle() {
         (1..=PASSES_TO_DELETE).contains(&to_delete),
         "{to_delete} passes to delete"
     );
-    controller.stop().await;
+    run.controller.stop().await;
 }
 
 /// The pass that adds the finalizer must not wake itself: the patch comes
@@ -117,32 +165,12 @@ async fn an_installation_costs_few_passes_and_none_while_idle() {
 /// a finalizer removed by someone else still runs a pass that puts it back.
 #[tokio::test]
 async fn adding_the_finalizer_does_not_cost_a_second_pass() {
-    let client = client().await;
-    install_crds(&client).await;
-    let run = unique_name("finalizer-echo");
-    let selector = format!("{TEST_RUN_LABEL}={run}");
-    let _cleanup = support::RemoveOnDrop {
-        selector: selector.clone(),
-        profile: run.clone(),
-    };
-    let config = ControllerConfig {
-        installation_selector: Some(selector.clone()),
-        ..Default::default()
-    };
-    let controller = RunningController::start_with(client.clone(), config).await;
-    let passes = || controller.metrics.reconciles.get();
-    let name = format!("{run}-stalled");
+    let run = Run::start("finalizer-echo").await;
     // The profile is never created.
-    let mut ti = TestInstallation::new(
-        &name,
-        serde_json::from_value(json!({ "profile": run })).unwrap(),
-    );
-    ti.labels_mut().insert(TEST_RUN_LABEL.into(), run.clone());
-    let api: Api<TestInstallation> = Api::all(client.clone());
-    let before = passes();
-    api.create(&PostParams::default(), &ti).await.unwrap();
+    let before = run.passes();
+    let name = run.create_installation("stalled").await;
     let has_finalizer = |ti: &TestInstallation| !ti.finalizers().is_empty();
-    wait_until(&client, &name, "Stalled on the missing profile", |ti| {
+    wait_until(&run.client, &name, "Stalled on the missing profile", |ti| {
         has_finalizer(ti)
             && ti
                 .status
@@ -153,42 +181,29 @@ async fn adding_the_finalizer_does_not_cost_a_second_pass() {
     .await;
     // Longer than the controller's debounce and a watch round trip.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let first = passes() - before;
+    let first = run.passes() - before;
 
     let removed = json!([
         { "op": "test", "path": "/metadata/finalizers/0", "value": ephemera::controller::reconcile::FINALIZER },
         { "op": "remove", "path": "/metadata/finalizers/0" }
     ]);
-    api.patch(
-        &name,
-        &PatchParams::default(),
-        &Patch::<()>::Json(serde_json::from_value(removed).unwrap()),
-    )
-    .await
-    .unwrap();
-    wait_until(&client, &name, "the finalizer back", has_finalizer).await;
+    run.installations()
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::<()>::Json(serde_json::from_value(removed).unwrap()),
+        )
+        .await
+        .unwrap();
+    wait_until(&run.client, &name, "the finalizer back", has_finalizer).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let after_removal = passes() - before - first;
+    let after_removal = run.passes() - before - first;
     eprintln!("passes: {first} to stall, {after_removal} after the finalizer was removed");
     assert_eq!(first, 1, "passes for an installation that stalls at once");
     assert_eq!(after_removal, 1, "passes to put a removed finalizer back");
 
-    api.delete(&name, &DeleteParams::default()).await.unwrap();
-    wait_for(
-        "the installation to be gone",
-        Duration::from_secs(60),
-        || async {
-            match api.get_opt(&name).await {
-                Ok(None) => Ok(()),
-                other => Err(format!(
-                    "{:?}",
-                    other.map(|ti| ti.map(|ti| ti.finalizers().to_vec()))
-                )),
-            }
-        },
-    )
-    .await;
-    controller.stop().await;
+    run.delete(&name).await;
+    run.controller.stop().await;
 }
 
 /// A pass that applies looks at the stores again once they show what it
@@ -197,44 +212,17 @@ async fn adding_the_finalizer_does_not_cost_a_second_pass() {
 /// becoming ready nothing else changes: one pass in all.
 #[tokio::test]
 async fn an_applying_pass_is_not_woken_by_its_own_writes() {
-    let client = client().await;
-    install_crds(&client).await;
-    let run = unique_name("own-echo");
-    let selector = format!("{TEST_RUN_LABEL}={run}");
-    let _cleanup = support::RemoveOnDrop {
-        selector: selector.clone(),
-        profile: run.clone(),
-    };
-    let config = ControllerConfig {
-        installation_selector: Some(selector.clone()),
-        ..Default::default()
-    };
-    let controller = RunningController::start_with(client.clone(), config).await;
-    let passes = || controller.metrics.reconciles.get();
+    let run = Run::start("own-echo").await;
     // The fake kubelet never makes containers of a never-ready tag ready.
-    let spec: InstallationProfileSpec = serde_json::from_value(json!({
+    run.create_profile(json!({
         "image": "registry.example/team/app", "defaultVersion": "never-ready",
         "database": { "version": "never-ready" }
     }))
-    .unwrap();
-    Api::<InstallationProfile>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &InstallationProfile::new(&run, spec),
-        )
-        .await
-        .unwrap();
-    let name = format!("{run}-app");
-    let mut ti = TestInstallation::new(
-        &name,
-        serde_json::from_value(json!({ "profile": run })).unwrap(),
-    );
-    ti.labels_mut().insert(TEST_RUN_LABEL.into(), run.clone());
-    let api: Api<TestInstallation> = Api::all(client.clone());
-    let before = passes();
-    api.create(&PostParams::default(), &ti).await.unwrap();
+    .await;
+    let before = run.passes();
+    let name = run.create_installation("app").await;
     wait_until(
-        &client,
+        &run.client,
         &name,
         "Provisioning with its children applied",
         |ti| {
@@ -248,8 +236,8 @@ async fn an_applying_pass_is_not_woken_by_its_own_writes() {
     .await;
     // Longer than the debounce; the pods start meanwhile, never ready.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let status = api.get(&name).await.unwrap().status;
-    let spent = passes() - before;
+    let status = run.installations().get(&name).await.unwrap().status;
+    let spent = run.passes() - before;
     eprintln!("passes: {spent} for an installation that never becomes ready");
     assert_ne!(
         status.as_ref().and_then(|s| s.phase),
@@ -257,5 +245,5 @@ async fn an_applying_pass_is_not_woken_by_its_own_writes() {
         "{status:?}"
     );
     assert_eq!(spent, 1, "passes after the apply, with nothing changing");
-    controller.stop().await;
+    run.controller.stop().await;
 }

@@ -112,16 +112,7 @@ mod tests {
     use crate::controller::observe::NamespaceState;
 
     fn with_namespace(namespace: NamespaceState) -> Observed {
-        Observed {
-            namespace,
-            app: None,
-            database: None,
-            filestore: None,
-            bucket_job: None,
-            seed_job: None,
-            ingress: false,
-            problems: Vec::new(),
-        }
+        Observed::nothing(namespace)
     }
 
     #[test]
