@@ -1,8 +1,8 @@
 //! How many reconcile passes an installation costs, counted by the
-//! controller's own `reconciles` metric: to Ready (one to apply, one when
-//! the workloads have rolled out, little more), none while nothing changes,
-//! and few to delete (the namespace's watch, not a timer, says when it is
-//! gone).
+//! controller's own `reconciles` metric: one to Ready (it applies; what the
+//! workloads show as they roll out is recorded by status refreshes), none
+//! while nothing changes, and few to delete (the namespace's watch, not a
+//! timer, says when it is gone).
 
 mod support;
 
@@ -22,9 +22,6 @@ use support::{
     wait_until,
 };
 
-/// Passes to Ready: the first applies everything, the next ones follow the
-/// rollouts of the app and the database (which may finish apart).
-const PASSES_TO_READY: u64 = 3;
 /// Passes to delete: the namespace is deleted, then the finalizer removed
 /// when the namespace's watch says it is gone.
 const PASSES_TO_DELETE: u64 = 3;
@@ -64,6 +61,10 @@ impl Run {
 
     fn passes(&self) -> u64 {
         self.controller.metrics.reconciles.get()
+    }
+
+    fn refreshes(&self) -> u64 {
+        self.controller.metrics.refreshes.get()
     }
 
     /// Creates the profile named as the run.
@@ -127,13 +128,14 @@ async fn an_installation_costs_few_passes_and_none_while_idle() {
         "env": [{ "name": "DATABASE_URL", "value": "{{ database.url }}" }]
     }))
     .await;
-    let before = run.passes();
+    let (before, refreshes_before) = (run.passes(), run.refreshes());
     let name = run.create_installation("app").await;
     wait_until(&run.client, &name, "Ready", |ti| {
         ti.phase() == Some(Phase::Ready)
     })
     .await;
     let to_ready = run.passes() - before;
+    let refreshes = run.refreshes() - refreshes_before;
 
     tokio::time::sleep(IDLE).await;
     let idle = run.passes() - before - to_ready;
@@ -143,12 +145,13 @@ async fn an_installation_costs_few_passes_and_none_while_idle() {
     run.delete(&name).await;
     let to_delete = run.passes() - at_delete;
     eprintln!(
-        "passes: {to_ready} to Ready, {idle} in {IDLE:?} idle, {to_delete} to delete (in {:?})",
+        "passes: {to_ready} to Ready ({refreshes} status refreshes), {idle} in {IDLE:?} idle, {to_delete} to delete (in {:?})",
         deleting.elapsed()
     );
+    assert_eq!(to_ready, 1, "passes to Ready: the one that applies");
     assert!(
-        (1..=PASSES_TO_READY).contains(&to_ready),
-        "{to_ready} passes to Ready"
+        refreshes >= 1,
+        "Ready was recorded by a status refresh, not a pass"
     );
     assert_eq!(idle, 0, "passes while nothing changed");
     assert!(
@@ -246,4 +249,144 @@ async fn an_applying_pass_is_not_woken_by_its_own_writes() {
     );
     assert_eq!(spent, 1, "passes after the apply, with nothing changing");
     run.controller.stop().await;
+}
+
+/// A status refresh whose write the API server refuses leaves nothing
+/// behind: a pass takes over (with its backoff) and records Ready once the
+/// API server takes the write again. The refusal comes from an admission
+/// policy that rejects this installation's status reading Ready.
+#[tokio::test]
+async fn a_refused_refresh_is_taken_over_by_a_pass() {
+    let run = Run::start("refresh-refused").await;
+    run.create_profile(json!({
+        "image": "registry.example/team/app", "defaultVersion": "1.0.0",
+        "database": { "engine": "none" }
+    }))
+    .await;
+    let name = format!("{}-app", run.name);
+    let refusal = RefuseReady::install(&run.client, &name).await;
+    let (before, refreshes_before) = (run.passes(), run.refreshes());
+    run.create_installation("app").await;
+    let api = run.installations();
+    // The app rolls out (the fake kubelet takes a few seconds); its Ready
+    // is refused meanwhile.
+    wait_for(
+        "a pass to retry the refused Ready",
+        Duration::from_secs(60),
+        || async {
+            let ti = api.get(&name).await.map_err(|e| e.to_string())?;
+            let retrying = ti
+                .status
+                .as_ref()
+                .and_then(|s| s.message.as_deref())
+                .is_some_and(|m| m.contains("refused in this test"));
+            let passes = run.passes() - before;
+            if retrying || passes >= 3 {
+                Ok(())
+            } else {
+                Err(format!("{passes} passes, status {:?}", ti.status))
+            }
+        },
+    )
+    .await;
+    let phase = api.get(&name).await.unwrap().phase();
+    assert_ne!(phase, Some(Phase::Ready), "the refusal held");
+    assert_eq!(
+        run.refreshes() - refreshes_before,
+        0,
+        "no refresh was counted as recorded"
+    );
+    refusal.remove().await;
+    // A refusal is a permanent error: the pass stalls the installation and
+    // looks again after a minute.
+    wait_for(
+        "Ready once the write is taken",
+        Duration::from_secs(120),
+        || async {
+            let ti = api.get(&name).await.map_err(|e| e.to_string())?;
+            match ti.phase() {
+                Some(Phase::Ready) => Ok(()),
+                _ => Err(format!("{:?}", ti.status)),
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "passes: {} until Ready after a refused refresh",
+        run.passes() - before
+    );
+    run.delete(&name).await;
+    run.controller.stop().await;
+}
+
+/// An admission policy that refuses status writes of one installation that
+/// read Ready.
+struct RefuseReady {
+    client: kube::Client,
+    name: String,
+}
+
+impl RefuseReady {
+    async fn install(client: &kube::Client, installation: &str) -> Self {
+        use k8s_openapi::api::admissionregistration::v1::{
+            ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        };
+        let name = format!("refuse-ready-{installation}");
+        let params = PatchParams::apply("ephemera-tests").force();
+        let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": { "name": name },
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": { "resourceRules": [{
+                    "apiGroups": ["ephemera.dev"], "apiVersions": ["*"],
+                    "operations": ["UPDATE"], "resources": ["testinstallations/status"]
+                }]},
+                "validations": [{
+                    "expression": format!(
+                        "object.metadata.name != '{installation}' || !has(object.status) || !has(object.status.phase) || object.status.phase != 'Ready'"
+                    ),
+                    "message": "Ready refused in this test"
+                }]
+            }
+        }))
+        .unwrap();
+        let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": { "name": name },
+            "spec": { "policyName": name, "validationActions": ["Deny"] }
+        }))
+        .unwrap();
+        Api::<ValidatingAdmissionPolicy>::all(client.clone())
+            .patch(&name, &params, &Patch::Apply(&policy))
+            .await
+            .unwrap();
+        Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+            .patch(&name, &params, &Patch::Apply(&binding))
+            .await
+            .unwrap();
+        // The API server picks policies up from its own watch.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Self {
+            client: client.clone(),
+            name,
+        }
+    }
+
+    async fn remove(self) {
+        use k8s_openapi::api::admissionregistration::v1::{
+            ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        };
+        let params = DeleteParams::default();
+        Api::<ValidatingAdmissionPolicyBinding>::all(self.client.clone())
+            .delete(&self.name, &params)
+            .await
+            .unwrap();
+        Api::<ValidatingAdmissionPolicy>::all(self.client.clone())
+            .delete(&self.name, &params)
+            .await
+            .unwrap();
+    }
 }

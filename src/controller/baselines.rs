@@ -12,6 +12,12 @@
 //! look and the end of `Observing` happen under one lock, so an event is
 //! judged either after the pass's last look or while that look is still
 //! to come.
+//!
+//! A pass that applied everything its installation's spec asks for, with
+//! nothing left that follows from the status, marks its baseline settled at
+//! the installation's generation: until the spec changes, an event that
+//! only changes what is observed refreshes the status (see `refresh`)
+//! instead of running a pass.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -22,7 +28,11 @@ pub struct Baselines(Mutex<HashMap<String, Baseline>>);
 
 #[derive(Debug)]
 enum Baseline {
-    Observed(Box<Observed>),
+    Observed {
+        observed: Box<Observed>,
+        /// The generation whose spec the last pass applied in full.
+        settled_at: Option<i64>,
+    },
     /// A pass is running that observes again before it ends.
     Observing,
 }
@@ -30,10 +40,53 @@ enum Baseline {
 impl Baselines {
     /// Records what a pass of `installation` observed.
     pub fn record(&self, installation: &str, observed: &Observed) {
-        self.lock().insert(
-            installation.to_string(),
-            Baseline::Observed(Box::new(observed.clone())),
-        );
+        self.lock()
+            .insert(installation.to_string(), Baseline::observed(observed, None));
+    }
+
+    /// Marks the last observation of `installation` as that of a pass that
+    /// applied everything `generation` asks for.
+    pub fn settle(&self, installation: &str, generation: i64) {
+        if let Some(Baseline::Observed { settled_at, .. }) = self.lock().get_mut(installation) {
+            *settled_at = Some(generation);
+        }
+    }
+
+    /// Whether the last pass of `installation` applied everything
+    /// `generation` asks for.
+    pub fn is_settled_at(&self, installation: &str, generation: i64) -> bool {
+        matches!(
+            self.lock().get(installation),
+            Some(Baseline::Observed { settled_at: Some(at), .. }) if *at == generation
+        )
+    }
+
+    /// For a status refresh: when `installation` is settled at
+    /// `generation`, takes a look with `look` and records it (still
+    /// settled), as one step for the events judged meanwhile. Returns the
+    /// look and whether the status sees it differently from the last one.
+    pub fn look_again(
+        &self,
+        installation: &str,
+        generation: i64,
+        look: impl FnOnce() -> Observed,
+    ) -> Option<(Observed, bool)> {
+        let mut baselines = self.lock();
+        let baseline = baselines.get_mut(installation)?;
+        let Baseline::Observed {
+            observed,
+            settled_at: Some(at),
+        } = baseline
+        else {
+            return None;
+        };
+        if *at != generation {
+            return None;
+        }
+        let now = look();
+        let changed = observed.as_the_status_sees_it() != now.as_the_status_sees_it();
+        *observed = Box::new(now.clone());
+        Some((now, changed))
     }
 
     /// Marks `installation` as in a pass that will observe again; the
@@ -60,7 +113,7 @@ impl Baselines {
     /// differs from what the last pass of `installation` observed.
     pub fn changed(&self, installation: &str, now: &Observed) -> bool {
         match self.lock().get(installation) {
-            Some(Baseline::Observed(last)) => last.as_the_status_sees_it() != *now,
+            Some(Baseline::Observed { observed, .. }) => observed.as_the_status_sees_it() != *now,
             Some(Baseline::Observing) => false,
             None => true,
         }
@@ -72,6 +125,15 @@ impl Baselines {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Baseline>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Baseline {
+    fn observed(observed: &Observed, settled_at: Option<i64>) -> Self {
+        Self::Observed {
+            observed: Box::new(observed.clone()),
+            settled_at,
+        }
     }
 }
 
@@ -91,7 +153,7 @@ impl Observing<'_> {
         let (observed, also) = look();
         baselines.insert(
             self.installation.to_string(),
-            Baseline::Observed(Box::new(observed.clone())),
+            Baseline::observed(&observed, None),
         );
         self.finished = true;
         (observed, also)
@@ -142,6 +204,38 @@ mod tests {
         assert!(!baselines.is_observing("a"));
         assert!(!baselines.changed("a", &ours));
         assert!(baselines.changed("a", &absent));
+    }
+
+    #[test]
+    fn a_settled_installation_is_looked_at_again_only_at_its_generation() {
+        let baselines = Baselines::default();
+        let absent = with_namespace(NamespaceState::Absent);
+        let ours = with_namespace(NamespaceState::Ours);
+        assert_eq!(baselines.look_again("a", 1, || ours.clone()), None);
+        baselines.record("a", &absent);
+        assert!(!baselines.is_settled_at("a", 1));
+        assert_eq!(baselines.look_again("a", 1, || ours.clone()), None);
+        baselines.settle("a", 1);
+        assert!(baselines.is_settled_at("a", 1));
+        assert!(!baselines.is_settled_at("a", 2), "the spec changed since");
+        assert_eq!(baselines.look_again("a", 2, || ours.clone()), None);
+        assert_eq!(
+            baselines.look_again("a", 1, || ours.clone()),
+            Some((ours.clone(), true))
+        );
+        assert!(
+            !baselines.changed("a", &ours),
+            "the refresh's look is the baseline"
+        );
+        assert_eq!(
+            baselines.look_again("a", 1, || ours.clone()),
+            Some((ours.clone(), false)),
+            "nothing changed since the last look"
+        );
+        assert!(baselines.is_settled_at("a", 1), "and it stays settled");
+        // The next pass starts unsettled until it has applied everything.
+        drop(baselines.observing("a"));
+        assert!(!baselines.is_settled_at("a", 1));
     }
 
     #[test]

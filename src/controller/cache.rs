@@ -46,7 +46,8 @@ use super::{
     observe::{self, JobState, NamespaceState, Observed, PodState, WorkloadState},
     own_writes::OwnWrites,
     plan,
-    predicates::{AppliedState, ChildEvent, child_event_wakes},
+    predicates::{AppliedState, ChildEvent, Wake, child_event_wake},
+    refresh::Refreshes,
     secret_values::SecretValues,
     summary::{self, Summary},
     urgent::Lane,
@@ -200,7 +201,7 @@ pub fn watch_all(
     client: &Client,
     config: &ControllerConfig,
     (installations, own_writes): (Store<Guarded>, OwnWrites),
-    urgent: Lane,
+    (urgent, refreshes): (Lane, Refreshes),
 ) -> (Controller<Guarded>, Arc<Caches>) {
     // Every namespace, not only labelled ones: a pass must see a namespace
     // of the same name that is not its own.
@@ -290,13 +291,22 @@ pub fn watch_all(
     });
 
     // A child wakes its installation only when that can change something
-    // (see `predicates::child_event_wakes`).
+    // (see `predicates::child_event_wake`).
     let waker = |kind: Option<&'static str>| {
         let (caches, installations) = (caches.clone(), installations.clone());
-        move |child: &ObjectMeta, installation: &str| {
-            caches
-                .wakes(kind, child, installation, &installations)
-                .then(|| ObjectRef::new(installation))
+        let refreshes = refreshes.clone();
+        move |child: &ObjectMeta, installation: &str| match caches.wake(
+            kind,
+            child,
+            installation,
+            &installations,
+        ) {
+            Wake::Nothing => None,
+            Wake::Refresh => {
+                refreshes.request(installation);
+                None
+            }
+            Wake::Pass => Some(ObjectRef::new(installation)),
         }
     };
     // A child belongs to the installation whose namespace it is in (the
@@ -761,25 +771,27 @@ impl Caches {
         self.observed.record(installation, observed);
     }
 
-    /// Whether an event of `child` (of `kind`, `None` for pods) should run
-    /// a pass of `installation` (see `predicates::child_event_wakes`).
-    fn wakes(
+    /// What an event of `child` (of `kind`, `None` for pods) makes the
+    /// controller do for `installation` (see `predicates::child_event_wake`).
+    fn wake(
         &self,
         kind: Option<&str>,
         child: &ObjectMeta,
         installation: &str,
         installations: &Store<Guarded>,
-    ) -> bool {
+    ) -> Wake {
         let Some(guard) = installations.get(&ObjectRef::new(installation)) else {
             // Not one of ours (or not in the store yet): the controller
             // skips unknown installations anyway.
-            return false;
+            return Wake::Nothing;
         };
-        let Ok(ti) = &guard.0 else { return false };
+        let Ok(ti) = &guard.0 else {
+            return Wake::Nothing;
+        };
         if self.observed.is_observing(installation) {
             // The running pass's last look will see this event's object,
             // and whether what it applied was changed (see `baselines`).
-            return false;
+            return Wake::Nothing;
         }
         let name = child.name.clone().unwrap_or_default();
         let (namespace, child_namespace) = match kind {
@@ -794,10 +806,14 @@ impl Caches {
             .observe(&namespace, &ti.uid().unwrap_or_default())
             .as_the_status_sees_it();
         let observed_changed = self.observed.changed(installation, &observed);
-        child_event_wakes(&ChildEvent {
+        let settled = self
+            .observed
+            .is_settled_at(installation, ti.metadata.generation.unwrap_or_default());
+        child_event_wake(&ChildEvent {
             installation_deleting: ti.metadata.deletion_timestamp.is_some(),
             applied,
             observed_changed,
+            settled,
         })
     }
 

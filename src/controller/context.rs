@@ -38,8 +38,9 @@ pub struct Context {
     /// Installations admitted by this process; together with the store this
     /// keeps two concurrent passes from both taking the last free slot.
     admitted: Mutex<HashSet<String>>,
-    /// Wakes the queued installations when capacity frees up.
-    capacity_freed: UnboundedSender<ObjectRef<DeserializeGuard<TestInstallation>>>,
+    /// Runs a pass of an installation that no watch event wakes: a queued
+    /// one when capacity frees up, or one a status refresh cannot take.
+    passes: UnboundedSender<ObjectRef<DeserializeGuard<TestInstallation>>>,
     /// What a pass reads instead of asking the API server.
     pub caches: Arc<Caches>,
     /// Expiry and deletion, ahead of routine work.
@@ -55,7 +56,7 @@ impl Context {
         config: ControllerConfig,
         metrics: Metrics,
         store: Store<DeserializeGuard<TestInstallation>>,
-        capacity_freed: UnboundedSender<ObjectRef<DeserializeGuard<TestInstallation>>>,
+        passes: UnboundedSender<ObjectRef<DeserializeGuard<TestInstallation>>>,
         caches: Arc<Caches>,
         urgent: Lane,
     ) -> Self {
@@ -71,7 +72,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             store,
             admitted: Mutex::new(HashSet::new()),
-            capacity_freed,
+            passes,
             caches,
             urgent,
             exclusive: Mutex::new(HashMap::new()),
@@ -150,11 +151,17 @@ impl Context {
             let queued = ti.metadata.deletion_timestamp.is_none()
                 && ti.status.as_ref().is_none_or(|s| s.namespace.is_none());
             if queued && ti.name_any() != name {
-                let _ = self
-                    .capacity_freed
-                    .unbounded_send(ObjectRef::from_obj(guard.as_ref()));
+                self.run_a_pass(ti);
             }
         }
+    }
+
+    /// Runs a pass of `installation` soon.
+    pub fn run_a_pass(&self, installation: &TestInstallation) {
+        // Dropped when the controller has stopped: no pass to run.
+        let _ = self
+            .passes
+            .unbounded_send(ObjectRef::new(&installation.name_any()));
     }
 
     /// Records a failure of `name` and returns how long to wait before the

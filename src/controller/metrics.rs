@@ -35,6 +35,9 @@ pub struct Metrics {
     /// Passes that sent at least one child to the API server; the others
     /// only looked, and wrote the status if it changed.
     pub applying_reconciles: Counter,
+    /// Status refreshes that recorded what the workloads show without a
+    /// pass (see `refresh`).
+    pub refreshes: Counter,
     pub failures: Family<ErrorLabels, Counter>,
     pub duration: Histogram,
     /// Time a pass that wrote children waited for the stores to show them.
@@ -58,6 +61,7 @@ impl Metrics {
         let metrics = Self {
             reconciles: Counter::default(),
             applying_reconciles: Counter::default(),
+            refreshes: Counter::default(),
             failures: Family::default(),
             duration: Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             store_wait: Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0]),
@@ -81,6 +85,11 @@ impl Metrics {
             "applying_reconciles",
             "Reconcile passes that sent at least one child to the API server",
             metrics.applying_reconciles.clone(),
+        );
+        r.register(
+            "status_refreshes",
+            "Status refreshes that recorded what the workloads show without a reconcile pass",
+            metrics.refreshes.clone(),
         );
         r.register(
             "reconcile_errors",

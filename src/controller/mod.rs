@@ -24,6 +24,7 @@ pub mod own_writes;
 pub mod plan;
 pub mod predicates;
 pub mod reconcile;
+pub mod refresh;
 pub mod runs;
 pub mod secret_values;
 pub mod status;
@@ -186,26 +187,33 @@ pub async fn run_with(
                 .debounce(DEBOUNCE),
         )
         .trigger_backoff(trigger_backoff::TriggerBackoff::default());
-    let (capacity_freed, capacity_wakeups) = futures::channel::mpsc::unbounded();
+    let (passes, pass_wakeups) = futures::channel::mpsc::unbounded();
+    let (refreshes, refresh_inbox) = refresh::channel();
     let (controller, caches) = cache::watch_all(
         controller,
         &client,
         &config,
         (store.clone(), own_writes),
-        urgent.clone(),
+        (urgent.clone(), refreshes),
     );
     let ctx = Arc::new(Context::new(
         client.clone(),
         config,
         metrics.clone(),
         store.clone(),
-        capacity_freed,
+        passes,
         caches,
         urgent,
     ));
     let urgent_lane = tokio::spawn(urgent::run(urgent_inbox, ctx.clone()));
+    let refresher = tokio::spawn(refresh::run(
+        refresh_inbox,
+        ctx.clone(),
+        DEBOUNCE,
+        usize::from(concurrency),
+    ));
     let controller = controller
-        .reconcile_on(capacity_wakeups)
+        .reconcile_on(pass_wakeups)
         .graceful_shutdown_on(stop.clone());
 
     let sweep_ctx = ctx.clone();
@@ -283,6 +291,7 @@ pub async fn run_with(
     gauges.abort();
     sweeper.abort();
     urgent_lane.abort();
+    refresher.abort();
     tracing::info!("controller stopped");
     if let Some(leader) = leader {
         if leader.is_lost() {

@@ -5,10 +5,12 @@
 //! status (which the controller writes itself) nor annotations (where
 //! adapters keep their memory).
 //!
-//! Of a child (see `child_event_wakes`): a change someone else made to what
+//! Of a child (see `child_event_wake`): a change someone else made to what
 //! the controller applied, or one that changes what a pass observes; not
 //! the echo of the controller's own apply, nor the many status updates of a
-//! rollout that do not change the installation's status.
+//! rollout that do not change the installation's status. A change of what
+//! is observed, with nothing to apply, only refreshes the status (see
+//! `refresh`).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -51,6 +53,21 @@ pub struct ChildEvent {
     /// Whether what a pass observes of the installation now differs from
     /// what its last pass observed.
     pub observed_changed: bool,
+    /// Whether everything the installation's spec asks for, at its current
+    /// generation, was applied by the last pass, with nothing left that
+    /// follows from its status (see `Baselines::settle`).
+    pub settled: bool,
+}
+
+/// What a child's event makes the controller do for its installation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    Nothing,
+    /// Record what the workloads show in the status, without a pass: there
+    /// is nothing to apply.
+    Refresh,
+    /// Run a pass.
+    Pass,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,16 +80,22 @@ pub enum AppliedState {
     Gone,
 }
 
-/// Whether a child's event runs a pass of its installation.
-pub fn child_event_wakes(event: &ChildEvent) -> bool {
+/// What a child's event makes the controller do for its installation.
+pub fn child_event_wake(event: &ChildEvent) -> Wake {
     if event.installation_deleting {
-        return false;
+        return Wake::Nothing;
     }
-    event.observed_changed
-        || matches!(
-            event.applied,
-            Some(AppliedState::Changed | AppliedState::Gone)
-        )
+    if matches!(
+        event.applied,
+        Some(AppliedState::Changed | AppliedState::Gone)
+    ) {
+        return Wake::Pass;
+    }
+    match (event.observed_changed, event.settled) {
+        (false, _) => Wake::Nothing,
+        (true, true) => Wake::Refresh,
+        (true, false) => Wake::Pass,
+    }
 }
 
 #[cfg(test)]
@@ -133,27 +156,44 @@ mod tests {
             applied: Some(AppliedState::AsApplied),
             ..Default::default()
         };
-        assert!(!child_event_wakes(&echo));
+        assert_eq!(child_event_wake(&echo), Wake::Nothing);
         // A pod appearing without trouble changes nothing a pass observes.
         let pod = ChildEvent::default();
-        assert!(!child_event_wakes(&pod));
+        assert_eq!(child_event_wake(&pod), Wake::Nothing);
     }
 
     #[test]
-    fn drift_deletion_and_observed_changes_wake() {
+    fn drift_and_deletion_run_a_pass_even_when_settled() {
         for applied in [AppliedState::Changed, AppliedState::Gone] {
             let drift = ChildEvent {
                 applied: Some(applied),
+                observed_changed: true,
+                settled: true,
                 ..Default::default()
             };
-            assert!(child_event_wakes(&drift), "{applied:?}");
+            assert_eq!(child_event_wake(&drift), Wake::Pass, "{applied:?}");
         }
+    }
+
+    #[test]
+    fn an_observed_change_refreshes_a_settled_installation_and_runs_a_pass_otherwise() {
         let rolled_out = ChildEvent {
             applied: Some(AppliedState::AsApplied),
             observed_changed: true,
+            settled: true,
             ..Default::default()
         };
-        assert!(child_event_wakes(&rolled_out));
+        assert_eq!(child_event_wake(&rolled_out), Wake::Refresh);
+        let pod_ready = ChildEvent {
+            applied: None,
+            ..rolled_out
+        };
+        assert_eq!(child_event_wake(&pod_ready), Wake::Refresh);
+        let unsettled = ChildEvent {
+            settled: false,
+            ..rolled_out
+        };
+        assert_eq!(child_event_wake(&unsettled), Wake::Pass);
     }
 
     #[test]
@@ -162,7 +202,8 @@ mod tests {
             installation_deleting: true,
             applied: Some(AppliedState::Gone),
             observed_changed: true,
+            settled: true,
         };
-        assert!(!child_event_wakes(&cascade));
+        assert_eq!(child_event_wake(&cascade), Wake::Nothing);
     }
 }

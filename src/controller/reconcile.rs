@@ -476,29 +476,110 @@ async fn pass(
             ctx.caches.shows_a_change_of(&applied_keys),
         )
     });
+    let (outcome, moves_on) = applied_outcome(installation, &plan, &observed);
+    if moves_on || changed_since {
+        return Ok(Outcome {
+            requeue: STATUS_STEP,
+            ..outcome
+        });
+    }
+    // Until the spec changes, what the workloads show next is recorded by
+    // a refresh (see `refresh`), not by another pass.
+    ctx.caches
+        .observed
+        .settle(&name, installation.metadata.generation.unwrap_or_default());
+    Ok(outcome)
+}
+
+/// The status of an installation whose children are applied, as `observed`,
+/// and whether a step follows from that status. Status changes do not run
+/// passes (see `predicates`), but some steps follow from the status itself:
+/// seeding once the app is ready, the upgrade once the old version is.
+fn applied_outcome(
+    installation: &TestInstallation,
+    plan: &Plan,
+    observed: &super::observe::Observed,
+) -> (Outcome, bool) {
+    let stage = upgrade::stage(installation, plan.upgrade_from.as_deref(), &plan.version);
+    let app_version = stage.app_version(&plan.version).to_string();
     let situation = Situation::Applied {
-        plan: &plan,
-        observed: &observed,
+        plan,
+        observed,
         app_version: &app_version,
         upgrade: &stage,
     };
     let outcome = Outcome::of(installation, &situation, RESYNC);
-    // Status changes do not run passes (see `predicates`), but some steps
-    // follow from the status itself: seeding once the app is ready, the
-    // upgrade once the old version is. Such a pass runs at once.
     let mut next = installation.clone();
     next.status = Some(outcome.status.clone());
     let next_stage = upgrade::stage(&next, plan.upgrade_from.as_deref(), &plan.version);
-    let moves_on = seed::job_wanted(&next, plan.seed.is_some()) != input.seed
+    let moves_on = seed::job_wanted(&next, plan.seed.is_some())
+        != seed::job_wanted(installation, plan.seed.is_some())
         || next_stage.app_version(&plan.version) != app_version;
-    Ok(Outcome {
-        requeue: if moves_on || changed_since {
-            STATUS_STEP
-        } else {
-            RESYNC
-        },
-        ..outcome
-    })
+    (outcome, moves_on)
+}
+
+/// What a status refresh did (see `refresh`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refreshed {
+    /// The status records what the workloads show now.
+    Recorded,
+    /// Nothing changed since the last look, whose status is written.
+    Unchanged,
+    /// A pass has to run: the spec, the profile or the lifetime changed
+    /// since the last pass applied everything, or the new status moves the
+    /// installation on to a step a pass takes.
+    NeedsAPass,
+}
+
+/// Records in the status what the workloads of a settled installation show
+/// now: the status of `pass` without its reads and applies. Only the stores
+/// are read; the one write is the status (with its transition Event).
+pub(super) async fn refresh(installation: &TestInstallation, ctx: &Context) -> Result<Refreshed> {
+    let name = installation.name_any();
+    let generation = installation.metadata.generation;
+    let status_generation = installation
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation);
+    if installation.metadata.deletion_timestamp.is_some() || status_generation != generation {
+        // Deleting (the urgent lane's), or the store does not show the last
+        // pass's status yet.
+        return Ok(Refreshed::NeedsAPass);
+    }
+    let profile_name = plan::profile_name(installation);
+    let Some(profile) = ctx.caches.profile(profile_name) else {
+        return Ok(Refreshed::NeedsAPass);
+    };
+    let lifetime = ttl::lifetime(installation, Some((profile_name, &profile.spec.ttl)));
+    if lifetime.problem.is_some() {
+        return Ok(Refreshed::NeedsAPass);
+    }
+    let Ok(plan) = plan::plan(installation, &profile, &ctx.config) else {
+        return Ok(Refreshed::NeedsAPass);
+    };
+    let uid = installation.uid().unwrap_or_default();
+    let Some((observed, changed)) =
+        ctx.caches
+            .observed
+            .look_again(&name, generation.unwrap_or_default(), || {
+                ctx.caches.observe(&plan.namespace, &uid)
+            })
+    else {
+        return Ok(Refreshed::NeedsAPass);
+    };
+    if !changed {
+        // The pass or refresh that took the last look wrote its status (a
+        // failed write forgets the look, see `refresh`, or retries the pass).
+        return Ok(Refreshed::Unchanged);
+    }
+    let (outcome, moves_on) = applied_outcome(installation, &plan, &observed);
+    if moves_on {
+        return Ok(Refreshed::NeedsAPass);
+    }
+    // The requeue the last pass set (the resync, or the expiry deadline)
+    // still stands.
+    finish(ctx, installation, outcome, &lifetime, Timestamp::now()).await?;
+    Ok(Refreshed::Recorded)
 }
 
 /// Records the lifetime in the status, carries out the expiry decision,

@@ -1,0 +1,103 @@
+//! Status refreshes: what the workloads of a settled installation show
+//! (rolled out, a pod failing, scaled to zero) is recorded in its status
+//! without a pass.
+//!
+//! Once a pass has applied everything an installation's spec asks for (its
+//! baseline is settled, see `baselines`), the events that follow are the
+//! workloads catching up with it. A pass for them would only plan, find
+//! nothing to apply and write the status; a refresh writes the same status
+//! (`reconcile::refresh`) from the stores, beside the controller's queue.
+//! Whatever a refresh cannot take (the spec or profile changed, a step
+//! follows from the new status, the status write failed) runs a pass.
+//!
+//! Requests are debounced like the controller's queue: the burst of events
+//! of one rollout is one refresh. A refresh holds the installation's lock
+//! (`Context::exclusive`), so it never runs beside a pass of it.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use futures::{
+    StreamExt,
+    channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded},
+};
+use kube::ResourceExt;
+
+use super::{
+    context::Context,
+    reconcile::{self, Refreshed},
+};
+
+/// Handle to ask for a refresh.
+#[derive(Clone, Debug)]
+pub struct Refreshes(UnboundedSender<String>);
+
+/// The receiving end, to hand to `run`.
+pub struct Inbox(UnboundedReceiver<String>);
+
+pub fn channel() -> (Refreshes, Inbox) {
+    let (tx, rx) = unbounded();
+    (Refreshes(tx), Inbox(rx))
+}
+
+impl Refreshes {
+    /// Asks for a refresh of `installation` (merged with any asked for
+    /// within the debounce).
+    pub fn request(&self, installation: &str) {
+        // Dropped when the controller has stopped: nothing to record.
+        let _ = self.0.unbounded_send(installation.to_string());
+    }
+}
+
+/// Runs refreshes until the inbox closes, `debounce` after the first
+/// request of each burst, at most `parallel` at once.
+pub async fn run(inbox: Inbox, ctx: Arc<Context>, debounce: Duration, parallel: usize) {
+    let Inbox(mut requests) = inbox;
+    let pending = Arc::new(std::sync::Mutex::new(HashSet::<String>::new()));
+    let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    while let Some(name) = requests.next().await {
+        if !pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone())
+        {
+            continue;
+        }
+        let (ctx, pending, permits) = (ctx.clone(), pending.clone(), permits.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(debounce).await;
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            // Requests from here on are judged against this refresh's look
+            // or come after it: they start a new burst.
+            pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&name);
+            refresh_one(&name, &ctx).await;
+        });
+    }
+}
+
+async fn refresh_one(name: &str, ctx: &Context) {
+    let _exclusive = ctx.exclusive(name).await;
+    // After the lock: a pass that held it may have moved the installation on.
+    let Some(guard) = ctx.installation(name) else {
+        return;
+    };
+    let Ok(installation) = &guard.0 else { return };
+    let outcome = reconcile::refresh(installation, ctx).await;
+    match outcome {
+        Ok(Refreshed::Recorded) => {
+            ctx.metrics.refreshes.inc();
+        }
+        Ok(Refreshed::Unchanged) => {}
+        Ok(Refreshed::NeedsAPass) => ctx.run_a_pass(installation),
+        Err(err) => {
+            // The pass that runs instead retries with backoff.
+            tracing::debug!(installation = %installation.name_any(), %err, "status refresh failed; a pass takes over");
+            ctx.caches.forget_observed(name);
+            ctx.run_a_pass(installation);
+        }
+    }
+}
