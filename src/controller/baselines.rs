@@ -85,7 +85,7 @@ impl Baselines {
         }
         let now = look();
         let changed = observed.as_the_status_sees_it() != now.as_the_status_sees_it();
-        *observed = Box::new(now.clone());
+        **observed = now.clone();
         Some((now, changed))
     }
 
