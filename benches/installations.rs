@@ -233,6 +233,7 @@ async fn ephemera_run(
     let before = apiserver::scrape(client).await;
     let passes_before = controller.reconciles().await.unwrap_or(0.0);
     let applying_before = controller.applying_reconciles().await.unwrap_or(0.0);
+    let refreshes_before = controller.refreshes().await.unwrap_or(0.0);
     let seconds_before = controller.pass_seconds().await;
     let started = Instant::now();
     let watch = tokio::spawn(ready_installations(
@@ -273,6 +274,7 @@ async fn ephemera_run(
     let after = apiserver::scrape(client).await;
     let passes_ready = controller.reconciles().await.unwrap_or(0.0);
     let applying_ready = controller.applying_reconciles().await.unwrap_or(0.0);
+    let refreshes_ready = controller.refreshes().await.unwrap_or(0.0);
     let seconds_ready = controller.pass_seconds().await;
     step(
         clock,
@@ -288,6 +290,7 @@ async fn ephemera_run(
     let idle_end = apiserver::scrape(client).await;
     let idle_events = plane::events_since(client, idle_started).await;
     let passes_idle = controller.reconciles().await.unwrap_or(0.0);
+    let refreshes_idle = controller.refreshes().await.unwrap_or(0.0);
     let ready_observations = controller.ready_observations().await.unwrap_or(0.0);
     assert_eq!(
         ready_observations, settings.n as f64,
@@ -342,6 +345,10 @@ async fn ephemera_run(
     .with_idle_events(idle_events)
     .with_memory(memory_by_phase)
     .with_applying_passes((applying_ready - applying_before) / n)
+    .with_refreshes(
+        (refreshes_ready - refreshes_before) / n,
+        refreshes_idle - refreshes_ready,
+    )
     .with_pass_seconds(
         (seconds_ready.0 - seconds_before.0) / (passes_ready - passes_before).max(1.0),
         (seconds_ready.1 - seconds_before.1) / (applying_ready - applying_before).max(1.0),

@@ -59,6 +59,12 @@ impl Controller {
             .await
     }
 
+    /// Status refreshes recorded so far (without a pass).
+    pub async fn refreshes(&self) -> Option<f64> {
+        self.metric("ephemera_controller_status_refreshes_total")
+            .await
+    }
+
     /// Seconds spent in passes, and in passes waiting for the stores to
     /// show their own writes, so far (the two histograms' sums).
     pub async fn pass_seconds(&self) -> (f64, f64) {

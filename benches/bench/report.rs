@@ -125,6 +125,9 @@ pub struct ControllerFigures {
     /// Of those, the passes that sent children to the API server (the rest
     /// looked, and recorded the status when it changed).
     pub applying_passes_per_installation_to_ready: f64,
+    /// Status refreshes (what the workloads show, recorded without a pass)
+    /// per installation until all were Ready.
+    pub refreshes_per_installation_to_ready: f64,
     /// Mean time of a pass until all were Ready.
     pub mean_pass_s: f64,
     /// Mean time an applying pass waited for the watches to bring its own
@@ -142,6 +145,7 @@ pub struct ControllerFigures {
     pub idle_writes: f64,
     pub idle_requests: f64,
     pub idle_reconciles: f64,
+    pub idle_refreshes: f64,
     /// The idle requests, "VERB resource code" → count.
     pub idle_requests_detail: BTreeMap<String, f64>,
     /// Events written in the idle window, "reporting component: reason" →
@@ -201,6 +205,7 @@ impl Run {
         self.controller = Some(ControllerFigures {
             passes_per_installation_to_ready,
             applying_passes_per_installation_to_ready: 0.0,
+            refreshes_per_installation_to_ready: 0.0,
             mean_pass_s: 0.0,
             mean_store_wait_s: 0.0,
             peak_rss_mib,
@@ -209,6 +214,7 @@ impl Run {
             idle_writes,
             idle_requests: idle.total(),
             idle_reconciles,
+            idle_refreshes: 0.0,
             idle_requests_detail: idle.detailed(),
             idle_events_by_reporter: BTreeMap::new(),
             delete_passes_per_installation,
@@ -234,6 +240,15 @@ impl Run {
     pub fn with_applying_passes(mut self, per_installation: f64) -> Self {
         if let Some(controller) = &mut self.controller {
             controller.applying_passes_per_installation_to_ready = per_installation;
+        }
+        self
+    }
+
+    /// Status refreshes per installation to Ready, and in the idle window.
+    pub fn with_refreshes(mut self, per_installation_to_ready: f64, idle: f64) -> Self {
+        if let Some(controller) = &mut self.controller {
+            controller.refreshes_per_installation_to_ready = per_installation_to_ready;
+            controller.idle_refreshes = idle;
         }
         self
     }
@@ -343,6 +358,11 @@ impl Figures {
             "–".into(),
         );
         row(
+            "status refreshes per installation to Ready (what the workloads show, recorded without a pass)",
+            format!("{:.2}", c.refreshes_per_installation_to_ready),
+            "–".into(),
+        );
+        row(
             "mean pass / of it, an applying pass waiting for its writes to reach the stores",
             format!(
                 "{:.0} ms / {:.0} ms",
@@ -377,10 +397,10 @@ impl Figures {
             "–".into(),
         );
         row(
-            "idle after Ready: writes / requests / reconciles",
+            "idle after Ready: writes / requests / reconciles / status refreshes",
             format!(
-                "{:.0} / {:.0} / {:.0}",
-                c.idle_writes, c.idle_requests, c.idle_reconciles
+                "{:.0} / {:.0} / {:.0} / {:.0}",
+                c.idle_writes, c.idle_requests, c.idle_reconciles, c.idle_refreshes
             ),
             "–".into(),
         );

@@ -15,9 +15,9 @@
 //!
 //! A pass that applied everything its installation's spec asks for, with
 //! nothing left that follows from the status, marks its baseline settled at
-//! the installation's generation: until the spec changes, an event that
-//! only changes what is observed refreshes the status (see `refresh`)
-//! instead of running a pass.
+//! the installation's generation and its profile's version: until either
+//! changes, an event that only changes what is observed refreshes the
+//! status (see `refresh`) instead of running a pass.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -26,12 +26,20 @@ use super::observe::Observed;
 #[derive(Debug, Default)]
 pub struct Baselines(Mutex<HashMap<String, Baseline>>);
 
+/// What a pass applied everything of: the installation's generation and
+/// its profile's resourceVersion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settled {
+    pub generation: i64,
+    pub profile_version: Option<String>,
+}
+
 #[derive(Debug)]
 enum Baseline {
     Observed {
         observed: Box<Observed>,
-        /// The generation whose spec the last pass applied in full.
-        settled_at: Option<i64>,
+        /// What the last pass applied in full.
+        settled_at: Option<Settled>,
     },
     /// A pass is running that observes again before it ends.
     Observing,
@@ -44,31 +52,23 @@ impl Baselines {
             .insert(installation.to_string(), Baseline::observed(observed, None));
     }
 
-    /// Marks the last observation of `installation` as that of a pass that
-    /// applied everything `generation` asks for.
-    pub fn settle(&self, installation: &str, generation: i64) {
-        if let Some(Baseline::Observed { settled_at, .. }) = self.lock().get_mut(installation) {
-            *settled_at = Some(generation);
-        }
-    }
-
     /// Whether the last pass of `installation` applied everything
     /// `generation` asks for.
     pub fn is_settled_at(&self, installation: &str, generation: i64) -> bool {
         matches!(
             self.lock().get(installation),
-            Some(Baseline::Observed { settled_at: Some(at), .. }) if *at == generation
+            Some(Baseline::Observed { settled_at: Some(at), .. }) if at.generation == generation
         )
     }
 
-    /// For a status refresh: when `installation` is settled at
-    /// `generation`, takes a look with `look` and records it (still
+    /// For a status refresh: when `installation` is settled at `settled`
+    /// (its spec and profile as they are now), takes a look with `look` and records it (still
     /// settled), as one step for the events judged meanwhile. Returns the
     /// look and whether the status sees it differently from the last one.
     pub fn look_again(
         &self,
         installation: &str,
-        generation: i64,
+        settled: &Settled,
         look: impl FnOnce() -> Observed,
     ) -> Option<(Observed, bool)> {
         let mut baselines = self.lock();
@@ -80,7 +80,7 @@ impl Baselines {
         else {
             return None;
         };
-        if *at != generation {
+        if at != settled {
             return None;
         }
         let now = look();
@@ -129,7 +129,7 @@ impl Baselines {
 }
 
 impl Baseline {
-    fn observed(observed: &Observed, settled_at: Option<i64>) -> Self {
+    fn observed(observed: &Observed, settled_at: Option<Settled>) -> Self {
         Self::Observed {
             observed: Box::new(observed.clone()),
             settled_at,
@@ -145,15 +145,19 @@ pub struct Observing<'a> {
 }
 
 impl Observing<'_> {
-    /// Takes the pass's last look with `look` (what it observes, and
-    /// whatever else it reads of the stores) and records the observation,
-    /// as one step for the events judged meanwhile.
-    pub fn finish<T>(mut self, look: impl FnOnce() -> (Observed, T)) -> (Observed, T) {
+    /// Takes the pass's last look with `look` (what it observes, whatever
+    /// else it reads of the stores or concludes, and whether that settles
+    /// the installation) and records it, as one step for the events judged
+    /// meanwhile.
+    pub fn finish<T>(
+        mut self,
+        look: impl FnOnce() -> (Observed, T, Option<Settled>),
+    ) -> (Observed, T) {
         let mut baselines = self.baselines.lock();
-        let (observed, also) = look();
+        let (observed, also, settled) = look();
         baselines.insert(
             self.installation.to_string(),
-            Baseline::observed(&observed, None),
+            Baseline::observed(&observed, settled),
         );
         self.finished = true;
         (observed, also)
@@ -200,27 +204,47 @@ mod tests {
             !baselines.changed("a", &ours),
             "its own namespace appearing"
         );
-        assert_eq!(observing.finish(|| (ours.clone(), ())).0, ours);
+        assert_eq!(observing.finish(|| (ours.clone(), (), None)).0, ours);
         assert!(!baselines.is_observing("a"));
         assert!(!baselines.changed("a", &ours));
         assert!(baselines.changed("a", &absent));
     }
 
     #[test]
-    fn a_settled_installation_is_looked_at_again_only_at_its_generation() {
+    fn a_settled_installation_is_looked_at_again_only_as_it_was_settled() {
         let baselines = Baselines::default();
         let absent = with_namespace(NamespaceState::Absent);
         let ours = with_namespace(NamespaceState::Ours);
-        assert_eq!(baselines.look_again("a", 1, || ours.clone()), None);
+        let at = |generation, profile: &str| Settled {
+            generation,
+            profile_version: Some(profile.into()),
+        };
+        assert_eq!(
+            baselines.look_again("a", &at(1, "p1"), || ours.clone()),
+            None
+        );
         baselines.record("a", &absent);
         assert!(!baselines.is_settled_at("a", 1));
-        assert_eq!(baselines.look_again("a", 1, || ours.clone()), None);
-        baselines.settle("a", 1);
+        assert_eq!(
+            baselines.look_again("a", &at(1, "p1"), || ours.clone()),
+            None
+        );
+        baselines
+            .observing("a")
+            .finish(|| (absent.clone(), (), Some(at(1, "p1"))));
         assert!(baselines.is_settled_at("a", 1));
         assert!(!baselines.is_settled_at("a", 2), "the spec changed since");
-        assert_eq!(baselines.look_again("a", 2, || ours.clone()), None);
         assert_eq!(
-            baselines.look_again("a", 1, || ours.clone()),
+            baselines.look_again("a", &at(2, "p1"), || ours.clone()),
+            None
+        );
+        assert_eq!(
+            baselines.look_again("a", &at(1, "p2"), || ours.clone()),
+            None,
+            "the profile changed since"
+        );
+        assert_eq!(
+            baselines.look_again("a", &at(1, "p1"), || ours.clone()),
             Some((ours.clone(), true))
         );
         assert!(
@@ -228,7 +252,7 @@ mod tests {
             "the refresh's look is the baseline"
         );
         assert_eq!(
-            baselines.look_again("a", 1, || ours.clone()),
+            baselines.look_again("a", &at(1, "p1"), || ours.clone()),
             Some((ours.clone(), false)),
             "nothing changed since the last look"
         );

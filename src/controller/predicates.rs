@@ -55,7 +55,7 @@ pub struct ChildEvent {
     pub observed_changed: bool,
     /// Whether everything the installation's spec asks for, at its current
     /// generation, was applied by the last pass, with nothing left that
-    /// follows from its status (see `Baselines::settle`).
+    /// follows from its status (see `baselines`).
     pub settled: bool,
 }
 

@@ -19,6 +19,7 @@ use kube::{
 
 use super::{
     apply,
+    baselines::Settled,
     build::{
         self, BuildInput, ExternalSecrets, GeneratedSecrets,
         secrets::{CredentialsLost, Recovered, StoredSecrets},
@@ -470,24 +471,22 @@ async fn pass(
             )
             .collect();
     // Changes made while the pass ran woke no pass (see `baselines`).
-    let (observed, changed_since) = observing.finish(|| {
-        (
-            ctx.caches.observe(&plan.namespace, &uid),
-            ctx.caches.shows_a_change_of(&applied_keys),
-        )
+    // Until the spec or the profile changes, what the workloads show next
+    // is recorded by a refresh (see `refresh`), not by another pass.
+    let (_, (outcome, moves_on_or_changed)) = observing.finish(|| {
+        let observed = ctx.caches.observe(&plan.namespace, &uid);
+        let changed_since = ctx.caches.shows_a_change_of(&applied_keys);
+        let (outcome, moves_on) = applied_outcome(installation, &plan, &observed);
+        let more_to_do = moves_on || changed_since;
+        let settles = (!more_to_do).then(|| settled(installation, profile));
+        (observed, (outcome, more_to_do), settles)
     });
-    let (outcome, moves_on) = applied_outcome(installation, &plan, &observed);
-    if moves_on || changed_since {
+    if moves_on_or_changed {
         return Ok(Outcome {
             requeue: STATUS_STEP,
             ..outcome
         });
     }
-    // Until the spec changes, what the workloads show next is recorded by
-    // a refresh (see `refresh`), not by another pass.
-    ctx.caches
-        .observed
-        .settle(&name, installation.metadata.generation.unwrap_or_default());
     Ok(outcome)
 }
 
@@ -516,6 +515,15 @@ fn applied_outcome(
         != seed::job_wanted(installation, plan.seed.is_some())
         || next_stage.app_version(&plan.version) != app_version;
     (outcome, moves_on)
+}
+
+/// What a pass that applies everything for `installation` and `profile` as
+/// they are now has settled (see `baselines`).
+fn settled(installation: &TestInstallation, profile: &InstallationProfile) -> Settled {
+    Settled {
+        generation: installation.metadata.generation.unwrap_or_default(),
+        profile_version: profile.resource_version(),
+    }
 }
 
 /// What a status refresh did (see `refresh`).
@@ -558,12 +566,11 @@ pub(super) async fn refresh(installation: &TestInstallation, ctx: &Context) -> R
         return Ok(Refreshed::NeedsAPass);
     };
     let uid = installation.uid().unwrap_or_default();
+    let look = || ctx.caches.observe(&plan.namespace, &uid);
     let Some((observed, changed)) =
         ctx.caches
             .observed
-            .look_again(&name, generation.unwrap_or_default(), || {
-                ctx.caches.observe(&plan.namespace, &uid)
-            })
+            .look_again(&name, &settled(installation, &profile), look)
     else {
         return Ok(Refreshed::NeedsAPass);
     };
