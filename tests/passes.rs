@@ -291,6 +291,10 @@ async fn a_refused_refresh_is_taken_over_by_a_pass() {
     .await;
     let phase = api.get(&name).await.unwrap().phase();
     assert_ne!(phase, Some(Phase::Ready), "the refusal held");
+    assert!(
+        run.controller.metrics.refresh_errors.get() >= 1,
+        "the refused write was a refresh's"
+    );
     assert_eq!(
         run.refreshes() - refreshes_before,
         0,

@@ -38,6 +38,8 @@ pub struct Metrics {
     /// Status refreshes that recorded what the workloads show without a
     /// pass (see `refresh`).
     pub refreshes: Counter,
+    /// Status refreshes whose write failed (a pass took over).
+    pub refresh_errors: Counter,
     pub failures: Family<ErrorLabels, Counter>,
     pub duration: Histogram,
     /// Time a pass that wrote children waited for the stores to show them.
@@ -62,6 +64,7 @@ impl Metrics {
             reconciles: Counter::default(),
             applying_reconciles: Counter::default(),
             refreshes: Counter::default(),
+            refresh_errors: Counter::default(),
             failures: Family::default(),
             duration: Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             store_wait: Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0]),
@@ -90,6 +93,11 @@ impl Metrics {
             "status_refreshes",
             "Status refreshes that recorded what the workloads show without a reconcile pass",
             metrics.refreshes.clone(),
+        );
+        r.register(
+            "status_refresh_errors",
+            "Status refreshes that failed; a reconcile pass took over",
+            metrics.refresh_errors.clone(),
         );
         r.register(
             "reconcile_errors",

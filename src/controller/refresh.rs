@@ -94,6 +94,7 @@ async fn refresh_one(name: &str, ctx: &Context) {
         Ok(Refreshed::Unchanged) => {}
         Ok(Refreshed::NeedsAPass) => ctx.run_a_pass(installation),
         Err(err) => {
+            ctx.metrics.refresh_errors.inc();
             // The pass that runs instead retries with backoff.
             tracing::debug!(installation = %installation.name_any(), %err, "status refresh failed; a pass takes over");
             ctx.caches.forget_observed(name);
