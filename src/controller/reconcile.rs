@@ -533,6 +533,8 @@ pub enum Refreshed {
     Recorded,
     /// Nothing changed since the last look, whose status is written.
     Unchanged,
+    /// The store does not show the status of the last pass yet.
+    StoreBehind,
     /// A pass has to run: the spec, the profile or the lifetime changed
     /// since the last pass applied everything, or the new status moves the
     /// installation on to a step a pass takes.
@@ -549,10 +551,19 @@ pub(super) async fn refresh(installation: &TestInstallation, ctx: &Context) -> R
         .status
         .as_ref()
         .and_then(|s| s.observed_generation);
-    if installation.metadata.deletion_timestamp.is_some() || status_generation != generation {
-        // Deleting (the urgent lane's), or the store does not show the last
-        // pass's status yet.
-        return Ok(Refreshed::NeedsAPass);
+    if installation.metadata.deletion_timestamp.is_some() {
+        // The urgent lane's.
+        return Ok(Refreshed::Unchanged);
+    }
+    if status_generation != generation
+        && ctx
+            .caches
+            .observed
+            .is_settled_at(&name, generation.unwrap_or_default())
+    {
+        // The status is computed from the last one, and a pass would read
+        // the same store.
+        return Ok(Refreshed::StoreBehind);
     }
     let profile_name = plan::profile_name(installation);
     let Some(profile) = ctx.caches.profile(profile_name) else {

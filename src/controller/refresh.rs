@@ -27,34 +27,57 @@ use super::{
     reconcile::{self, Refreshed},
 };
 
+/// How many times a refresh looks again, a debounce apart, for a store
+/// that does not show the last pass's status yet, before a pass takes over.
+const STORE_BEHIND_TRIES: u32 = 10;
+
 /// Handle to ask for a refresh.
 #[derive(Clone, Debug)]
-pub struct Refreshes(UnboundedSender<String>);
+pub struct Refreshes(UnboundedSender<Request>);
+
+#[derive(Debug)]
+pub struct Request {
+    installation: String,
+    /// Earlier tries that found the store behind.
+    behind: u32,
+}
 
 /// The receiving end, to hand to `run`.
-pub struct Inbox(UnboundedReceiver<String>);
+pub struct Inbox(UnboundedReceiver<Request>, Refreshes);
 
 pub fn channel() -> (Refreshes, Inbox) {
     let (tx, rx) = unbounded();
-    (Refreshes(tx), Inbox(rx))
+    let refreshes = Refreshes(tx);
+    (refreshes.clone(), Inbox(rx, refreshes))
 }
 
 impl Refreshes {
     /// Asks for a refresh of `installation` (merged with any asked for
     /// within the debounce).
     pub fn request(&self, installation: &str) {
+        self.send(installation, 0);
+    }
+
+    fn send(&self, installation: &str, behind: u32) {
         // Dropped when the controller has stopped: nothing to record.
-        let _ = self.0.unbounded_send(installation.to_string());
+        let _ = self.0.unbounded_send(Request {
+            installation: installation.to_string(),
+            behind,
+        });
     }
 }
 
 /// Runs refreshes until the inbox closes, `debounce` after the first
 /// request of each burst, at most `parallel` at once.
 pub async fn run(inbox: Inbox, ctx: Arc<Context>, debounce: Duration, parallel: usize) {
-    let Inbox(mut requests) = inbox;
+    let Inbox(mut requests, refreshes) = inbox;
     let pending = Arc::new(std::sync::Mutex::new(HashSet::<String>::new()));
     let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
-    while let Some(name) = requests.next().await {
+    while let Some(Request {
+        installation: name,
+        behind,
+    }) = requests.next().await
+    {
         if !pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -63,6 +86,7 @@ pub async fn run(inbox: Inbox, ctx: Arc<Context>, debounce: Duration, parallel: 
             continue;
         }
         let (ctx, pending, permits) = (ctx.clone(), pending.clone(), permits.clone());
+        let refreshes = refreshes.clone();
         tokio::spawn(async move {
             tokio::time::sleep(debounce).await;
             let Ok(_permit) = permits.acquire_owned().await else {
@@ -74,31 +98,42 @@ pub async fn run(inbox: Inbox, ctx: Arc<Context>, debounce: Duration, parallel: 
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&name);
-            refresh_one(&name, &ctx).await;
+            if refresh_one(&name, &ctx, behind).await == Some(Refreshed::StoreBehind) {
+                refreshes.send(&name, behind + 1);
+            }
         });
     }
 }
 
-async fn refresh_one(name: &str, ctx: &Context) {
+/// Refreshes `name`; returns what the refresh found unless it is done.
+async fn refresh_one(name: &str, ctx: &Context, behind: u32) -> Option<Refreshed> {
     let _exclusive = ctx.exclusive(name).await;
     // After the lock: a pass that held it may have moved the installation on.
-    let Some(guard) = ctx.installation(name) else {
-        return;
+    let guard = ctx.installation(name)?;
+    let Ok(installation) = &guard.0 else {
+        return None;
     };
-    let Ok(installation) = &guard.0 else { return };
-    let outcome = reconcile::refresh(installation, ctx).await;
-    match outcome {
+    match reconcile::refresh(installation, ctx).await {
         Ok(Refreshed::Recorded) => {
             ctx.metrics.refreshes.inc();
+            None
         }
-        Ok(Refreshed::Unchanged) => {}
-        Ok(Refreshed::NeedsAPass) => ctx.run_a_pass(installation),
+        Ok(Refreshed::Unchanged) => None,
+        // A pass would read the same store: look again in a moment.
+        Ok(Refreshed::StoreBehind) if behind + 1 < STORE_BEHIND_TRIES => {
+            Some(Refreshed::StoreBehind)
+        }
+        Ok(Refreshed::StoreBehind | Refreshed::NeedsAPass) => {
+            ctx.run_a_pass(installation);
+            None
+        }
         Err(err) => {
             ctx.metrics.refresh_errors.inc();
             // The pass that runs instead retries with backoff.
             tracing::debug!(installation = %installation.name_any(), %err, "status refresh failed; a pass takes over");
             ctx.caches.forget_observed(name);
             ctx.run_a_pass(installation);
+            None
         }
     }
 }
