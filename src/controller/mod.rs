@@ -209,8 +209,8 @@ pub async fn run_with(
     let refresher = tokio::spawn(refresh::run(
         refresh_inbox,
         ctx.clone(),
-        DEBOUNCE,
-        usize::from(concurrency),
+        (DEBOUNCE, usize::from(concurrency)),
+        stop.clone(),
     ));
     let controller = controller
         .reconcile_on(pass_wakeups)

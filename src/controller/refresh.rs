@@ -67,10 +67,17 @@ impl Refreshes {
     }
 }
 
-/// Runs refreshes until the inbox closes, `debounce` after the first
-/// request of each burst, at most `parallel` at once.
-pub async fn run(inbox: Inbox, ctx: Arc<Context>, debounce: Duration, parallel: usize) {
-    let Inbox(mut requests, refreshes) = inbox;
+/// Runs refreshes, `debounce` after the first request of each burst, at
+/// most `parallel` at once, until `stop` (this process stops, or is no
+/// longer the leader): none starts after it.
+pub async fn run(
+    inbox: Inbox,
+    ctx: Arc<Context>,
+    (debounce, parallel): (Duration, usize),
+    stop: impl Future<Output = ()> + Clone + Send + 'static,
+) {
+    let Inbox(requests, refreshes) = inbox;
+    let mut requests = std::pin::pin!(requests.take_until(stop.clone()));
     let pending = Arc::new(std::sync::Mutex::new(HashSet::<String>::new()));
     let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
     while let Some(Request {
@@ -86,11 +93,18 @@ pub async fn run(inbox: Inbox, ctx: Arc<Context>, debounce: Duration, parallel: 
             continue;
         }
         let (ctx, pending, permits) = (ctx.clone(), pending.clone(), permits.clone());
-        let refreshes = refreshes.clone();
+        let (refreshes, stop) = (refreshes.clone(), stop.clone());
         tokio::spawn(async move {
-            tokio::time::sleep(debounce).await;
-            let Ok(_permit) = permits.acquire_owned().await else {
-                return;
+            let permit = async {
+                tokio::time::sleep(debounce).await;
+                permits.acquire_owned().await
+            };
+            let _permit = tokio::select! {
+                () = stop => return,
+                permit = permit => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
             };
             // Requests from here on are judged against this refresh's look
             // or come after it: they start a new burst.
