@@ -151,17 +151,15 @@ impl Context {
             let queued = ti.metadata.deletion_timestamp.is_none()
                 && ti.status.as_ref().is_none_or(|s| s.namespace.is_none());
             if queued && ti.name_any() != name {
-                self.run_a_pass(ti);
+                self.run_a_pass(&ti.name_any());
             }
         }
     }
 
     /// Runs a pass of `installation` soon.
-    pub fn run_a_pass(&self, installation: &TestInstallation) {
+    pub fn run_a_pass(&self, installation: &str) {
         // Dropped when the controller has stopped: no pass to run.
-        let _ = self
-            .passes
-            .unbounded_send(ObjectRef::new(&installation.name_any()));
+        let _ = self.passes.unbounded_send(ObjectRef::new(installation));
     }
 
     /// Records a failure of `name` and returns how long to wait before the

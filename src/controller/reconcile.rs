@@ -109,7 +109,7 @@ pub fn error_policy(
 
 /// What a pass decided: the status to write and when to look again (the
 /// expiry deadline may bring that forward).
-struct Outcome {
+pub(super) struct Outcome {
     status: TestInstallationStatus,
     requeue: Duration,
 }
@@ -494,7 +494,7 @@ async fn pass(
 /// and whether a step follows from that status. Status changes do not run
 /// passes (see `predicates`), but some steps follow from the status itself:
 /// seeding once the app is ready, the upgrade once the old version is.
-fn applied_outcome(
+pub(super) fn applied_outcome(
     installation: &TestInstallation,
     plan: &Plan,
     observed: &super::observe::Observed,
@@ -519,91 +519,17 @@ fn applied_outcome(
 
 /// What a pass that applies everything for `installation` and `profile` as
 /// they are now has settled (see `baselines`).
-fn settled(installation: &TestInstallation, profile: &InstallationProfile) -> Settled {
+pub(super) fn settled(installation: &TestInstallation, profile: &InstallationProfile) -> Settled {
     Settled {
         generation: installation.metadata.generation.unwrap_or_default(),
         profile_version: profile.resource_version(),
     }
 }
 
-/// What a status refresh did (see `refresh`).
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refreshed {
-    /// The status records what the workloads show now.
-    Recorded,
-    /// Nothing changed since the last look, whose status is written.
-    Unchanged,
-    /// The store does not show the status of the last pass yet.
-    StoreBehind,
-    /// A pass has to run: the spec, the profile or the lifetime changed
-    /// since the last pass applied everything, or the new status moves the
-    /// installation on to a step a pass takes.
-    NeedsAPass,
-}
-
-/// Records in the status what the workloads of a settled installation show
-/// now: the status of `pass` without its reads and applies. Only the stores
-/// are read; the one write is the status (with its transition Event).
-pub(super) async fn refresh(installation: &TestInstallation, ctx: &Context) -> Result<Refreshed> {
-    let name = installation.name_any();
-    let generation = installation.metadata.generation;
-    let status_generation = installation
-        .status
-        .as_ref()
-        .and_then(|s| s.observed_generation);
-    if installation.metadata.deletion_timestamp.is_some() {
-        // The urgent lane's.
-        return Ok(Refreshed::Unchanged);
-    }
-    if status_generation != generation
-        && ctx
-            .caches
-            .observed
-            .is_settled_at(&name, generation.unwrap_or_default())
-    {
-        // The status is computed from the last one, and a pass would read
-        // the same store.
-        return Ok(Refreshed::StoreBehind);
-    }
-    let profile_name = plan::profile_name(installation);
-    let Some(profile) = ctx.caches.profile(profile_name) else {
-        return Ok(Refreshed::NeedsAPass);
-    };
-    let lifetime = ttl::lifetime(installation, Some((profile_name, &profile.spec.ttl)));
-    if lifetime.problem.is_some() {
-        return Ok(Refreshed::NeedsAPass);
-    }
-    let Ok(plan) = plan::plan(installation, &profile, &ctx.config) else {
-        return Ok(Refreshed::NeedsAPass);
-    };
-    let uid = installation.uid().unwrap_or_default();
-    let look = || ctx.caches.observe(&plan.namespace, &uid);
-    let Some((observed, changed)) =
-        ctx.caches
-            .observed
-            .look_again(&name, &settled(installation, &profile), look)
-    else {
-        return Ok(Refreshed::NeedsAPass);
-    };
-    if !changed {
-        // The pass or refresh that took the last look wrote its status (a
-        // failed write forgets the look, see `refresh`, or retries the pass).
-        return Ok(Refreshed::Unchanged);
-    }
-    let (outcome, moves_on) = applied_outcome(installation, &plan, &observed);
-    if moves_on {
-        return Ok(Refreshed::NeedsAPass);
-    }
-    // The requeue the last pass set (the resync, or the expiry deadline)
-    // still stands.
-    finish(ctx, installation, outcome, &lifetime, Timestamp::now()).await?;
-    Ok(Refreshed::Recorded)
-}
-
 /// Records the lifetime in the status, carries out the expiry decision,
 /// writes the status, and returns when to look again: at the deadline, or
 /// after the outcome's requeue.
-async fn finish(
+pub(super) async fn finish(
     ctx: &Context,
     installation: &TestInstallation,
     outcome: Outcome,

@@ -6,7 +6,7 @@
 //! baseline is settled, see `baselines`), the events that follow are the
 //! workloads catching up with it. A pass for them would only plan, find
 //! nothing to apply and write the status; a refresh writes the same status
-//! (`reconcile::refresh`) from the stores, beside the controller's queue.
+//! (`refresh`) from the stores, beside the controller's queue.
 //! Whatever a refresh cannot take (the spec or profile changed, a step
 //! follows from the new status, the status write failed) runs a pass.
 //!
@@ -20,12 +20,11 @@ use futures::{
     StreamExt,
     channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded},
 };
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use super::{
-    context::Context,
-    reconcile::{self, Refreshed},
-};
+use super::{context::Context, error::Result, lifecycle::ttl, plan, reconcile};
+use crate::api::TestInstallation;
 
 /// How many times a refresh looks again, a debounce apart, for a store
 /// that does not show the last pass's status yet, before a pass takes over.
@@ -112,42 +111,113 @@ pub async fn run(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&name);
-            if refresh_one(&name, &ctx, behind).await == Some(Refreshed::StoreBehind) {
+            if refresh_one(&name, &ctx, behind).await {
                 refreshes.send(&name, behind + 1);
             }
         });
     }
 }
 
-/// Refreshes `name`; returns what the refresh found unless it is done.
-async fn refresh_one(name: &str, ctx: &Context, behind: u32) -> Option<Refreshed> {
+/// Refreshes `name`; returns whether to look again later (the store does
+/// not show the last pass's status yet).
+async fn refresh_one(name: &str, ctx: &Context, behind: u32) -> bool {
     let _exclusive = ctx.exclusive(name).await;
     // After the lock: a pass that held it may have moved the installation on.
-    let guard = ctx.installation(name)?;
-    let Ok(installation) = &guard.0 else {
-        return None;
+    let Some(guard) = ctx.installation(name) else {
+        return false;
     };
-    match reconcile::refresh(installation, ctx).await {
+    let Ok(installation) = &guard.0 else {
+        return false;
+    };
+    match refresh(installation, ctx).await {
         Ok(Refreshed::Recorded) => {
             ctx.metrics.refreshes.inc();
-            None
         }
-        Ok(Refreshed::Unchanged) => None,
+        Ok(Refreshed::Unchanged) => return false,
         // A pass would read the same store: look again in a moment.
-        Ok(Refreshed::StoreBehind) if behind + 1 < STORE_BEHIND_TRIES => {
-            Some(Refreshed::StoreBehind)
-        }
-        Ok(Refreshed::StoreBehind | Refreshed::NeedsAPass) => {
-            ctx.run_a_pass(installation);
-            None
-        }
+        Ok(Refreshed::StoreBehind) if behind + 1 < STORE_BEHIND_TRIES => return true,
+        Ok(Refreshed::StoreBehind | Refreshed::NeedsAPass) => ctx.run_a_pass(name),
         Err(err) => {
             ctx.metrics.refresh_errors.inc();
             // The pass that runs instead retries with backoff.
-            tracing::debug!(installation = %installation.name_any(), %err, "status refresh failed; a pass takes over");
+            tracing::debug!(installation = %name, %err, "status refresh failed; a pass takes over");
             ctx.caches.forget_observed(name);
-            ctx.run_a_pass(installation);
-            None
+            ctx.run_a_pass(name);
         }
     }
+    false
+}
+
+/// What a status refresh did (see `refresh`).
+#[derive(Debug, PartialEq, Eq)]
+enum Refreshed {
+    /// The status records what the workloads show now.
+    Recorded,
+    /// Nothing changed since the last look, whose status is written.
+    Unchanged,
+    /// The store does not show the status of the last pass yet.
+    StoreBehind,
+    /// A pass has to run: the spec, the profile or the lifetime changed
+    /// since the last pass applied everything, or the new status moves the
+    /// installation on to a step a pass takes.
+    NeedsAPass,
+}
+
+/// Records in the status what the workloads of a settled installation show
+/// now: the status of `reconcile::pass` without its reads and applies. Only the stores
+/// are read; the one write is the status (with its transition Event).
+async fn refresh(installation: &TestInstallation, ctx: &Context) -> Result<Refreshed> {
+    let name = installation.name_any();
+    let generation = installation.metadata.generation;
+    let status_generation = installation
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation);
+    if installation.metadata.deletion_timestamp.is_some() {
+        // The urgent lane's.
+        return Ok(Refreshed::Unchanged);
+    }
+    if status_generation != generation
+        && ctx
+            .caches
+            .observed
+            .is_settled_at(&name, generation.unwrap_or_default())
+    {
+        // The status is computed from the last one, and a pass would read
+        // the same store.
+        return Ok(Refreshed::StoreBehind);
+    }
+    let profile_name = plan::profile_name(installation);
+    let Some(profile) = ctx.caches.profile(profile_name) else {
+        return Ok(Refreshed::NeedsAPass);
+    };
+    let lifetime = ttl::lifetime(installation, Some((profile_name, &profile.spec.ttl)));
+    if lifetime.problem.is_some() {
+        return Ok(Refreshed::NeedsAPass);
+    }
+    let Ok(plan) = plan::plan(installation, &profile, &ctx.config) else {
+        return Ok(Refreshed::NeedsAPass);
+    };
+    let uid = installation.uid().unwrap_or_default();
+    let look = || ctx.caches.observe(&plan.namespace, &uid);
+    let Some((observed, changed)) =
+        ctx.caches
+            .observed
+            .look_again(&name, &reconcile::settled(installation, &profile), look)
+    else {
+        return Ok(Refreshed::NeedsAPass);
+    };
+    if !changed {
+        // The pass or refresh that took the last look wrote its status (a
+        // failed write forgets the look, see `refresh_one`, or retries the pass).
+        return Ok(Refreshed::Unchanged);
+    }
+    let (outcome, moves_on) = reconcile::applied_outcome(installation, &plan, &observed);
+    if moves_on {
+        return Ok(Refreshed::NeedsAPass);
+    }
+    // The requeue the last pass set (the resync, or the expiry deadline)
+    // still stands.
+    reconcile::finish(ctx, installation, outcome, &lifetime, Timestamp::now()).await?;
+    Ok(Refreshed::Recorded)
 }
