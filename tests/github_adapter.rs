@@ -1571,6 +1571,7 @@ async fn a_full_queue_answers_503_and_the_redelivery_is_processed() {
     gh.set_pull(&repo, pr.clone());
     let event = pull_event("labeled", &pr, Some(LABEL), "dev");
     let mut refused = None;
+    let mut accepted = 0;
     for i in 0..6 {
         let delivery = format!("queue-{i}-{repo}");
         let (status, text) = adapter.deliver_as("pull_request", &event, &delivery).await;
@@ -1580,6 +1581,7 @@ async fn a_full_queue_answers_503_and_the_redelivery_is_processed() {
             break;
         }
         assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+        accepted += 1;
     }
     let refused = refused.expect("a delivery was refused with 503 while the queue was full");
     assert!(
@@ -1597,8 +1599,29 @@ async fn a_full_queue_answers_503_and_the_redelivery_is_processed() {
     })
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
+    accepted += 1;
     let name = name_of(&repo, 12);
     wait_installation(&api, &name, "the installation", |_| true).await;
+    // Every accepted delivery is worked off, the redelivery included. Only
+    // then is the installation deleted: a queued `labeled` delivery of a PR
+    // that still carries the label rightly creates it again once it is gone.
+    let processed =
+        format!(r#"ephemera_github_intents_processed_total{{outcome="done"}} {accepted}"#);
+    wait_for(
+        "every accepted delivery to be processed",
+        TIMEOUT,
+        || async {
+            let metrics = adapter.metrics().await;
+            metrics.contains(&processed).then_some(()).ok_or_else(|| {
+                metrics
+                    .lines()
+                    .filter(|line| line.starts_with("ephemera_github_intents_processed"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        },
+    )
+    .await;
     leftovers.clean().await;
     adapter.stop().await;
 }
