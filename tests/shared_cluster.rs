@@ -8,7 +8,10 @@ mod support;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use ephemera::api::{InstallationProfile, InstallationProfileSpec, Phase, TestInstallation};
+use ephemera::api::{
+    InstallationProfile, InstallationProfileSpec, Phase, TestInstallation, labels,
+};
+use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::{
     ByteString,
     api::{
@@ -256,7 +259,9 @@ async fn an_admission_denial_stalls_the_installation_with_the_servers_message() 
         "no Warning event: {events:?}"
     );
 
-    // Lift the policy; the next pass (here: a touch) goes on to Ready.
+    // Lift the policy and ask for a pass, as a person who fixed the cause
+    // would (otherwise the controller looks again a minute after the stall):
+    // it goes on to Ready.
     bindings
         .delete(&policy_name, &DeleteParams::default())
         .await
@@ -269,7 +274,9 @@ async fn an_admission_denial_stalls_the_installation_with_the_servers_message() 
     api.patch(
         &name,
         &PatchParams::default(),
-        &Patch::Merge(json!({ "metadata": { "annotations": { "touched": "1" } } })),
+        &Patch::Merge(json!({ "metadata": { "annotations": {
+            labels::RECONCILE_REQUESTED_AT: Timestamp::now().to_string()
+        } } })),
     )
     .await
     .unwrap();

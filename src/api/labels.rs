@@ -15,6 +15,10 @@ pub const RUN: &str = "ephemera.dev/run";
 
 /// Where the request came from: `github`, `chat`, `gitops` or `kubectl`.
 pub const SOURCE: &str = "ephemera.dev/source";
+/// A new value (any: a timestamp by convention) runs a reconcile pass at
+/// once, for a person who fixed what stalled an installation (as Flux's
+/// `reconcile.fluxcd.io/requestedAt`). Other annotations never run one.
+pub const RECONCILE_REQUESTED_AT: &str = "ephemera.dev/reconcile-requested-at";
 /// Annotations set by the GitHub adapter.
 pub const PR_URL: &str = "ephemera.dev/pr-url";
 pub const HEAD_SHA: &str = "ephemera.dev/head-sha";

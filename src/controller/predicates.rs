@@ -1,8 +1,9 @@
 //! Which changes run a pass.
 //!
 //! Of a TestInstallation: the spec (its generation), labels (capacity counts
-//! requesters by label), finalizers and the start of a deletion; not the
-//! status (which the controller writes itself) nor annotations (where
+//! requesters by label), finalizers, the start of a deletion and a person's
+//! request for a pass (`ephemera.dev/reconcile-requested-at`); not the
+//! status (which the controller writes itself) nor other annotations (where
 //! adapters keep their memory).
 //!
 //! Of a child (see `child_event_wake`): a change someone else made to what
@@ -32,12 +33,25 @@ pub fn deletion<K: Resource>(object: &K) -> Option<u64> {
     Some(hasher.finish())
 }
 
+/// The value of `ephemera.dev/reconcile-requested-at`, when there is one.
+pub fn reconcile_requested<K: Resource>(object: &K) -> Option<u64> {
+    let value = object
+        .meta()
+        .annotations
+        .as_ref()?
+        .get(crate::api::labels::RECONCILE_REQUESTED_AT)?;
+    let mut hasher = DefaultHasher::new();
+    value.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// The changes of an installation that run a pass.
 pub fn installation_changes<K: Resource>() -> impl Predicate<K> {
     predicates::generation
         .combine(predicates::labels)
         .combine(predicates::finalizers)
         .combine(deletion)
+        .combine(reconcile_requested)
 }
 
 /// A watch event of one of an installation's children (or its namespace),
@@ -128,7 +142,7 @@ mod tests {
     }
 
     #[test]
-    fn spec_labels_finalizers_and_deletion_do() {
+    fn spec_labels_finalizers_deletion_and_a_requested_pass_do() {
         let before = installation();
         let mut spec = before.clone();
         spec.metadata.generation = Some(2);
@@ -145,7 +159,26 @@ mod tests {
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 "2026-01-01T00:00:00Z".parse().unwrap(),
             ));
-        for changed in [spec, labelled, finalized, deleted] {
+        let mut requested = before.clone();
+        requested
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(
+                crate::api::labels::RECONCILE_REQUESTED_AT.into(),
+                "2026-12-03T14:00:00Z".into(),
+            );
+        let mut requested_again = requested.clone();
+        requested_again
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(
+                crate::api::labels::RECONCILE_REQUESTED_AT.into(),
+                "2026-12-03T14:05:00Z".into(),
+            );
+        assert_ne!(fingerprint(&requested), fingerprint(&requested_again));
+        for changed in [spec, labelled, finalized, deleted, requested] {
             assert_ne!(fingerprint(&before), fingerprint(&changed));
         }
     }
