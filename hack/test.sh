@@ -45,9 +45,19 @@ log "running unit and integration tests"
 # The fault and security suites append their figures here (docs/security.md).
 export EPHEMERA_FIGURES=$LOG_DIR/figures.txt
 : >"$EPHEMERA_FIGURES"
+# Waits that passed but took more than half their time-out: the tests most
+# likely to fail on a busier machine.
+export EPHEMERA_SLOW_WAITS=$LOG_DIR/slow-waits.txt
+: >"$EPHEMERA_SLOW_WAITS"
 show_figures() {
 	log "figures of the fault and security suites:"
 	cat "$EPHEMERA_FIGURES" >&2
+	if [[ -s $EPHEMERA_SLOW_WAITS ]]; then
+		log "waits that took more than half their time-out ($(wc -l <"$EPHEMERA_SLOW_WAITS")):"
+		sed 's/^/    /' "$EPHEMERA_SLOW_WAITS" >&2
+	else
+		log "no wait took more than half its time-out"
+	fi
 }
 if ! cargo test --locked --all-targets --no-fail-fast; then
 	show_figures

@@ -80,8 +80,10 @@ impl Health {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
-    /// Records that a watch (or other input stream) failed just now.
-    pub fn watch_failed(&self) {
+    /// Records that a watch (or other input stream) failed just now; true
+    /// when it is the first failure after a quiet `WATCH_READY_WINDOW` (the
+    /// one worth a warning in the log).
+    pub fn watch_failed(&self) -> bool {
         let now = Instant::now();
         let mut w = self.watches.lock().unwrap_or_else(|e| e.into_inner());
         let quiet_since_last = w
@@ -92,6 +94,7 @@ impl Health {
         }
         w.last = Some(now);
         w.count += 1;
+        quiet_since_last
     }
 
     /// Watch failures recorded since start.

@@ -50,9 +50,13 @@ use super::{
     refresh::Refreshes,
     secret_values::SecretValues,
     summary::{self, Summary},
+    trigger_backoff::paced,
     urgent::Lane,
 };
-use crate::api::{InstallationProfile, TestInstallation, labels};
+use crate::{
+    api::{InstallationProfile, TestInstallation, labels},
+    telemetry::Health,
+};
 
 type Guarded = DeserializeGuard<TestInstallation>;
 
@@ -104,6 +108,7 @@ fn children_config() -> watcher::Config {
 /// (deletions included) that triggers passes.
 fn reflect<K>(
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    health: &Health,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -113,11 +118,9 @@ where
     K::DynamicType: Eq + Hash + Clone + Default,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        events.backoff(super::trigger_backoff::TriggerBackoff::default()),
-    )
-    .touched_objects();
+    let what = K::kind(&Default::default()).into_owned();
+    let stream =
+        reflector::reflector(writer, paced(events, what, health.clone())).touched_objects();
     (reader, stream)
 }
 
@@ -125,6 +128,7 @@ where
 /// its index by namespace (fed before the store).
 fn reflect_indexed<K>(
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    health: &Health,
 ) -> (
     IndexedStore<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -135,13 +139,13 @@ where
 {
     let index = NamespaceIndex::default();
     let feed = index.clone();
-    let (store, stream) = reflect(events.inspect_ok(move |event| feed.apply(event)));
+    let (store, stream) = reflect(events.inspect_ok(move |event| feed.apply(event)), health);
     (IndexedStore { store, index }, stream)
 }
 
 /// Metadata-only stores: of the object, its (trimmed) metadata alone.
 fn metadata<K>(
-    client: &Client,
+    (client, health): (&Client, &Health),
     config: watcher::Config,
 ) -> (
     Summaries<K, ()>,
@@ -150,10 +154,13 @@ fn metadata<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    reflect_indexed(summary::summarize(
-        watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config),
-        |object| Summary::of(object, |_| (), own_fields_of, trim_meta),
-    ))
+    reflect_indexed(
+        summary::summarize(
+            watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config),
+            |object| Summary::of(object, |_| (), own_fields_of, trim_meta),
+        ),
+        health,
+    )
 }
 
 pub fn without_managed_fields<K: Resource>(object: &mut K) {
@@ -166,7 +173,7 @@ pub type Summaries<K, S> = IndexedStore<Summary<K, S>>;
 /// Workloads, Jobs and pods are stored as the state a pass reads of them
 /// (see `summary`), with their metadata trimmed.
 fn summarized<K, S>(
-    client: &Client,
+    (client, health): (&Client, &Health),
     config: watcher::Config,
     state: fn(&K) -> S,
     trim: fn(&mut K),
@@ -178,10 +185,13 @@ where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
     S: Clone + Debug + Send + Sync + 'static,
 {
-    reflect_indexed(summary::summarize(
-        watcher(Api::<K>::all(client.clone()), config),
-        move |object| Summary::of(object, state, own_fields_of, trim),
-    ))
+    reflect_indexed(
+        summary::summarize(
+            watcher(Api::<K>::all(client.clone()), config),
+            move |object| Summary::of(object, state, own_fields_of, trim),
+        ),
+        health,
+    )
 }
 
 /// A pod's metadata as stored: none of its managed fields or owners is the
@@ -198,57 +208,76 @@ fn trim_pod_meta(pod: &mut Pod) {
 /// is shared with the filter of its own watch.
 pub fn watch_all(
     controller: Controller<Guarded>,
-    client: &Client,
+    (client, health): (&Client, &Health),
     config: &ControllerConfig,
     (installations, own_writes): (Store<Guarded>, OwnWrites),
     (urgent, refreshes): (Lane, Refreshes),
 ) -> (Controller<Guarded>, Arc<Caches>) {
     // Every namespace, not only labelled ones: a pass must see a namespace
     // of the same name that is not its own.
-    let (namespaces, namespace_events) = reflect(summary::summarize(
-        watcher(
-            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
+    let (namespaces, namespace_events) = reflect(
+        summary::summarize(
+            watcher(
+                Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+                watcher::Config::default().any_semantic(),
+            ),
+            |namespace| Summary::of(namespace, |_| (), own_fields_of, trim_namespace_meta),
         ),
-        |namespace| Summary::of(namespace, |_| (), own_fields_of, trim_namespace_meta),
-    ));
+        health,
+    );
     // A deletion waits in the urgent lane for its namespace to go away.
     let namespace_events =
         namespace_events.inspect_ok(move |ns| urgent.namespace_seen(&ns.name_any()));
-    let (secrets, secret_events) =
-        summarized::<Secret, _>(client, children_config(), SecretValues::of, trim_meta);
-    let (services, service_events) = metadata::<Service>(client, children_config());
+    let (secrets, secret_events) = summarized::<Secret, _>(
+        (client, health),
+        children_config(),
+        SecretValues::of,
+        trim_meta,
+    );
+    let (services, service_events) = metadata::<Service>((client, health), children_config());
     let (network_policies, network_policy_events) =
-        metadata::<NetworkPolicy>(client, children_config());
+        metadata::<NetworkPolicy>((client, health), children_config());
     let (resource_quotas, resource_quota_events) =
-        metadata::<ResourceQuota>(client, children_config());
-    let (limit_ranges, limit_range_events) = metadata::<LimitRange>(client, children_config());
-    let (role_bindings, role_binding_events) = metadata::<RoleBinding>(client, children_config());
-    let (ingresses, ingress_events) = metadata::<Ingress>(client, children_config());
+        metadata::<ResourceQuota>((client, health), children_config());
+    let (limit_ranges, limit_range_events) =
+        metadata::<LimitRange>((client, health), children_config());
+    let (role_bindings, role_binding_events) =
+        metadata::<RoleBinding>((client, health), children_config());
+    let (ingresses, ingress_events) = metadata::<Ingress>((client, health), children_config());
     let (deployments, deployment_events) = summarized::<Deployment, _>(
-        client,
+        (client, health),
         children_config(),
         observe::deployment_state,
         trim_meta,
     );
     let (stateful_sets, stateful_set_events) = summarized::<StatefulSet, _>(
-        client,
+        (client, health),
         children_config(),
         observe::stateful_set_state,
         trim_meta,
     );
-    let (jobs, job_events) =
-        summarized::<Job, _>(client, children_config(), observe::job_state, trim_meta);
+    let (jobs, job_events) = summarized::<Job, _>(
+        (client, health),
+        children_config(),
+        observe::job_state,
+        trim_meta,
+    );
     let pod_config = watcher::Config::default()
         .labels(labels::INSTALLATION)
         .any_semantic();
-    let (pods, pod_events) = summarized(client, pod_config, observe::pod_state, trim_pod_meta);
+    let (pods, pod_events) = summarized(
+        (client, health),
+        pod_config,
+        observe::pod_state,
+        trim_pod_meta,
+    );
     let (profiles, profile_events) = reflect(
         watcher(
             Api::<InstallationProfile>::all(client.clone()),
             watcher::Config::default().any_semantic(),
         )
         .modify(without_managed_fields),
+        health,
     );
 
     let mut controller = controller;
@@ -261,10 +290,10 @@ pub fn watch_all(
                 Api::<Secret>::namespaced(client.clone(), namespace),
                 watcher::Config::default().any_semantic(),
             )
-            .modify(without_managed_fields)
-            .backoff(super::trigger_backoff::TriggerBackoff::default()),
-        )
-        .touched_objects();
+            .modify(without_managed_fields),
+        );
+        let events =
+            paced(events, format!("Secrets in {namespace}"), health.clone()).touched_objects();
         // Driven by the controller; a referenced Secret appearing does not
         // map to an installation here (a Stalled one looks again itself).
         controller = controller.watches_stream(events, |_: Secret| None::<ObjectRef<Guarded>>);

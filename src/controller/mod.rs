@@ -139,16 +139,16 @@ pub async fn run_with(
     let (store, writer) = reflector::store();
     let own_writes = OwnWrites::default();
     // Other tasks wait on this flag, never on the store (see `store_filled`).
+    let installation_watch =
+        watcher(installations, installations_config).modify(|guard: &mut Guarded| {
+            if let Ok(ti) = &mut guard.0 {
+                cache::without_managed_fields(ti);
+            }
+        });
     let (installation_events, installations_filled) =
         store_filled::flag_fill(reflector::reflector(
             writer,
-            watcher(installations, installations_config)
-                .modify(|guard: &mut Guarded| {
-                    if let Ok(ti) = &mut guard.0 {
-                        cache::without_managed_fields(ti);
-                    }
-                })
-                .backoff(trigger_backoff::TriggerBackoff::default()),
+            trigger_backoff::paced(installation_watch, "TestInstallation", health.clone()),
         ));
     // Every installation event, once the store has it, also wakes that
     // installation's runs: the run controller reads this store, so it must
@@ -191,7 +191,7 @@ pub async fn run_with(
     let (refreshes, refresh_inbox) = refresh::channel();
     let (controller, caches) = cache::watch_all(
         controller,
-        &client,
+        (&client, &health),
         &config,
         (store.clone(), own_writes),
         (urgent.clone(), refreshes),
@@ -266,6 +266,7 @@ pub async fn run_with(
 
     let runs = tokio::spawn(runs::run(
         ctx.clone(),
+        health.clone(),
         store.clone(),
         installations_filled.clone(),
         installations_touched,

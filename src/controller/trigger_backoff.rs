@@ -20,10 +20,54 @@
 //! watches nothing noticeable while the API is down (they could not make
 //! progress anyway) and keeps the stable builder API. So: one shared
 //! backoff, short and bounded, that never gives up.
+//!
+//! That shared pause still cost a second per failed watch, one after the
+//! other: once a killed kube-apiserver is back, each of the fifteen watches
+//! fails once more with `410 Gone` as it re-watches, and the shared backoff
+//! (at its cap by then) held them all for a second after each, so the first
+//! reconcile came about 15 s after the API was back (tests/faults.rs; the
+//! controller's log shows one `410` a second). So each watch now pauses
+//! alone (`paced`): its errors go to the health checks and the log where it
+//! is polled and never reach the controller's shared stream, which only
+//! carries events. The shared backoff stays as the last guard.
 
 use std::time::Duration;
 
-use kube::runtime::utils::Backoff;
+use futures::{Stream, StreamExt};
+use kube::runtime::{WatchStreamExt, utils::Backoff, watcher};
+
+use crate::telemetry::Health;
+
+/// A watch's stream for a controller: after an error it waits a pause of
+/// its own (`TriggerBackoff`) before it tries again, and the error is
+/// recorded in `health` (readiness) and logged here instead of being passed
+/// on. `what` names the watch in the log.
+pub fn paced<T>(
+    events: impl Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+    what: impl Into<String>,
+    health: Health,
+) -> impl Stream<Item = Result<T, watcher::Error>> + Send + 'static
+where
+    T: Send + 'static,
+{
+    let what = what.into();
+    events
+        .backoff(TriggerBackoff::default())
+        .filter_map(move |event| {
+            let event = match event {
+                Ok(event) => Some(Ok(event)),
+                Err(err) => {
+                    if health.watch_failed() {
+                        tracing::warn!(watch = %what, %err, "a watch failed; it is retried within a second");
+                    } else {
+                        tracing::debug!(watch = %what, %err, "a watch failed again");
+                    }
+                    None
+                }
+            };
+            std::future::ready(event)
+        })
+}
 
 /// Exponential from `FIRST` to `CAP`, with up to 25 % jitter so that
 /// replicas do not retry in step; never gives up.
@@ -84,6 +128,29 @@ mod tests {
         // minutes (the old default: up to 50 minutes).
         let sum: Duration = pauses[..100].iter().sum();
         assert!(sum <= Duration::from_secs(100), "{sum:?}");
+    }
+
+    /// What a kube-apiserver restart does: every watch fails once (`410
+    /// Gone` on re-watch) and then delivers. Each pauses on its own, at the
+    /// same time, and the failures only reach the health checks.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_watch_pauses_only_itself() {
+        const WATCHES: u32 = 15;
+        let health = Health::default();
+        let watches = (0..WATCHES).map(|i| {
+            let events = futures::stream::iter([Err(watcher::Error::NoResourceVersion), Ok(i)]);
+            paced(events, format!("watch {i}"), health.clone()).boxed()
+        });
+        let started = tokio::time::Instant::now();
+        let delivered: Vec<u32> = futures::stream::select_all(watches)
+            .map(|event| event.expect("errors are not passed on"))
+            .collect()
+            .await;
+        assert_eq!(delivered.len(), WATCHES as usize);
+        assert_eq!(health.watch_failures(), u64::from(WATCHES));
+        // One first pause (with its jitter), not fifteen in a row.
+        let waited = started.elapsed();
+        assert!(waited <= FIRST.mul_f64(1.25), "{waited:?}");
     }
 
     #[test]

@@ -79,13 +79,53 @@ where
     let start = Instant::now();
     loop {
         let last = match probe().await {
-            Ok(value) => return value,
+            Ok(value) => {
+                note_a_slow_wait(what, start.elapsed(), timeout);
+                return value;
+            }
             Err(state) => state,
         };
         if start.elapsed() >= timeout {
             panic!("timed out after {timeout:?} waiting for {what}; last state seen: {last:#?}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Appends a wait that took more than half its time-out to the file named by
+/// `EPHEMERA_SLOW_WAITS` (`make test` lists them at the end): a test that
+/// passes close to its limit is the next one to fail on a busier machine.
+fn note_a_slow_wait(what: &str, took: Duration, timeout: Duration) {
+    use std::io::Write;
+    if took * 2 <= timeout {
+        return;
+    }
+    let Some(path) = std::env::var_os("EPHEMERA_SLOW_WAITS") else {
+        return;
+    };
+    let binary = std::env::args()
+        .next()
+        .and_then(|arg0| {
+            std::path::Path::new(&arg0)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
+        .map(|file| match file.rsplit_once('-') {
+            Some((binary, _hash)) => binary.to_string(),
+            None => file,
+        })
+        .unwrap_or_default();
+    let line = format!(
+        "{binary}: {what}: {:.1} s of {:.0} s\n",
+        took.as_secs_f64(),
+        timeout.as_secs_f64()
+    );
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = file.write_all(line.as_bytes());
     }
 }
 

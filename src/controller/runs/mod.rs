@@ -27,16 +27,25 @@ use kube::{
     },
 };
 
-use super::{context::Context, store_filled};
-use crate::api::{RunPhase, TestInstallation, TestRun};
+use super::{
+    context::Context,
+    store_filled,
+    trigger_backoff::{TriggerBackoff, paced},
+};
+use crate::{
+    api::{RunPhase, TestInstallation, TestRun},
+    telemetry::Health,
+};
 use reconcile::RunContext;
 
 /// Runs the run controller until `stop` resolves. `installations_ready`
 /// turns true once the `installations` store has been filled;
 /// `installations_touched` names each installation the store has just
 /// taken in (changed or deleted), whose unfinished runs then look again.
+/// Its watches' failures are recorded in `health`.
 pub async fn run(
     ctx: Arc<Context>,
+    health: Health,
     installations: Store<DeserializeGuard<TestInstallation>>,
     mut installations_ready: tokio::sync::watch::Receiver<bool>,
     installations_touched: impl Stream<Item = String> + Send + 'static,
@@ -59,24 +68,33 @@ pub async fn run(
     let (runs, writer) = reflector::store();
     let (run_events, runs_filled) = store_filled::flag_fill(reflector::reflector(
         writer,
-        watcher(
-            Api::<TestRun>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-        )
-        .default_backoff(),
+        paced(
+            watcher(
+                Api::<TestRun>::all(client.clone()),
+                watcher::Config::default().any_semantic(),
+            ),
+            "TestRun",
+            health.clone(),
+        ),
     ));
-    let controller = Controller::for_stream(run_events.applied_objects(), runs.clone());
+    let controller = Controller::for_stream(run_events.applied_objects(), runs.clone())
+        .trigger_backoff(TriggerBackoff::default());
     let wake_runs = runs.clone();
-    let controller = controller
-        .watches(
+    let jobs = paced(
+        watcher(
             Api::<Job>::all(client),
             watcher::Config::default().labels(job::RUN_LABEL),
-            |job| {
-                job.labels()
-                    .get(job::RUN_LABEL)
-                    .map(|run| ObjectRef::<TestRun>::new(run))
-            },
-        )
+        ),
+        "Job of a TestRun",
+        health,
+    )
+    .touched_objects();
+    let controller = controller
+        .watches_stream(jobs, |job| {
+            job.labels()
+                .get(job::RUN_LABEL)
+                .map(|run| ObjectRef::<TestRun>::new(run))
+        })
         .reconcile_on(installations_touched.flat_map(move |name| {
             let unfinished: Vec<ObjectRef<TestRun>> = wake_runs
                 .state()
