@@ -23,26 +23,21 @@ use kube::{
 /// The deletion timestamp (a deletion must run a pass even where the API
 /// server does not bump the generation).
 pub fn deletion<K: Resource>(object: &K) -> Option<u64> {
-    let mut hasher = DefaultHasher::new();
-    object
-        .meta()
-        .deletion_timestamp
-        .as_ref()
-        .map(|t| t.0.to_string())
-        .hash(&mut hasher);
-    Some(hasher.finish())
+    let timestamp = object.meta().deletion_timestamp.as_ref();
+    Some(hash_of(timestamp.map(|t| t.0.to_string())))
 }
 
 /// The value of `ephemera.dev/reconcile-requested-at`, when there is one.
 pub fn reconcile_requested<K: Resource>(object: &K) -> Option<u64> {
-    let value = object
-        .meta()
-        .annotations
-        .as_ref()?
-        .get(crate::api::labels::RECONCILE_REQUESTED_AT)?;
+    let annotations = object.meta().annotations.as_ref()?;
+    let value = annotations.get(crate::api::labels::RECONCILE_REQUESTED_AT)?;
+    Some(hash_of(value))
+}
+
+fn hash_of(value: impl Hash) -> u64 {
     let mut hasher = DefaultHasher::new();
     value.hash(&mut hasher);
-    Some(hasher.finish())
+    hasher.finish()
 }
 
 /// The changes of an installation that run a pass.
